@@ -1,0 +1,73 @@
+"""Settings and the workspace: the one folder that holds every piece of state a run writes.
+
+Two workspaces never share state, so tests and parallel experiments each get their own. The
+location comes from ``--workspace``, else ``CXPREDICT_HOME``, else ``./.cxpredict``; nothing here
+touches the disk until :meth:`Workspace.ensure` is called.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+HOME_VARIABLE = "CXPREDICT_HOME"
+DEFAULT_HOME = Path(".cxpredict")
+
+
+class Workspace(BaseModel):
+    """Paths of one workspace. Every writer asks this object where to write."""
+
+    model_config = ConfigDict(frozen=True)
+
+    root: Path
+
+    @property
+    def raw_dir(self) -> Path:
+        """Raw source files as received (or as generated): input of ``ingest``."""
+        return self.root / "raw"
+
+    @property
+    def truth_dir(self) -> Path:
+        """Ground truth of a generated world: read by evaluation only, never by features or training."""
+        return self.root / "truth"
+
+    @property
+    def canonical_dir(self) -> Path:
+        """Validated, stitched tables, quarantine, identity links and the unified profile.
+
+        A symlink to the current committed version, swapped atomically by ``ingest``.
+        """
+        return self.root / "canonical"
+
+    @property
+    def features_dir(self) -> Path:
+        """Behavioural feature tables (Parquet) that Feast's offline store reads."""
+        return self.root / "features"
+
+    @property
+    def feast_dir(self) -> Path:
+        """Feast registry and SQLite online store."""
+        return self.root / "feast"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        """MLflow tracking database and artifacts, when no ``MLFLOW_TRACKING_URI`` is set."""
+        return self.root / "mlflow"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Human-readable reports (ingest reports, model cards exported for reading)."""
+        return self.root / "reports"
+
+    def ensure(self) -> Workspace:
+        """Create the workspace root; the sub-folders are created by the steps that write them."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def resolve_workspace(path: Path | str | None = None) -> Workspace:
+    """The workspace named by the option, else by ``CXPREDICT_HOME``, else ``./.cxpredict``."""
+    chosen = path if path is not None else os.environ.get(HOME_VARIABLE) or DEFAULT_HOME
+    return Workspace(root=Path(chosen).expanduser().absolute())

@@ -1,0 +1,1 @@
+"""Raw sources → validated canonical tables → unified profile → behavioural features in Feast."""

@@ -1,0 +1,1 @@
+"""The BentoML prediction API that journey-orchestration systems call."""

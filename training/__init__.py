@@ -1,0 +1,1 @@
+"""Labels, LightGBM models, baselines and MLflow tracking for churn, next purchase and unmet needs."""
