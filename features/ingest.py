@@ -1,0 +1,459 @@
+"""Ingest: read → validate → quarantine → stitch → de-duplicate → commit, never losing or inventing a row.
+
+Why: everything downstream trusts the canonical tables, so every raw row must end up in exactly one
+place — accepted, quarantined (with its rule) or recognised as a duplicate — and the books must
+balance: ``read == accepted + quarantined + duplicates`` per source, checked in code. A file that
+lacks a required column is refused whole before anything is written, and the new canonical state
+becomes visible in one atomic step (see :mod:`features.catalog`).
+
+Contract: :func:`ingest` reads ``<ws>/raw/<source>.{parquet,csv}`` (or the given paths; only
+transactions is required), and returns an :class:`IngestReport`; the same report is stored as
+``report.json`` in the committed version.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from pydantic import BaseModel, model_validator
+from rich.table import Table
+
+from cxpredict.settings import Workspace, resolve_workspace
+from features import catalog
+from features.contract import (
+    CONTRACTS,
+    REQUIRED_SOURCES,
+    SOURCES,
+    STRING_DTYPE,
+    ContractError,
+    missing_required_columns,
+    normalise_column_names,
+    pandas_types,
+    parse_source,
+    render_raw,
+    to_arrow,
+)
+from features.identity import (
+    AMBIGUOUS_SCHEMA,
+    ATTACHMENT_SCHEMA,
+    LINK_SCHEMA,
+    PAIR_SCHEMA,
+    Evidence,
+    Stitched,
+    hex_digest,
+    new_key,
+    stitch,
+)
+from features.profile import build_profile
+from features.profile import to_arrow as profile_to_arrow
+
+RAW_SUFFIXES = (".parquet", ".csv")
+QUARANTINE_COLUMNS = ("_rule", "_reason", "_source_file", "_row_number", "_row_hash")
+AMBIGUOUS_IN_REPORT = 50
+STAGES_PER_SOURCE = 4  # read, validate, stitch + de-duplicate, write
+
+
+class IngestError(ContractError):
+    """Ingest refused its input; nothing was written."""
+
+
+class MissingSourceError(IngestError):
+    """A required source (transactions) has no file."""
+
+
+class MissingColumnError(IngestError):
+    """A file lacks a required contract column; the whole file (and this ingest) is refused."""
+
+    def __init__(self, file: Path, source: str, columns: list[str]) -> None:
+        self.file, self.source, self.columns = file, source, columns
+        names = ", ".join(map(repr, columns))
+        super().__init__(f"{file}: the {source} file is missing required column(s) {names}")
+
+
+class UnreadableSourceError(IngestError):
+    """A raw file cannot be read as CSV or Parquet, or its source is ambiguous."""
+
+
+class SourceReport(BaseModel):
+    """What happened to one source's rows. Construction fails unless the books balance."""
+
+    source: str
+    file: str
+    read: int
+    accepted: int
+    quarantined: int
+    duplicates: int
+    updated: int = 0
+    quarantine_added: int = 0
+    rules: dict[str, int] = {}
+    linked: dict[str, int] = {}
+    columns_supplied: list[str] = []
+    canonical_rows: int = 0
+
+    @property
+    def reconciled(self) -> bool:
+        return self.read == self.accepted + self.quarantined + self.duplicates
+
+    @model_validator(mode="after")
+    def _reconciles(self) -> SourceReport:
+        if not self.reconciled:
+            raise ValueError(f"{self.source}: read {self.read} != accepted {self.accepted} + quarantined "
+                             f"{self.quarantined} + duplicates {self.duplicates}")  # fmt: skip
+        if sum(self.rules.values()) != self.quarantined:
+            raise ValueError(f"{self.source}: rule counts do not add up to the quarantined rows")
+        return self
+
+
+class AmbiguousIdentifier(BaseModel):
+    """An identifier reaching several customers: its kind and keyed hash only, never the value."""
+
+    kind: str
+    identifier_hash: str
+    n_customers: int
+
+
+class IdentityReport(BaseModel):
+    links: int = 0
+    linked_rows: dict[str, dict[str, int]] = {}
+    ambiguous_identifiers: int = 0
+    ambiguous: list[AmbiguousIdentifier] = []
+
+
+class IngestReport(BaseModel):
+    version: str
+    now: datetime
+    seconds: float
+    sources: dict[str, SourceReport]
+    identity: IdentityReport
+    profile_rows: int
+
+    @property
+    def reconciled(self) -> bool:
+        return all(s.reconciled for s in self.sources.values())
+
+
+@dataclass(frozen=True)
+class Merge:
+    table: pd.DataFrame
+    accepted: int
+    duplicates: int
+    updated: int = 0
+
+
+def locate_sources(ws: Workspace, paths: dict[str, Path] | None) -> dict[str, Path]:
+    """The file of each source: the given paths, else ``<ws>/raw/<source>.{parquet,csv}``."""
+    if paths is not None:
+        unknown = sorted(set(paths) - set(SOURCES))
+        if unknown:
+            raise UnreadableSourceError(f"unknown source(s) {', '.join(unknown)}; "
+                                        f"sources are {', '.join(SOURCES)}")  # fmt: skip
+        found = {s: Path(p) for s, p in paths.items()}
+        for source, path in found.items():
+            if not path.is_file():
+                raise UnreadableSourceError(f"{path}: no such file for source {source}")
+    else:
+        found = {}
+        for source in SOURCES:
+            candidates = [ws.raw_dir / f"{source}{suffix}" for suffix in RAW_SUFFIXES]
+            present = [p for p in candidates if p.is_file()]
+            if len(present) > 1:
+                raise UnreadableSourceError(f"both {present[0].name} and {present[1].name} exist in "
+                                            f"{ws.raw_dir}; keep one")  # fmt: skip
+            if present:
+                found[source] = present[0]
+    for source in REQUIRED_SOURCES - set(found):
+        raise MissingSourceError(f"the {source} source is required: "
+                                 f"expected {ws.raw_dir}/{source}.parquet or .csv")  # fmt: skip
+    return {s: found[s] for s in SOURCES if s in found}
+
+
+def read_raw(path: Path) -> pd.DataFrame:
+    """A raw file as a frame: every CSV column as text, Parquet columns as typed in the file."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            with open(path, newline="", encoding="utf-8-sig") as handle:
+                header = next(csv.reader(handle), None)
+            if not header:
+                raise UnreadableSourceError(f"{path}: empty CSV file (no header)")
+            as_text = pacsv.ConvertOptions(column_types=dict.fromkeys(header, pa.string()),
+                                           strings_can_be_null=True)  # fmt: skip
+            table = pacsv.read_csv(path, convert_options=as_text)
+        elif suffix == ".parquet":
+            table = pq.read_table(path)
+        else:
+            raise UnreadableSourceError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
+    except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as error:
+        raise UnreadableSourceError(f"{path}: cannot be read ({type(error).__name__})") from error
+    return pandas_types(table)
+
+
+def read_source(source: str, path: Path) -> pd.DataFrame:
+    """Read one source file and refuse it whole if a required column is missing."""
+    frame = normalise_column_names(read_raw(path))
+    repeated = sorted(set(frame.columns[frame.columns.duplicated()]))
+    if repeated:
+        raise UnreadableSourceError(f"{path}: column(s) {', '.join(repeated)} appear more than once")
+    missing = missing_required_columns(source, list(frame.columns))
+    if missing:
+        raise MissingColumnError(path, source, missing)
+    return frame.reset_index(drop=True)
+
+
+def row_hashes(rows: pd.DataFrame) -> pd.Series:
+    """Hash of a raw row (its column names and text values), stable across re-reads of the same file."""
+    ordered = rows[sorted(rows.columns)]
+    keyed = ordered.assign(_columns="|".join(ordered.columns))
+    digests = hex_digest(pd.util.hash_pandas_object(keyed, index=False).to_numpy())
+    return pd.Series(digests, index=rows.index, dtype=STRING_DTYPE)
+
+
+def quarantine_frame(raw: pd.DataFrame, rule: pd.Series, why: pd.Series, file_name: str) -> pd.DataFrame:
+    """Rows that broke a rule, kept as raw text plus the rule, reason, file name, row number (1-based,
+    header not counted) and row hash."""
+    bad = rule.notna().to_numpy()
+    rows = render_raw(raw[bad])
+    return rows.assign(
+        _rule=rule[bad], _reason=why[bad],
+        _source_file=pd.Series(file_name, index=rows.index, dtype=STRING_DTYPE),
+        _row_number=pd.array(rows.index.to_numpy() + 1, dtype=pd.Int64Dtype()), _row_hash=row_hashes(rows),
+    )  # fmt: skip
+
+
+def merge_quarantine(existing: pd.DataFrame | None, new: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Existing quarantine plus the new rows not already there (by ``_row_hash``)."""
+    base = existing if existing is not None else new.iloc[:0]
+    merged = pd.concat([base, new], ignore_index=True).drop_duplicates("_row_hash", ignore_index=True)
+    raw_columns = [c for c in merged.columns if c not in QUARANTINE_COLUMNS]
+    merged = merged[raw_columns + list(QUARANTINE_COLUMNS)]
+    return merged, len(merged) - len(base)
+
+
+def _null_safe_equal(left: pd.Series, right: pd.Series) -> np.ndarray:
+    both_null = left.isna().to_numpy() & right.isna().to_numpy()
+    return (left == right).fillna(False).to_numpy(dtype=bool) | both_null
+
+
+def merge_events(existing: pd.DataFrame | None, batch: pd.DataFrame) -> Merge:
+    """Append the batch rows not identical to an earlier canonical or batch row (event-like tables)."""
+    base = existing if existing is not None else batch.iloc[:0]
+    combined = pd.concat([base, batch], ignore_index=True)
+    duplicate = combined.duplicated(keep="first").to_numpy()[len(base):]
+    fresh = batch[~duplicate]
+    return Merge(pd.concat([base, fresh], ignore_index=True), len(fresh), int(duplicate.sum()))
+
+
+def merge_customers(existing: pd.DataFrame | None, batch: pd.DataFrame, supplied: list[str]) -> Merge:
+    """Upsert customers by customer_id: a row identical to the customer's current state is a duplicate,
+    a changed row is an update and the last one wins. Columns this file did not supply keep their
+    existing values instead of being blanked."""
+    base = existing if existing is not None else batch.iloc[:0]
+    batch = batch.copy()
+    if len(base) and len(batch):
+        known = base.set_index("customer_id")
+        for column in (c for c in batch.columns if c not in supplied):
+            batch[column] = known[column].reindex(batch["customer_id"]).set_axis(batch.index)
+    combined = pd.concat([base, batch], ignore_index=True)
+    ordered = combined.sort_values("customer_id", kind="stable")
+    previous = ordered.shift(1)
+    same_customer = (_null_safe_equal(ordered["customer_id"], previous["customer_id"])
+                     & ordered["customer_id"].notna().to_numpy())  # fmt: skip
+    identical = same_customer.copy()
+    for column in combined.columns:
+        identical &= _null_safe_equal(ordered[column], previous[column])
+    duplicate = pd.Series(identical, index=ordered.index).sort_index().to_numpy()[len(base):]
+    seen_before = pd.Series(same_customer, index=ordered.index).sort_index().to_numpy()[len(base):]
+    fresh = batch[~duplicate]
+    table = pd.concat([base, fresh], ignore_index=True)
+    table = table.drop_duplicates("customer_id", keep="last", ignore_index=True)
+    return Merge(table, len(fresh), int(duplicate.sum()), int((seen_before & ~duplicate).sum()))
+
+
+class _Stages:
+    """Advances one rich progress task per source (and one for the commit); silent without progress."""
+
+    def __init__(self, progress: Any, sources: list[str]) -> None:
+        self.progress = progress
+        self.tasks = {} if progress is None else {
+            s: progress.add_task(f"ingest {s}", total=STAGES_PER_SOURCE) for s in sources
+        }  # fmt: skip
+        if progress is not None:
+            self.tasks["commit"] = progress.add_task("commit canonical version", total=1)
+
+    def advance(self, name: str) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.tasks[name])
+
+
+def _utc(now: datetime | None) -> datetime:
+    if now is None:
+        return datetime.now(UTC)
+    return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+
+
+def _read_evidence(ws: Workspace) -> tuple[Evidence, str]:
+    """What earlier ingests learned about identities, and the key their hashes were made with."""
+    key = catalog.read_identity_key(ws)
+    attachments, pairs = catalog.read_identity(ws, "attachments"), catalog.read_identity(ws, "pairs")
+    if key is None or attachments is None or pairs is None:
+        return Evidence.empty(), new_key()
+    return Evidence(attachments, pairs), key
+
+
+def ingest(ws: Workspace | Path | str, paths: dict[str, Path] | None = None, now: datetime | None = None,
+           progress: Any = None) -> IngestReport:  # fmt: skip
+    """Ingest raw source files into a new canonical version and return the report.
+
+    Raises :class:`IngestError` subclasses (nothing written) when transactions are absent, a file
+    cannot be read, or a file lacks a required column.
+    """
+    started = time.perf_counter()
+    ws = ws if isinstance(ws, Workspace) else resolve_workspace(ws)
+    now = _utc(now)
+    files = locate_sources(ws, paths)
+    stages = _Stages(progress, list(files))
+    raws: dict[str, pd.DataFrame] = {}
+    for source, path in files.items():
+        raws[source] = read_source(source, path)
+        stages.advance(source)
+
+    with catalog.ingest_lock(ws):
+        previous = catalog.current_version(ws)
+        manifest = catalog.canonical_manifest(ws)
+        evidence, key = _read_evidence(ws)
+
+        parsed = {source: parse_source(source, raw, now) for source, raw in raws.items()}
+        for source in parsed:
+            stages.advance(source)
+        stitched = stitch(parsed, evidence, key)
+
+        staged = catalog.stage_version(ws)
+        try:
+            reports, tables = _write_sources(ws, staged, previous, files, raws, stitched, manifest, stages)
+            report = _finish(staged, manifest, reports, tables, stitched, key, started, now)
+        except BaseException:
+            catalog.discard(staged)
+            raise
+        catalog.commit(staged)
+        stages.advance("commit")
+    return report
+
+
+def _write_sources(
+    ws: Workspace, staged: catalog.StagedVersion, previous: Path | None, files: dict[str, Path],
+    raws: dict[str, pd.DataFrame], stitched: Stitched, manifest: catalog.Manifest | None, stages: _Stages,
+) -> tuple[dict[str, SourceReport], dict[str, pd.DataFrame | None]]:
+    """Merge each ingested source into its canonical and quarantine tables in the staged version."""
+    reports: dict[str, SourceReport] = {}
+    tables: dict[str, pd.DataFrame | None] = {}
+    for source in SOURCES:
+        existing = catalog.read_canonical(ws, source)
+        if source not in files:
+            tables[source] = existing
+            staged.carry(f"{source}.parquet", previous)
+            staged.carry(f"{catalog.QUARANTINE_DIR}/{source}.parquet", previous)
+            continue
+        parsed = stitched.sources[source]
+        accepted_rows = parsed.canonical[parsed.valid]
+        ever = set(parsed.supplied) | {"customer_id"} | set(manifest.supplied(source) if manifest else [])
+        supplied = [c for c in CONTRACTS[source].names if c in ever]
+        if source == "customers":
+            merge = merge_customers(existing, accepted_rows, parsed.supplied)
+        else:
+            merge = merge_events(existing, accepted_rows)
+        new_quarantine = quarantine_frame(raws[source], parsed.rule, parsed.reason, files[source].name)
+        quarantine, added = merge_quarantine(catalog.read_quarantine(ws, source), new_quarantine)
+        stages.advance(source)
+
+        if merge.accepted or existing is None:
+            staged.write_table(f"{source}.parquet", to_arrow(merge.table, source))
+        else:
+            staged.carry(f"{source}.parquet", previous)
+        if added or not staged.carry(f"{catalog.QUARANTINE_DIR}/{source}.parquet", previous):
+            staged.write_table(f"{catalog.QUARANTINE_DIR}/{source}.parquet",
+                               pa.Table.from_pandas(quarantine, preserve_index=False))  # fmt: skip
+        stages.advance(source)
+
+        tables[source] = merge.table
+        reports[source] = SourceReport(
+            source=source, file=files[source].name, read=len(raws[source]), accepted=merge.accepted,
+            quarantined=int(parsed.rule.notna().sum()), duplicates=merge.duplicates, updated=merge.updated,
+            quarantine_added=added, rules={str(k): int(v) for k, v in parsed.rule.value_counts().items()},
+            linked=stitched.linked.get(source, {}), columns_supplied=supplied,
+            canonical_rows=len(merge.table),
+        )  # fmt: skip
+    return reports, tables
+
+
+def _finish(staged: catalog.StagedVersion, old: catalog.Manifest | None, reports: dict[str, SourceReport],
+            tables: dict[str, pd.DataFrame | None], stitched: Stitched, key: str, started: float,
+            now: datetime) -> IngestReport:  # fmt: skip
+    identity = catalog.IDENTITY_DIR
+    links, ambiguous = stitched.graph.links(), stitched.graph.ambiguous()
+    staged.write_text(f"{identity}/{catalog.IDENTITY_KEY_FILE}", key)
+    identity_tables = (("attachments", stitched.evidence.attachments, ATTACHMENT_SCHEMA),
+                       ("pairs", stitched.evidence.pairs, PAIR_SCHEMA),
+                       ("links", links, LINK_SCHEMA), ("ambiguous", ambiguous, AMBIGUOUS_SCHEMA))  # fmt: skip
+    for name, frame, schema in identity_tables:
+        arrow = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+        staged.write_table(f"{identity}/{name}.parquet", arrow)
+
+    profile = build_profile(tables)
+    staged.write_table(catalog.PROFILE_FILE, profile_to_arrow(profile))
+
+    sources: dict[str, catalog.SourceManifest] = {}
+    quarantine_rows: dict[str, int] = {}
+    for source in SOURCES:
+        quarantine_path = staged.path / catalog.QUARANTINE_DIR / f"{source}.parquet"
+        if quarantine_path.exists():
+            quarantine_rows[source] = pq.ParquetFile(quarantine_path).metadata.num_rows
+        if source in reports:
+            before = old.sources[source].files if old and source in old.sources else []
+            r = reports[source]
+            seen_files = sorted(set(before) | {r.file})
+            sources[source] = catalog.SourceManifest(
+                rows=r.canonical_rows, columns_supplied=r.columns_supplied, files=seen_files)
+        elif old and source in old.sources:
+            sources[source] = old.sources[source]
+    report = IngestReport(
+        version=staged.id, now=now, seconds=round(time.perf_counter() - started, 3), sources=reports,
+        identity=IdentityReport(
+            links=len(links), linked_rows=stitched.linked, ambiguous_identifiers=len(ambiguous),
+            ambiguous=[AmbiguousIdentifier(kind=k, identifier_hash=h, n_customers=int(n))
+                       for k, h, n in ambiguous.head(AMBIGUOUS_IN_REPORT).itertuples(index=False)],
+        ),
+        profile_rows=len(profile),
+    )  # fmt: skip
+    staged.write_json(catalog.MANIFEST_FILE, catalog.Manifest(
+        version=staged.id, created_at=datetime.now(UTC), sources=sources, quarantine_rows=quarantine_rows,
+        profile_rows=len(profile), identity_links=len(links), ambiguous_identifiers=len(ambiguous),
+    ))  # fmt: skip
+    staged.write_json(catalog.REPORT_FILE, report)
+    return report
+
+
+def format_report(report: IngestReport) -> Table:
+    """The report as a rich table: per source rows read/accepted/quarantined/duplicates and reconciliation."""
+    table = Table(title=f"Ingest {report.version}", show_footer=False)
+    numbers = ("read", "accepted", "quarantined", "duplicates", "linked", "reconciled")
+    for name in ("source", *numbers, "top rules"):
+        table.add_column(name, justify="right" if name in numbers else "left")
+    for s in report.sources.values():
+        rules = ", ".join(f"{rule} {n}" for rule, n in sorted(s.rules.items(), key=lambda item: -item[1])[:3])
+        status = "[green]yes[/]" if s.reconciled else "[red]NO[/]"
+        counts = (s.read, s.accepted, s.quarantined, s.duplicates, sum(s.linked.values()))
+        table.add_row(s.source, *(f"{n:,}" for n in counts), status, rules or "-")
+    table.caption = (f"{report.identity.links:,} identifier links, "
+                     f"{report.identity.ambiguous_identifiers:,} ambiguous identifiers, "
+                     f"{report.profile_rows:,} customers in the profile, {report.seconds:.1f} s")  # fmt: skip
+    return table
