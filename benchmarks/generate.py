@@ -1,0 +1,150 @@
+"""Benchmark ``cxpredict generate``: wall time, rows per source and peak memory.
+
+    .venv/bin/python benchmarks/generate.py --customers 100000
+    .venv/bin/python benchmarks/generate.py --customers 1000000
+
+Prints the figures and rewrites its own section of ``docs/benchmarks.md`` (between
+``<!-- generate -->`` and ``<!-- /generate -->``), keeping other sections and the results of
+other sizes. The world goes to a temporary workspace, removed afterwards unless ``--keep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cxpredict.settings import resolve_workspace  # noqa: E402
+from features.synthetic import SOURCES, WorldConfig, generate  # noqa: E402
+
+DOC = ROOT / "docs" / "benchmarks.md"
+OPEN, CLOSE = "<!-- generate -->", "<!-- /generate -->"
+DATA = re.compile(r"<!-- generate-data (.*?) -->", re.S)
+TARGETS = {100_000: 60.0, 1_000_000: 600.0}
+
+
+def machine() -> dict[str, str]:
+    model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpus": str(os.cpu_count()),
+        "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "cpu": model,
+        "python": platform.python_version(),
+    }
+
+
+def measure(customers: int, seed: int, days: int, end: date, workspace: Path) -> dict:
+    ws = resolve_workspace(workspace)
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    summary = generate(ws, WorldConfig(customers=customers, seed=seed, days=days, end=end))
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
+    size = sum(f.stat().st_size for f in ws.raw_dir.glob("*.parquet"))
+    return {
+        "customers": customers,
+        "days": days,
+        "seconds": round(seconds, 1),
+        "peak_rss_mib": round(peak),
+        "raw_mib": round(size / 2**20),
+        "rows": summary.rows,
+        "load_before": round(load_before, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+        "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def render(results: dict[str, dict], host: dict[str, str]) -> str:
+    lines = [
+        OPEN,
+        "## Synthetic world generation (`cxpredict generate`)",
+        "",
+        f"Machine: {host['cpus']} CPUs ({host['cpu']}), {host['memory']} RAM, Python {host['python']}. "
+        "The machine is shared with other work: the load average before/after each run is shown, and a "
+        "high load makes the figures pessimistic.",
+        "",
+        "Command: `.venv/bin/python benchmarks/generate.py --customers N` (730 days, seed 1).",
+        "",
+        "| customers | wall time | target | peak RSS | raw size | rows (all sources) | events | "
+        "transactions | load before/after | measured |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for key in sorted(results, key=int):
+        r = results[key]
+        target = TARGETS.get(r["customers"])
+        lines.append(
+            f"| {r['customers']:,} | {r['seconds']:.1f} s | {f'≤ {target:.0f} s' if target else '—'} | "
+            f"{r['peak_rss_mib']:,} MiB | {r['raw_mib']:,} MiB | {sum(r['rows'].values()):,} | "
+            f"{r['rows']['events']:,} | {r['rows']['transactions']:,} | {r['load_before']} / {r['load_after']} | "
+            f"{r['measured']} |"
+        )
+    lines += ["", "Rows per source of the largest run: " + ", ".join(
+        f"{s} {results[max(results, key=int)]['rows'][s]:,}" for s in SOURCES) + ".", ""]
+    lines.append(f"<!-- generate-data {json.dumps(results, sort_keys=True)} -->")
+    lines.append(CLOSE)
+    return "\n".join(lines)
+
+
+def update_doc(result: dict, host: dict[str, str]) -> None:
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    results: dict[str, dict] = {}
+    if OPEN in text and CLOSE in text:
+        head, rest = text.split(OPEN, 1)
+        section, tail = rest.split(CLOSE, 1)
+        found = DATA.search(section)
+        if found:
+            results = json.loads(found.group(1))
+    else:
+        head, tail = text.rstrip("\n") + "\n\n", "\n"
+    results[str(result["customers"])] = result
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(head + render(results, host) + tail)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--days", type=int, default=730)
+    parser.add_argument("--end", type=date.fromisoformat, default=date(2026, 1, 1))
+    parser.add_argument("--workspace", type=Path, default=None)
+    parser.add_argument("--keep", action="store_true", help="keep the generated workspace")
+    parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args()
+
+    workspace = args.workspace or Path(tempfile.mkdtemp(prefix="cxpredict-bench-generate-"))
+    try:
+        result = measure(args.customers, args.seed, args.days, args.end, workspace)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workspace, ignore_errors=True)
+    host = machine()
+    print(json.dumps({"machine": host, **result}, indent=2))
+    if not args.no_doc:
+        update_doc(result, host)
+        print(f"updated {DOC.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
