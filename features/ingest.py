@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pydantic import BaseModel, model_validator
+from rich.console import Group
 from rich.table import Table
 
 from cxpredict.settings import Workspace, resolve_workspace
@@ -442,18 +443,24 @@ def _finish(staged: catalog.StagedVersion, old: catalog.Manifest | None, reports
     return report
 
 
-def format_report(report: IngestReport) -> Table:
-    """The report as a rich table: per source rows read/accepted/quarantined/duplicates and reconciliation."""
+def format_report(report: IngestReport) -> Group:
+    """The report for a terminal: rows read/accepted/quarantined/duplicates and reconciliation per source,
+    then quarantined rows by rule (so a reader sees at once what to fix upstream)."""
     table = Table(title=f"Ingest {report.version}", show_footer=False)
-    numbers = ("read", "accepted", "quarantined", "duplicates", "linked", "reconciled")
-    for name in ("source", *numbers, "top rules"):
-        table.add_column(name, justify="right" if name in numbers else "left")
+    numbers = ("read", "accepted", "quarantined", "duplicates", "linked")
+    for name in ("source", *numbers, "reconciled"):
+        table.add_column(name, justify="left" if name == "source" else "right")
     for s in report.sources.values():
-        rules = ", ".join(f"{rule} {n}" for rule, n in sorted(s.rules.items(), key=lambda item: -item[1])[:3])
         status = "[green]yes[/]" if s.reconciled else "[red]NO[/]"
         counts = (s.read, s.accepted, s.quarantined, s.duplicates, sum(s.linked.values()))
-        table.add_row(s.source, *(f"{n:,}" for n in counts), status, rules or "-")
+        table.add_row(s.source, *(f"{n:,}" for n in counts), status)
     table.caption = (f"{report.identity.links:,} identifier links, "
                      f"{report.identity.ambiguous_identifiers:,} ambiguous identifiers, "
                      f"{report.profile_rows:,} customers in the profile, {report.seconds:.1f} s")  # fmt: skip
-    return table
+    rules = Table(title="Quarantined rows by rule")
+    for name in ("source", "rule", "rows"):
+        rules.add_column(name, justify="right" if name == "rows" else "left")
+    for s in report.sources.values():
+        for rule, n in sorted(s.rules.items(), key=lambda item: -item[1]):
+            rules.add_row(s.source, rule, f"{n:,}")
+    return Group(table, rules) if rules.row_count else Group(table)
