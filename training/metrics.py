@@ -1,0 +1,106 @@
+"""Evaluation metrics as pure functions of arrays (no I/O, no models).
+
+Expected calibration error uses EQUAL-FREQUENCY bins (each bin holds about n/bins rows, ordered by
+predicted probability), which stays meaningful when predictions crowd near 0 or 1. Lift in the top
+decile = positive rate among the 10% highest scores / overall positive rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+EPSILON = 1e-12
+
+
+def _both_classes(y: np.ndarray) -> bool:
+    return 0 < y.sum() < len(y)
+
+
+def auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC; NaN when only one class is present."""
+    y = np.asarray(y)
+    return float(roc_auc_score(y, p)) if _both_classes(y) else float("nan")
+
+
+def pr_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Average precision (area under the precision-recall curve); NaN when no positive."""
+    y = np.asarray(y)
+    return float(average_precision_score(y, p)) if y.sum() > 0 else float("nan")
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Row-weighted mean |mean prediction - positive rate| over equal-frequency bins of p."""
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    if len(y) == 0:
+        return float("nan")
+    order = np.argsort(p, kind="stable")
+    groups = np.array_split(order, min(bins, len(y)))
+    gaps = np.array([abs(p[g].mean() - y[g].mean()) for g in groups])
+    sizes = np.array([len(g) for g in groups])
+    return float((gaps * sizes).sum() / sizes.sum())
+
+
+def calibration_curve(y: np.ndarray, p: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """(mean prediction, positive rate) per equal-frequency bin, for reliability plots."""
+    order = np.argsort(np.asarray(p), kind="stable")
+    groups = np.array_split(order, min(bins, len(order)))
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    return np.array([p[g].mean() for g in groups]), np.array([y[g].mean() for g in groups])
+
+
+def lift_at(y: np.ndarray, p: np.ndarray, fraction: float = 0.1) -> float:
+    """Positive rate in the top ``fraction`` by score over the overall positive rate."""
+    y = np.asarray(y, dtype=float)
+    base = y.mean() if len(y) else 0.0
+    if base == 0:
+        return float("nan")
+    top = max(1, int(np.ceil(fraction * len(y))))
+    order = np.argsort(-np.asarray(p), kind="stable")[:top]
+    return float(y[order].mean() / base)
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """AUC, PR-AUC, log loss, Brier, ECE (10 equal-frequency bins), top-decile lift, base rate."""
+    y = np.asarray(y, dtype=float)
+    p = np.clip(np.asarray(p, dtype=float), EPSILON, 1 - EPSILON)
+    return {
+        "auc": auc(y, p),
+        "pr_auc": pr_auc(y, p),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])) if len(y) else float("nan"),
+        "brier": float(brier_score_loss(y, p)) if len(y) else float("nan"),
+        "ece": expected_calibration_error(y, p),
+        "lift_top_decile": lift_at(y, p, 0.1),
+        "positive_rate": float(y.mean()) if len(y) else float("nan"),
+        "rows": float(len(y)),
+    }
+
+
+def mae(y: np.ndarray, prediction: np.ndarray) -> float:
+    y = np.asarray(y, dtype=float)
+    return float(np.abs(y - np.asarray(prediction, dtype=float)).mean()) if len(y) else float("nan")
+
+
+def interval_coverage(y: np.ndarray, low: np.ndarray, high: np.ndarray) -> float:
+    """Share of true values inside [low, high]."""
+    y = np.asarray(y, dtype=float)
+    inside = (y >= np.asarray(low, dtype=float)) & (y <= np.asarray(high, dtype=float))
+    return float(inside.mean()) if len(y) else float("nan")
+
+
+def top_k_accuracy(true_labels: np.ndarray, ranked_labels: np.ndarray) -> float:
+    """Share of rows whose true label is among that row's ranked labels (n x k array)."""
+    true_labels = np.asarray(true_labels, dtype=object)
+    ranked = np.asarray(ranked_labels, dtype=object).reshape(len(true_labels), -1)
+    return float((ranked == true_labels[:, None]).any(axis=1).mean()) if len(true_labels) else float("nan")
+
+
+def with_oracle(model: Mapping[str, float], oracle: Mapping[str, float]) -> dict[str, float]:
+    """Oracle metrics prefixed ``oracle_`` plus ``auc_ratio_to_oracle`` = model AUC / oracle AUC."""
+    out = {f"oracle_{name}": value for name, value in oracle.items() if name not in ("rows", "positive_rate")}
+    out["auc_ratio_to_oracle"] = float(model["auc"] / oracle["auc"]) if oracle.get("auc") else float("nan")
+    return out

@@ -1,0 +1,187 @@
+"""A trained task model as plain files: LightGBM boosters, calibrators and the feature schema.
+
+This module ships inside every logged MLflow model (``code_paths``), so it imports only numpy,
+pandas and lightgbm: the model loads wherever those are installed. ``ModelBundle.predict`` is the
+single implementation of a task's outputs, used in-process and by the pyfunc wrapper alike.
+
+Folder layout: ``spec.json`` (task, features, categorical levels, heads, calibrators) and one
+``<head>.txt`` LightGBM model file per head.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+SPEC_FILE = "spec.json"
+FORMAT_VERSION = 1
+
+
+def prepare_features(
+    frame: pd.DataFrame, feature_names: Sequence[str], categorical_levels: Mapping[str, Sequence[str]]
+) -> pd.DataFrame:
+    """Model inputs in a fixed order: numbers as float64, categoricals as pandas ``category`` with the
+    training levels (unseen values become missing). Absent feature columns are all-missing."""
+    columns = {}
+    for name in feature_names:
+        values = frame[name] if name in frame else pd.Series(np.nan, index=frame.index)
+        if name in categorical_levels:
+            text = values.astype(object).where(values.notna(), None)
+            columns[name] = pd.Categorical(text, categories=list(categorical_levels[name]))
+        else:
+            columns[name] = pd.to_numeric(values, errors="coerce").astype(np.float64)
+    return pd.DataFrame(columns, index=frame.index)
+
+
+def apply_calibrator(calibrator: Mapping[str, object] | None, probability: np.ndarray) -> np.ndarray:
+    """Map raw probabilities through an isotonic (piecewise linear) or Platt calibrator."""
+    if calibrator is None:
+        return probability
+    if calibrator["kind"] == "isotonic":
+        return np.interp(probability, np.asarray(calibrator["x"]), np.asarray(calibrator["y"]))
+    if calibrator["kind"] == "platt":
+        clipped = np.clip(probability, 1e-7, 1 - 1e-7)
+        logit = np.log(clipped / (1 - clipped))
+        return 1.0 / (1.0 + np.exp(-(float(calibrator["a"]) * logit + float(calibrator["b"]))))
+    raise ValueError(f"unknown calibrator kind {calibrator['kind']!r}")
+
+
+def top_contributions(
+    contributions: np.ndarray, X: pd.DataFrame, feature_names: Sequence[str], k: int
+) -> pd.DataFrame:
+    """Top-k features per row by |SHAP contribution| (the last column of ``contributions`` is the
+    bias and is ignored). Long format: row (position), rank (1 = strongest), feature, value, impact.
+    Impacts are in the model's raw score units (log-odds for binary models)."""
+    per_feature = contributions[:, : len(feature_names)]
+    k = min(k, per_feature.shape[1])
+    order = np.argsort(-np.abs(per_feature), axis=1, kind="stable")[:, :k]
+    rows = np.repeat(np.arange(len(per_feature)), k)
+    columns = order.ravel()
+    values = X.astype(object).where(X.notna(), None).to_numpy()
+    return pd.DataFrame(
+        {
+            "row": rows,
+            "rank": np.tile(np.arange(1, k + 1), len(per_feature)),
+            "feature": np.asarray(feature_names, dtype=object)[columns],
+            "value": values[rows, columns],
+            "impact": per_feature[rows, columns],
+        }
+    )
+
+
+class ModelBundle:
+    """Boosters + calibrators + feature schema of one task; ``spec`` is JSON-serialisable.
+
+    ``spec["heads"]`` lists the models; each head has ``name``, ``kind`` (binary | quantile |
+    multiclass) and ``output`` (column name or, for multiclass, a prefix), plus ``calibrator``
+    (binary), ``alpha`` (quantile) or ``classes`` and ``top`` (multiclass), and ``prior``: the
+    training population's value (positive rate, days quantile, class shares) for cold starts.
+    Unmet-needs heads also carry ``need`` (the category), and ``spec["needs"]`` maps need -> column.
+    """
+
+    def __init__(self, spec: Mapping[str, object], boosters: Mapping[str, lgb.Booster]) -> None:
+        missing = {head["name"] for head in spec["heads"]} - set(boosters)
+        if missing:
+            raise ValueError(f"no booster for heads {sorted(missing)}")
+        self.spec = dict(spec)
+        self.boosters = dict(boosters)
+
+    @property
+    def task(self) -> str:
+        return str(self.spec["task"])
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.spec["features"])
+
+    def head(self, name: str) -> Mapping[str, object]:
+        for head in self.spec["heads"]:
+            if head["name"] == name:
+                return head
+        raise KeyError(name)
+
+    def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return prepare_features(frame, self.feature_names, self.spec["categorical_levels"])
+
+    def _raw(self, name: str, X: pd.DataFrame, **kwargs: object) -> np.ndarray:
+        return self.boosters[name].predict(X, num_threads=int(self.spec.get("num_threads", 2)), **kwargs)
+
+    def probability(self, name: str, X: pd.DataFrame) -> np.ndarray:
+        """Calibrated probability of a binary head on prepared inputs."""
+        return apply_calibrator(self.head(name).get("calibrator"), self._raw(name, X))
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The task's outputs, one row per input row (same index). Extra input columns are ignored."""
+        X = self.prepare(frame)
+        heads = self.spec["heads"]
+        unknown = {head["kind"] for head in heads} - {"binary", "quantile", "multiclass"}
+        if unknown:
+            raise ValueError(f"unknown head kinds {sorted(unknown)}")
+        out: dict[str, object] = {
+            head["output"]: self.probability(head["name"], X) for head in heads if head["kind"] == "binary"
+        }
+        quantiles = sorted(
+            (float(head["alpha"]), head["output"], head["name"])
+            for head in heads
+            if head["kind"] == "quantile"
+        )
+        if quantiles:
+            raw = np.column_stack([self._raw(name, X) for _, _, name in quantiles])
+            ordered = np.sort(np.clip(raw, 0, None), axis=1)
+            out.update({output: ordered[:, index] for index, (_, output, _) in enumerate(quantiles)})
+        for head in heads:
+            if head["kind"] == "multiclass":
+                out.update(self._ranked(head, self._raw(head["name"], X)))
+        bands = self.spec.get("risk_bands")
+        if bands:
+            probability = np.asarray(out[self.spec["heads"][0]["output"]])
+            band = np.select([probability >= bands[1], probability >= bands[0]], ["high", "medium"], "low")
+            out[f"{self.task}_risk_band"] = band.astype(object)
+        return pd.DataFrame(out, index=frame.index)
+
+    @staticmethod
+    def _ranked(head: Mapping[str, object], probabilities: np.ndarray) -> dict[str, np.ndarray]:
+        classes = np.asarray(head["classes"], dtype=object)
+        top = min(int(head["top"]), len(classes))
+        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top]
+        ranked = np.take_along_axis(probabilities, order, axis=1)
+        prefix = head["output"]
+        out = {}
+        for rank in range(top):
+            out[f"{prefix}_{rank + 1}"] = classes[order[:, rank]]
+            out[f"{prefix}_{rank + 1}_probability"] = ranked[:, rank]
+        return out
+
+    def drivers(self, frame: pd.DataFrame, k: int = 5, head: str | None = None) -> pd.DataFrame:
+        """Per-row top-k drivers of a binary or quantile head (default: the first head), from tree
+        SHAP contributions; ``row`` is the position in ``frame``."""
+        name = head or self.spec["heads"][0]["name"]
+        if self.head(name)["kind"] == "multiclass":
+            raise ValueError("drivers are defined for binary and quantile heads")
+        X = self.prepare(frame)
+        return top_contributions(self._raw(name, X, pred_contrib=True), X, self.feature_names, k)
+
+    def save(self, folder: Path | str) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, booster in self.boosters.items():
+            booster.save_model(str(folder / f"{name}.txt"))
+        (folder / SPEC_FILE).write_text(json.dumps({**self.spec, "format": FORMAT_VERSION}, indent=1))
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path | str) -> ModelBundle:
+        folder = Path(folder)
+        spec = json.loads((folder / SPEC_FILE).read_text())
+        if spec.get("format") != FORMAT_VERSION:
+            raise ValueError(f"unsupported model bundle format {spec.get('format')!r}")
+        boosters = {
+            head["name"]: lgb.Booster(model_file=str(folder / f"{head['name']}.txt"))
+            for head in spec["heads"]
+        }
+        return cls(spec, boosters)

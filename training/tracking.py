@@ -1,0 +1,342 @@
+"""MLflow tracking and registry: one experiment and one registered model per task.
+
+- Tracking URI: ``MLFLOW_TRACKING_URI`` when set, else an explicit URI argument, else SQLite at
+  ``<ws>/mlflow/mlflow.db``. With the SQLite default, every experiment is created with an explicit
+  ``artifact_location`` under ``<ws>/mlflow/artifacts/<experiment>`` (MLflow's own default for a
+  SQLite store is ``./mlruns`` relative to the current directory, i.e. outside the workspace).
+- Each run logs params (as_of, horizon, cutoffs, feature service and its features, data hash, code
+  version, LightGBM params), the metrics table of model, baselines and oracle, plots, and the model
+  as a pyfunc (``pyfunc_model.py`` + ``model_bundle.py`` + the bundle folder) with signature and an
+  input example of feature values only (no customer_id anywhere).
+- Registry: every new version gets alias ``challenger``; while the task has no ``champion``, the
+  first version whose held-out AUC is above both baselines' becomes ``champion``. Versions are
+  tagged with what promotion needs (as_of, horizon, label definition, feature service, data hash,
+  code version, headline AUCs, decision).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightgbm as lgb
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types import ColSpec, Schema
+
+from cxpredict.settings import Workspace, resolve_workspace
+from training import explain, plots
+from training.config import TrainConfig
+from training.datasets import TaskDataset
+from training.models import FittedTask
+
+EXPERIMENTS = {"churn": "cx-churn", "next_purchase": "cx-next-purchase", "unmet_needs": "cx-unmet-needs"}
+MODEL_NAMES = EXPERIMENTS
+FEATURE_SERVICES = {"churn": "churn", "next_purchase": "next_purchase", "unmet_needs": "unmet_needs"}
+LABEL_DEFINITIONS = {
+    "churn": "known at t (first seen < t) and no purchase and no engagement event in (t, t+H]; "
+    "transactions-only data: no purchase in (t, t+H]",
+    "next_purchase": "purchase in (t, t+H]; days to the first purchase after t, censored at as_of; "
+    "category of that purchase when within (t, t+H]",
+    "unmet_needs": "per category k: a search, product_view or wishlist_add event in k in (t, t+H] "
+    "and no purchase in k in (t, t+H]",
+}
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+MAX_PARAM_LENGTH = 6000
+PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_model.py")
+BUNDLE_CODE = Path(__file__).with_name("model_bundle.py")
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    """Where runs and models go; ``artifact_root`` is None when the server decides."""
+
+    tracking_uri: str
+    artifact_root: str | None
+    staging_dir: Path | None
+
+
+def resolve_tracking(ws_or_uri: Workspace | Path | str | None) -> TrackingTarget:
+    """``MLFLOW_TRACKING_URI`` if set; else a URI given as a string with a scheme; else the workspace's
+    SQLite database with artifacts inside the workspace."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return TrackingTarget(env, None, None)
+    if isinstance(ws_or_uri, str) and ("://" in ws_or_uri or ws_or_uri.startswith("sqlite:")):
+        return TrackingTarget(str(ws_or_uri), None, None)
+    ws = ws_or_uri if isinstance(ws_or_uri, Workspace) else resolve_workspace(ws_or_uri)
+    folder = ws.mlflow_dir
+    (folder / "artifacts").mkdir(parents=True, exist_ok=True)
+    return TrackingTarget(
+        f"sqlite:///{(folder / 'mlflow.db').as_posix()}", (folder / "artifacts").as_uri(), folder / "staging"
+    )
+
+
+@contextmanager
+def tracking_session(target: TrackingTarget) -> Iterator[mlflow.MlflowClient]:
+    """Point MLflow's fluent API (needed to log models) at ``target`` for the duration.
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI`` (and the registry URI
+    likewise); both variables are restored on exit, so nothing leaks into later resolutions.
+    """
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(target.tracking_uri)
+    mlflow.set_registry_uri(target.tracking_uri)
+    try:
+        yield mlflow.MlflowClient(tracking_uri=target.tracking_uri, registry_uri=target.tracking_uri)
+    finally:
+        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+
+
+def ensure_experiment(client: mlflow.MlflowClient, name: str, artifact_root: str | None) -> str:
+    """The experiment's id, creating it (with its artifact location under ``artifact_root``) if needed."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = f"{artifact_root}/{name}" if artifact_root else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def code_version() -> str:
+    """The git commit of the source tree when available, else the installed package version."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        if commit:
+            return commit
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return f"cxpredict=={importlib.metadata.version('cxpredict')}"
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def data_hash(tables: Mapping[str, pd.DataFrame | None]) -> str:
+    """A content hash of the given tables (sources sorted by name, rows in their given order)."""
+    digest = hashlib.sha256()
+    for source in sorted(name for name, table in tables.items() if table is not None):
+        digest.update(source.encode())
+        digest.update(pd.util.hash_pandas_object(tables[source], index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _features_param(names: list[str]) -> str:
+    joined = ",".join(names)
+    if len(joined) <= MAX_PARAM_LENGTH:
+        return joined
+    digest = hashlib.sha1(joined.encode()).hexdigest()[:8]
+    return joined[: MAX_PARAM_LENGTH - 40] + f"...(see features.json, sha {digest})"
+
+
+def run_params(
+    fitted: FittedTask, dataset: TaskDataset, config: TrainConfig, hash_: str, version: str
+) -> dict[str, str]:
+    names = list(dataset.feature_names)
+    return {
+        **dataset.plan.describe(),
+        "task": fitted.task,
+        "n_cutoffs": str(len(dataset.plan.all)),
+        "label_definition": LABEL_DEFINITIONS[fitted.task],
+        "feature_service": FEATURE_SERVICES[fitted.task],
+        "feature_count": str(len(names)),
+        "features": _features_param(names),
+        "data_hash": hash_,
+        "code_version": version,
+        "seed": str(config.seed),
+        "rows_train": str(len(dataset.train)),
+        "rows_valid": str(len(dataset.valid)),
+        "rows_test": str(len(dataset.test)),
+        **{key: str(value) for key, value in fitted.params.items()},
+    }
+
+
+def run_metrics(fitted: FittedTask) -> dict[str, float]:
+    """Every finite metric as ``<target>.<model>.<metric>``, plus headline AUCs ``auc`` (the model)
+    and ``auc_<baseline>`` / ``auc_oracle``."""
+    out = {
+        f"{row.target}.{row.model}.{row.metric}": float(row.value)
+        for row in fitted.metrics.itertuples(index=False)
+        if np.isfinite(row.value)
+    }
+    for model, value in fitted.headline().items():
+        if np.isfinite(value):
+            out["auc" if model == "model" else f"auc_{model}"] = float(value)
+    return out
+
+
+def _input_example(dataset: TaskDataset, rows: int = 5) -> pd.DataFrame:
+    """Feature values only (no keys): categoricals as plain strings, as a caller would send them."""
+    sample = dataset.test.X.head(rows)
+    return pd.DataFrame(
+        {
+            name: sample[name].astype(object).where(sample[name].notna(), None)
+            if isinstance(sample[name].dtype, pd.CategoricalDtype)
+            else sample[name]
+            for name in sample.columns
+        }
+    )
+
+
+def optional_inputs(signature: ModelSignature) -> ModelSignature:
+    """Every input column optional: missing values are normal for features (null = not observed),
+    and an absent column reaches the model as all-missing instead of failing validation."""
+    columns = [ColSpec(type=spec.type, name=spec.name, required=False) for spec in signature.inputs.inputs]
+    return ModelSignature(inputs=Schema(columns), outputs=signature.outputs, params=signature.params)
+
+
+def figures(fitted: FittedTask, dataset: TaskDataset, config: TrainConfig) -> dict[str, object]:
+    """The run's plots by file name."""
+    primary = next(e for e in fitted.evaluations if e.target == fitted.primary)
+    booster = fitted.bundle.boosters[fitted.primary]
+    rows = np.random.default_rng(config.seed).permutation(len(dataset.test))[: config.shap_sample]
+    sample = dataset.test.X.iloc[np.sort(rows)]
+    contributions = explain.contributions(booster, sample, config.lightgbm.num_threads)
+    return {
+        "roc.png": plots.roc(fitted.evaluations),
+        "calibration.png": plots.calibration(primary),
+        "lift.png": plots.lift(primary),
+        "importance.png": plots.importance(
+            explain.global_importance(booster, sample, dataset.feature_names, contributions)
+        ),
+        "shap_summary.png": plots.shap_summary(contributions, sample, seed=config.seed),
+    }
+
+
+def promote(client: mlflow.MlflowClient, name: str, version: str, beats_baselines: bool) -> tuple[bool, str]:
+    """Alias the version ``challenger``; make it ``champion`` only if none exists and it beats the
+    baselines. Returns (is champion now, decision in words)."""
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        current = None
+    if current is not None:
+        return False, f"kept champion version {current.version}; version {version} is challenger"
+    if beats_baselines:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        return True, f"version {version} is champion: first version with AUC above both baselines"
+    return False, f"version {version} is not champion: its AUC does not beat both baselines"
+
+
+@dataclass(frozen=True)
+class LoggedTask:
+    run_id: str
+    model_name: str
+    model_version: str | None
+    model_uri: str
+    champion: bool
+    decision: str
+
+
+def log_task(
+    target: TrackingTarget,
+    fitted: FittedTask,
+    dataset: TaskDataset,
+    config: TrainConfig,
+    hash_: str,
+) -> LoggedTask:
+    """One MLflow run for a fitted task: params, metrics, plots, the pyfunc model, registry aliases."""
+    version = code_version()
+    name = MODEL_NAMES[fitted.task]
+    with tracking_session(target) as client:
+        experiment_id = ensure_experiment(client, EXPERIMENTS[fitted.task], target.artifact_root)
+        tags = {"task": fitted.task, "as_of": dataset.plan.as_of.isoformat(), "code_version": version}
+        run_name = f"{fitted.task}-{dataset.plan.as_of.date()}"
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+            mlflow.log_params(run_params(fitted, dataset, config, hash_, version))
+            mlflow.log_metrics(run_metrics(fitted))
+            for file_name, figure in figures(fitted, dataset, config).items():
+                mlflow.log_figure(figure, f"plots/{file_name}")
+            mlflow.log_text(fitted.metrics.to_csv(index=False), "metrics.csv")
+            mlflow.log_dict(
+                {
+                    "features": list(dataset.feature_names),
+                    "categorical_levels": dict(dataset.categorical_levels),
+                    "notes": fitted.notes,
+                },
+                "features.json",
+            )
+            example = _input_example(dataset)
+            signature = optional_inputs(infer_signature(example, fitted.bundle.predict(example)))
+            if target.staging_dir is not None:
+                target.staging_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=target.staging_dir) as staging:
+                bundle_dir = fitted.bundle.save(Path(staging) / "bundle")
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(PYFUNC_ENTRY),
+                    artifacts={"bundle": str(bundle_dir)},
+                    code_paths=[str(BUNDLE_CODE)],
+                    signature=signature,
+                    input_example=example,
+                    pip_requirements=[
+                        f"mlflow=={mlflow.__version__}",
+                        f"lightgbm=={lgb.__version__}",
+                        f"pandas=={pd.__version__}",
+                        f"numpy=={np.__version__}",
+                    ],
+                    registered_model_name=name if config.register_models else None,
+                )
+        if not config.register_models:
+            return LoggedTask(run.info.run_id, name, None, info.model_uri, False, "not registered")
+        model_version = str(info.registered_model_version)
+        beats = fitted.beats_baselines()
+        headline = fitted.headline().items()
+        aucs = {f"auc_{model}": f"{value:.6f}" for model, value in headline if np.isfinite(value)}
+        version_tags = {
+            "task": fitted.task,
+            "as_of": dataset.plan.as_of.isoformat(),
+            "horizon_days": str(dataset.plan.horizon_days),
+            "label_definition": LABEL_DEFINITIONS[fitted.task],
+            "feature_service": FEATURE_SERVICES[fitted.task],
+            "data_hash": hash_,
+            "code_version": version,
+            "run_id": run.info.run_id,
+            "beats_baselines": str(beats).lower(),
+            **aucs,
+        }
+        for key, value in version_tags.items():
+            client.set_model_version_tag(name, model_version, key, value)
+        champion, decision = promote(client, name, model_version, beats)
+        client.set_model_version_tag(name, model_version, "champion_decision", decision)
+    uri = f"models:/{name}/{model_version}"
+    return LoggedTask(run.info.run_id, name, model_version, uri, champion, decision)
+
+
+def load_model(target: TrackingTarget, task: str, alias: str = CHAMPION) -> mlflow.pyfunc.PyFuncModel:
+    """``models:/cx-<task>@<alias>`` as a pyfunc model."""
+    with tracking_session(target):
+        return mlflow.pyfunc.load_model(f"models:/{MODEL_NAMES[task]}@{alias}")
+
+
+def version_info(target: TrackingTarget, task: str, alias: str = CHAMPION) -> dict[str, str] | None:
+    """Version number and tags behind an alias, or None when the alias is not set."""
+    with tracking_session(target) as client:
+        try:
+            version = client.get_model_version_by_alias(MODEL_NAMES[task], alias)
+        except MlflowException:
+            return None
+        return {"version": str(version.version), **version.tags}
+
