@@ -8,6 +8,8 @@ VENV := .venv
 WORKSPACE ?= .cxpredict
 DEMO_CUSTOMERS ?= 20000
 PYTEST_ARGS ?=
+# LightGBM's OpenMP threads spin-wait on a shared 2-core machine unless told to sleep.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install demo test test-fast lock benchmarks clean
 
