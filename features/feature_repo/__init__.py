@@ -1,0 +1,1 @@
+"""The Feast feature repository of CX Predict (``feast -c features/feature_repo ...``)."""

@@ -1,0 +1,406 @@
+"""Feast store operations for one workspace: apply, materialise, point-in-time retrieval, push.
+
+Why a module and not just the CLI: the pipeline and the tests drive Feast in-process with a
+workspace chosen at run time. The configuration is the repository's own ``feature_store.yaml``
+with ``${CXPREDICT_HOME}`` replaced by the workspace (so the CLI and this API see the same
+store), plus :class:`RepoSettings` overrides (project, TTL, Redis online store).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from feast import FeatureStore, FeatureView, RepoConfig
+from feast.data_source import PushMode
+from feast.feature_view import DUMMY_ENTITY
+from feast.project import Project
+from feast.repo_contents import RepoContents
+from feast.repo_operations import extract_objects_for_apply_delete
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from cxpredict.settings import Workspace, resolve_workspace
+from features.feature_repo.definitions import (
+    REALTIME_FEATURES,
+    REALTIME_PUSH_SOURCE,
+    REALTIME_VIEW,
+    REQUEST_TIME,
+    RepoObjects,
+    RepoSettings,
+    build_repo,
+    ensure_realtime_log,
+    load_manifest,
+)
+
+REPO_DIR = Path(__file__).resolve().parent / "feature_repo"
+HOME_PLACEHOLDER = "${CXPREDICT_HOME}"
+
+WorkspaceLike = Workspace | Path | str | None
+
+
+def workspace_of(ws: WorkspaceLike) -> Workspace:
+    return ws if isinstance(ws, Workspace) else resolve_workspace(ws)
+
+
+def _substitute(node, root: str):
+    """Replace the workspace placeholder in every string of the parsed YAML (what Feast's expandvars does)."""
+    if isinstance(node, dict):
+        return {key: _substitute(value, root) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_substitute(value, root) for value in node]
+    return node.replace(HOME_PLACEHOLDER, root) if isinstance(node, str) else node
+
+
+def repo_config(ws: WorkspaceLike, settings: RepoSettings | None = None) -> RepoConfig:
+    """The repository's ``feature_store.yaml`` for this workspace, with the settings' overrides."""
+    workspace = workspace_of(ws)
+    settings = settings or RepoSettings()
+    raw = _substitute(yaml.safe_load((REPO_DIR / "feature_store.yaml").read_text()), str(workspace.root))
+    raw["project"] = settings.project
+    if settings.online_store == "redis":
+        raw["online_store"] = {"type": "redis", "connection_string": settings.redis_connection_string}
+    config = RepoConfig(**raw)
+    config.repo_path = workspace.feast_dir
+    return config
+
+
+def open_store(ws: WorkspaceLike = None, settings: RepoSettings | None = None) -> FeatureStore:
+    """A FeatureStore on the workspace (registry and online store under ``<ws>/feast``)."""
+    workspace = workspace_of(ws)
+    workspace.feast_dir.mkdir(parents=True, exist_ok=True)
+    return FeatureStore(repo_path=str(workspace.feast_dir), config=repo_config(workspace, settings))
+
+
+def apply_repo(ws: WorkspaceLike = None, settings: RepoSettings | None = None) -> RepoObjects:
+    """Register the objects generated from the manifest, as ``feast apply`` would.
+
+    Objects that are no longer generated (e.g. a family whose source went away) are deleted
+    from the registry and their online tables dropped.
+    """
+    workspace = workspace_of(ws)
+    settings = settings or RepoSettings()
+    manifest = load_manifest(workspace.features_dir)
+    ensure_realtime_log(workspace.feast_dir, manifest.join_key)
+    objects = build_repo(workspace.root, manifest, settings)
+    store = open_store(workspace, settings)
+    sources = list(objects.sources.values())
+    sources += [s.batch_source for s in sources if getattr(s, "batch_source", None) is not None]
+    contents = RepoContents(
+        projects=[Project(name=settings.project)],
+        data_sources=sources,
+        feature_views=list(objects.feature_views.values()),
+        on_demand_feature_views=list(objects.on_demand_views.values()),
+        stream_feature_views=[],
+        label_views=[],
+        entities=[objects.entity, DUMMY_ENTITY],
+        feature_services=list(objects.services.values()),
+        permissions=[],
+    )
+    to_apply, to_delete, _, _ = extract_objects_for_apply_delete(settings.project, store.registry, contents)
+    store.apply(to_apply, objects_to_delete=to_delete, partial=False)
+    return objects
+
+
+class MaterializeReport(BaseModel):
+    """What one materialisation wrote."""
+
+    model_config = ConfigDict(frozen=True)
+
+    method: Literal["fast", "feast"]
+    views: list[str]
+    customers: int | None
+    """Largest number of customers written for one view (None: Feast's writer does not say)."""
+    values: int | None
+    seconds: float
+    start: datetime
+    end: datetime
+
+
+def snapshot_views(store: FeatureStore) -> list:
+    """The materialisable family views (the realtime view is fed by pushes, not by snapshots)."""
+    return [fv for fv in store.list_feature_views() if fv.name != REALTIME_VIEW and fv.online]
+
+
+def materialize_latest(
+    ws: WorkspaceLike = None,
+    end: datetime | None = None,
+    *,
+    fast: bool = True,
+    settings: RepoSettings | None = None,
+    views: list[str] | None = None,
+) -> MaterializeReport:
+    """Write each customer's latest snapshot values to the online store.
+
+    Rows with event time in ``[min(end, as_of) - TTL, end]`` are eligible (``end`` defaults to
+    now, ``as_of`` is the manifest's): the latest snapshot is written even when it is older than
+    the TTL relative to now, e.g. a demo world built on past dates. ``fast`` uses :mod:`features.materialize` (same table format, batched) on SQLite and falls
+    back to Feast's own writer for other online stores. The registry records the materialised
+    interval either way, so ``feast materialize-incremental`` continues from here.
+    """
+    workspace = workspace_of(ws)
+    settings = settings or RepoSettings()
+    store = open_store(workspace, settings)
+    end = (end or datetime.now(UTC)).astimezone(UTC)
+    chosen = [fv for fv in snapshot_views(store) if views is None or fv.name in views]
+    as_of = load_manifest(workspace.features_dir).as_of.astimezone(UTC)
+    start = min(end, as_of) - settings.ttl
+    began = time.perf_counter()
+    use_fast = fast and settings.online_store == "sqlite"
+    if use_fast:
+        from features.materialize import write_latest
+
+        customers, values = write_latest(store, chosen, start, end)
+    else:
+        store.materialize(start_date=start, end_date=end, feature_views=[fv.name for fv in chosen])
+        customers = values = None
+    return MaterializeReport(
+        method="fast" if use_fast else "feast",
+        views=[fv.name for fv in chosen],
+        customers=customers,
+        values=values,
+        seconds=time.perf_counter() - began,
+        start=start,
+        end=end,
+    )
+
+
+def utc_micros(values: pd.Series) -> pd.Series:
+    """UTC timestamps at microsecond precision (the feature tables' unit; Feast's join casts to it)."""
+    return pd.to_datetime(values, utc=True).dt.floor("us").astype("datetime64[us, UTC]")
+
+
+def _needs_request_time(store: FeatureStore, service_name: str) -> bool:
+    service = store.get_feature_service(service_name)
+    odfv_names = {p.name for p in service.feature_view_projections}
+    return any(
+        REQUEST_TIME in {f.name for source in odfv.source_request_sources.values() for f in source.schema}
+        for odfv in store.list_on_demand_feature_views()
+        if odfv.name in odfv_names
+    )
+
+
+def get_training_features(
+    ws: WorkspaceLike,
+    entity_df: pd.DataFrame,
+    feature_service: str,
+    settings: RepoSettings | None = None,
+) -> pd.DataFrame:
+    """Point-in-time correct features for ``entity_df[customer_id, event_timestamp]`` (Feast's join).
+
+    Each row gets, per view, the latest snapshot at or before its ``event_timestamp`` and not
+    older than the view's TTL (else nulls). ``request_time`` defaults to ``event_timestamp`` for
+    the request-time on-demand features. Rows come back in the input order; extra input columns
+    (e.g. labels) are kept.
+    """
+    missing = [c for c in ("customer_id", "event_timestamp") if c not in entity_df.columns]
+    if missing:
+        raise ValueError(f"entity_df lacks column(s) {missing}")
+    store = open_store(ws, settings)
+    frame = entity_df.copy()
+    frame["event_timestamp"] = utc_micros(frame["event_timestamp"])
+    if REQUEST_TIME in frame.columns:
+        frame[REQUEST_TIME] = utc_micros(frame[REQUEST_TIME])
+    elif _needs_request_time(store, feature_service):
+        frame[REQUEST_TIME] = frame["event_timestamp"]
+    frame["__row"] = range(len(frame))
+    job = store.get_historical_features(entity_df=frame, features=store.get_feature_service(feature_service))
+    result = job.to_df().sort_values("__row", kind="stable").drop(columns="__row").reset_index(drop=True)
+    if REQUEST_TIME not in entity_df.columns and REQUEST_TIME in result.columns:
+        result = result.drop(columns=REQUEST_TIME)
+    return result
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def point_in_time_sql(view: FeatureView, names: list[str], join_key: str) -> str:
+    """DuckDB query for one view: ``__row`` and the view's features for every entity row, in row order.
+
+    Same rule as Feast's offline join: the feature row with the latest event time at or before
+    the entity time and not older than the TTL, ties broken by the latest ``created_timestamp``.
+    The choice is made on the narrow key columns only; the wide feature row is then fetched by
+    an equality join (Feast ranks the wide joined rows instead).
+    """
+    key = _quoted(join_key)
+    source = view.batch_source
+    path = _sql_literal(source.path)
+    ts = _quoted(source.timestamp_field)
+    created = _quoted(source.created_timestamp_column) if source.created_timestamp_column else None
+    ttl = int(view.ttl.total_seconds()) if view.ttl else 0
+    window = f" AND f.__ts >= e.event_timestamp - INTERVAL {ttl} SECOND" if ttl else ""
+    created_pick = f", {created} AS __cr" if created else ""
+    created_order = ", f.__cr DESC" if created else ""
+    created_match = f" AND w.{created} = p.__cr" if created else ""
+    columns = ", ".join(f"w.{_quoted(n)}" for n in names)
+    return (
+        f"WITH f AS (SELECT {key}, {ts} AS __ts{created_pick} FROM read_parquet({path})), "
+        f"p AS (SELECT e.__row, f.* FROM entities AS e JOIN f ON e.{key} = f.{key} "
+        f"AND f.__ts <= e.event_timestamp{window} "
+        f"QUALIFY row_number() OVER (PARTITION BY e.__row ORDER BY f.__ts DESC{created_order}) = 1) "
+        f"SELECT e.__row, {columns} FROM entities AS e LEFT JOIN p ON p.__row = e.__row "
+        f"LEFT JOIN read_parquet({path}) AS w ON w.{key} = p.{key} AND w.{ts} = p.__ts{created_match} "
+        "ORDER BY e.__row"
+    )
+
+
+def _service_inputs(store: FeatureStore, service) -> tuple[dict[str, list[str]], dict]:
+    """Stored features to read per view (requested ones and on-demand inputs), and the service's ODFVs."""
+    odfvs = {o.name: o for o in store.list_on_demand_feature_views()}
+    wanted: dict[str, list[str]] = {}
+    for projection in service.feature_view_projections:
+        sources = (
+            odfvs[projection.name].source_feature_view_projections.values()
+            if projection.name in odfvs
+            else [projection]
+        )
+        for source in sources:
+            names = wanted.setdefault(source.name, [])
+            names += [f.name for f in source.features if f.name not in names]
+    return wanted, odfvs
+
+
+def get_training_features_fast(
+    ws: WorkspaceLike,
+    entity_df: pd.DataFrame,
+    feature_service: str,
+    settings: RepoSettings | None = None,
+) -> pd.DataFrame:
+    """Same result as :func:`get_training_features`, with one narrow DuckDB query per view.
+
+    Why: Feast's DuckDB offline store joins every entity row with every earlier snapshot row,
+    carrying all feature columns, and then ranks them; here the ranking runs on the key columns
+    and the feature row is fetched once (see :func:`point_in_time_sql`). The registered on-demand
+    views' own functions compute the derived features. Reads the FileSources the registry
+    holds, so it needs Parquet file sources (the only kind this repository defines).
+    """
+    import duckdb
+    import pyarrow as pa
+
+    missing = [c for c in ("customer_id", "event_timestamp") if c not in entity_df.columns]
+    if missing:
+        raise ValueError(f"entity_df lacks column(s) {missing}")
+    store = open_store(ws, settings)
+    service = store.get_feature_service(feature_service)
+    wanted, odfvs = _service_inputs(store, service)
+    views = [(store.get_feature_view(name), names) for name, names in wanted.items()]
+    join_key = store.get_entity(views[0][0].entities[0]).join_key
+    entities = pd.DataFrame(
+        {
+            join_key: entity_df[join_key].reset_index(drop=True),
+            "event_timestamp": utc_micros(entity_df["event_timestamp"]).reset_index(drop=True),
+            "__row": np.arange(len(entity_df)),
+        }
+    )
+    columns: dict[str, pa.ChunkedArray] = {}
+    with duckdb.connect() as connection:
+        connection.register("entities", entities)
+        for view, names in views:
+            table = connection.sql(point_in_time_sql(view, names, join_key)).to_arrow_table()
+            columns.update({name: table.column(name) for name in names})
+    features = pa.table(columns).to_pandas()
+    result = entity_df.reset_index(drop=True).copy()
+    result["event_timestamp"] = utc_micros(result["event_timestamp"])
+    outputs: dict[str, object] = {}
+    for projection in service.feature_view_projections:
+        if projection.name in odfvs:
+            odfv = odfvs[projection.name]
+            needed = [f.name for s in odfv.source_feature_view_projections.values() for f in s.features]
+            inputs = features[needed].assign(
+                request_time=utc_micros(result[REQUEST_TIME]) if REQUEST_TIME in result else result["event_timestamp"]
+            )
+            derived = odfv.feature_transformation.udf(inputs)
+            outputs.update({f.name: derived[f.name].to_numpy() for f in projection.features})
+        else:
+            outputs.update({f.name: features[f.name].to_numpy() for f in projection.features})
+    new = {name: values for name, values in outputs.items() if name not in result.columns}
+    return pd.concat([result, pd.DataFrame(new, index=result.index)], axis=1)
+
+
+_SESSION_EVENTS = {"session_start"}
+_ENGAGEMENT_EVENTS = {
+    "session_start",
+    "page_view",
+    "search",
+    "product_view",
+    "add_to_cart",
+    "wishlist_add",
+    "checkout_start",
+}
+_SERVICE_EVENTS = {"ticket_opened", "ticket_resolved"}
+
+
+class RealtimeEvent(BaseModel):
+    """One engagement or service event, as it happens."""
+
+    model_config = ConfigDict(frozen=True)
+
+    customer_id: str
+    event_type: str
+    timestamp: datetime
+
+    @field_validator("event_type")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in _ENGAGEMENT_EVENTS | _SERVICE_EVENTS:
+            raise ValueError(f"event_type must be one of {sorted(_ENGAGEMENT_EVENTS | _SERVICE_EVENTS)}")
+        return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def next_counters(current: dict[str, float | None], event: RealtimeEvent, window_start_s: float) -> dict:
+    """Counters after ``event``; counters from before the current snapshot (``window_start_s``) restart at 0."""
+    stale = current.get("realtime_window_start_ts") is None or current["realtime_window_start_ts"] < window_start_s
+    base = {name: 0.0 if stale or current.get(name) is None else float(current[name]) for name in REALTIME_FEATURES}
+    event_s = event.timestamp.timestamp()
+    base["realtime_sessions"] += float(event.event_type in _SESSION_EVENTS)
+    base["realtime_events"] += float(event.event_type in _ENGAGEMENT_EVENTS)
+    base["realtime_tickets_opened"] += float(event.event_type == "ticket_opened")
+    base["realtime_tickets_resolved"] += float(event.event_type == "ticket_resolved")
+    base["realtime_last_event_ts"] = max(base["realtime_last_event_ts"], event_s)
+    base["realtime_window_start_ts"] = window_start_s
+    return base
+
+
+def push_event(
+    ws: WorkspaceLike,
+    event: RealtimeEvent | dict,
+    *,
+    store: FeatureStore | None = None,
+    settings: RepoSettings | None = None,
+    to: PushMode = PushMode.ONLINE,
+) -> dict[str, float]:
+    """Count one event into the customer's realtime features and push them (no batch run needed).
+
+    Reads the current online counters, increments them and pushes the row through the
+    ``realtime_push`` PushSource. Not atomic: concurrent pushes for one customer can lose an
+    increment (a stream processor would own this at scale).
+    """
+    event = event if isinstance(event, RealtimeEvent) else RealtimeEvent.model_validate(event)
+    workspace = workspace_of(ws)
+    store = store or open_store(workspace, settings)
+    window_start_s = load_manifest(workspace.features_dir).as_of.astimezone(UTC).timestamp()
+    current = store.get_online_features(
+        features=[f"{REALTIME_VIEW}:{name}" for name in REALTIME_FEATURES],
+        entity_rows=[{"customer_id": event.customer_id}],
+    ).to_dict()
+    counters = next_counters({name: current[name][0] for name in REALTIME_FEATURES}, event, window_start_s)
+    row = pd.DataFrame(
+        {"customer_id": [event.customer_id], "event_timestamp": [pd.Timestamp(event.timestamp)]}
+        | {name: [value] for name, value in counters.items()}
+    )
+    store.push(REALTIME_PUSH_SOURCE, row, to=to)
+    return counters
