@@ -11,7 +11,9 @@
 - Registry: every new version gets alias ``challenger``; while the task has no ``champion``, the
   first version whose held-out AUC is above both baselines' becomes ``champion``. Versions are
   tagged with what promotion needs (as_of, horizon, label definition, feature service, data hash,
-  code version, headline AUCs, decision).
+  code version, headline AUCs, decision) and their lineage (cutoffs, feature list, row counts, ECE).
+  Alias moves go through ``registry.move_alias``: locked and recorded in the audit trail.
+- Each run also holds ``model_card.md`` (see ``model_card``); the version tag ``model_card`` points to it.
 """
 
 from __future__ import annotations
@@ -35,10 +37,11 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
 
 from cxpredict.settings import Workspace, resolve_workspace
-from training import explain, plots
+from training import explain, model_card, plots
 from training.config import TrainConfig
 from training.datasets import TaskDataset
 from training.models import FittedTask
+from training.registry import AliasConflict, move_alias
 
 EXPERIMENTS = {"churn": "cx-churn", "next_purchase": "cx-next-purchase", "unmet_needs": "cx-unmet-needs"}
 MODEL_NAMES = EXPERIMENTS
@@ -53,6 +56,7 @@ LABEL_DEFINITIONS = {
 }
 CHALLENGER = "challenger"
 CHAMPION = "champion"
+MODEL_CARD = "model_card.md"
 MAX_PARAM_LENGTH = 6000
 PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_model.py")
 BUNDLE_CODE = Path(__file__).with_name("model_bundle.py")
@@ -224,10 +228,58 @@ def figures(fitted: FittedTask, dataset: TaskDataset, config: TrainConfig) -> di
     }
 
 
+def lineage_tags(fitted: FittedTask, dataset: TaskDataset) -> dict[str, str]:
+    """What a version was built from, as version tags (values are unbounded text in the registry):
+    cutoffs, feature list, row counts and the held-out ECE next to the AUCs."""
+    plan = dataset.plan.describe()
+    targets = [evaluation.target for evaluation in fitted.evaluations]
+    ece = [fitted.metric(target, "model", "ece") for target in targets]
+    ece = [value for value in ece if np.isfinite(value)]
+    tags = {
+        "cutoffs_train": plan["cutoffs_train"],
+        "cutoff_valid": plan["cutoff_valid"],
+        "cutoff_test": plan["cutoff_test"],
+        "features": ",".join(dataset.feature_names),
+        "feature_count": str(len(dataset.feature_names)),
+        "rows_train": str(len(dataset.train)),
+        "rows_valid": str(len(dataset.valid)),
+        "rows_test": str(len(dataset.test)),
+    }
+    if ece:
+        tags["ece_model"] = f"{float(np.mean(ece)):.6f}"
+    return tags
+
+
+def card_text(
+    fitted: FittedTask,
+    dataset: TaskDataset,
+    name: str,
+    model_version: str | None,
+    run_id: str,
+    hash_: str,
+    version: str,
+) -> str:
+    """The version's model card (Markdown), see ``model_card``."""
+    inputs = model_card.from_training(
+        fitted,
+        dataset,
+        model_name=name,
+        version=model_version,
+        run_id=run_id,
+        label_definition=LABEL_DEFINITIONS[fitted.task],
+        feature_service=FEATURE_SERVICES[fitted.task],
+        data_hash=hash_,
+        code_version=version,
+        generated_at=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
+    )
+    return model_card.render(inputs)
+
+
 def promote(client: mlflow.MlflowClient, name: str, version: str, beats_baselines: bool) -> tuple[bool, str]:
     """Alias the version ``challenger``; make it ``champion`` only if none exists and it beats the
-    baselines. Returns (is champion now, decision in words)."""
-    client.set_registered_model_alias(name, CHALLENGER, version)
+    baselines. Returns (is champion now, decision in words). Both moves are locked and recorded in
+    the registry's audit trail (``registry.move_alias``); a champion set concurrently wins."""
+    move_alias(client, name, CHALLENGER, version, action="train", reason=f"version {version} trained")
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
@@ -235,8 +287,12 @@ def promote(client: mlflow.MlflowClient, name: str, version: str, beats_baseline
     if current is not None:
         return False, f"kept champion version {current.version}; version {version} is challenger"
     if beats_baselines:
-        client.set_registered_model_alias(name, CHAMPION, version)
-        return True, f"version {version} is champion: first version with AUC above both baselines"
+        reason = f"version {version} is champion: first version with AUC above both baselines"
+        try:
+            move_alias(client, name, CHAMPION, version, action="initial", reason=reason, expected_from=None)
+        except AliasConflict as conflict:
+            return False, f"kept champion version {conflict.current}; version {version} is challenger"
+        return True, reason
     return False, f"version {version} is not champion: its AUC does not beat both baselines"
 
 
@@ -300,6 +356,8 @@ def log_task(
                     registered_model_name=name if config.register_models else None,
                 )
         if not config.register_models:
+            card = card_text(fitted, dataset, name, None, run.info.run_id, hash_, version)
+            client.log_text(run.info.run_id, card, MODEL_CARD)
             return LoggedTask(run.info.run_id, name, None, info.model_uri, False, "not registered")
         model_version = str(info.registered_model_version)
         beats = fitted.beats_baselines()
@@ -316,9 +374,13 @@ def log_task(
             "run_id": run.info.run_id,
             "beats_baselines": str(beats).lower(),
             **aucs,
+            **lineage_tags(fitted, dataset),
+            "model_card": f"runs:/{run.info.run_id}/{MODEL_CARD}",
         }
         for key, value in version_tags.items():
             client.set_model_version_tag(name, model_version, key, value)
+        card = card_text(fitted, dataset, name, model_version, run.info.run_id, hash_, version)
+        client.log_text(run.info.run_id, card, MODEL_CARD)
         champion, decision = promote(client, name, model_version, beats)
         client.set_model_version_tag(name, model_version, "champion_decision", decision)
     uri = f"models:/{name}/{model_version}"
@@ -339,4 +401,3 @@ def version_info(target: TrackingTarget, task: str, alias: str = CHAMPION) -> di
         except MlflowException:
             return None
         return {"version": str(version.version), **version.tags}
-
