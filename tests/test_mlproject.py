@@ -1,11 +1,16 @@
 """The MLflow project file: MLflow finds `MLproject`, the real file is `mlproject.yaml`."""
 
+import os
 import shlex
+import subprocess
 from pathlib import Path
 
+import mlflow
+import pytest
 from mlflow.projects import _project_spec
 
 from cxpredict.cli import app
+from training.run import workspace_tracking_uri
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,3 +47,40 @@ def test_entry_point_parameters_reach_the_command():
         {"customers": "123", "seed": "7"}, storage_dir="/tmp"
     )
     assert "--customers 123" in command and "--seed 7" in command
+
+
+def test_every_pipeline_step_has_an_entry_point_pinned_to_a_workspace():
+    project = _project_spec.load_project(str(ROOT))
+    assert {"generate", "ingest", "features", "train", "evaluate", "score"} <= set(project._entry_points)
+    command = project.get_entry_point("train").compute_command(
+        {"task": "next-purchase", "as_of": "2026-10-01", "workspace": "/tmp/w"}, storage_dir="/tmp"
+    )
+    assert shlex.split(command)[:3] == ["cxpredict", "train", "next-purchase"]
+    assert "--as-of 2026-10-01" in command and "--workspace /tmp/w" in command
+
+
+@pytest.mark.slow
+def test_mlflow_run_of_the_train_entry_point_registers_a_churn_model(featurised_world, copy_workspace, tmp_path):
+    # given a featurised workspace of our own and the locked environment's tools on PATH
+    ws = copy_workspace(featurised_world.ws, tmp_path / "ws")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
+    env["PATH"] = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env.update(OMP_WAIT_POLICY="PASSIVE", MLFLOW_DISABLE_TELEMETRY="true", CXPREDICT_HOME=str(ws.root))
+    env["MLFLOW_TRACKING_URI"] = workspace_tracking_uri(ws)  # `mlflow run` records its own run there too
+    # when MLflow runs the train entry point for churn
+    completed = subprocess.run(
+        ["mlflow", "run", ".", "-e", "train", "-P", "task=churn", "-P", "as_of=2026-10-01",
+         "-P", f"workspace={ws.root}", "--env-manager", "local"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    # then the command succeeded and the registry holds a churn version
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    versions = client.search_model_versions("name = 'cx-churn'")
+    assert [str(v.version) for v in versions] == ["1"]
+    assert str(client.get_model_version_by_alias("cx-churn", "champion").version) == "1"
+    # and the project's run points at the task run it produced
+    churn_run = versions[0].run_id
+    project_runs = client.search_runs([client.get_experiment_by_name("Default").experiment_id])
+    assert [r.data.tags.get("cxpredict.churn.run_id") for r in project_runs] == [churn_run]
+    assert not (ROOT / "mlruns").exists()
