@@ -476,8 +476,8 @@ def promote(
 
     _quiet_library_warnings()
     _quiet_training()
-    ws = _workspace(workspace)
     name = _one_task(task)
+    ws = _workspace(workspace)
     try:
         as_of = default_as_of(ws)
         prepare_store(ws)
@@ -503,9 +503,10 @@ def rollback(
     from training.commands import rollback_command
     from training.promotion import PromotionError
 
+    name = _one_task(task)
     ws = _workspace(workspace)
     try:
-        result = rollback_command(ws, _one_task(task), reason=reason, actor=actor, console=console)
+        result = rollback_command(ws, name, reason=reason, actor=actor, console=console)
     except PromotionError as error:
         console.print(f"[red]cannot roll back:[/red] {error}")
         raise typer.Exit(code=2) from error
