@@ -200,6 +200,11 @@ CONTRACTS: dict[str, SourceContract] = {
     ),
 }
 
+TIME_COLUMNS: Mapping[str, str] = {
+    name: contract.time_column for name, contract in CONTRACTS.items() if contract.time_column
+}
+"""The column that dates each source's facts (the point-in-time rule compares it with a cutoff)."""
+
 # Every rule a row can break, with its human reason template; the name is the stable key reports use.
 RULES: dict[str, str] = {
     "missing_customer_id": "customer_id is empty: a customers row needs its id",

@@ -20,17 +20,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from features.contract import TIME_COLUMNS
 from training.cutoffs import utc_timestamp
 
-TIME_COLUMNS: dict[str, str] = {
-    "customers": "signup_at",
-    "transactions": "timestamp",
-    "events": "timestamp",
-    "support_tickets": "opened_at",
-    "surveys": "timestamp",
-    "marketing": "timestamp",
-    "consents": "timestamp",
-}
 DEMAND_EVENT_TYPES: tuple[str, ...] = ("search", "product_view", "wishlist_add")
 KEYS = ["customer_id", "event_timestamp"]
 DAY = pd.Timedelta(days=1)

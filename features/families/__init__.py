@@ -20,21 +20,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from features.contract import TIME_COLUMNS
+
 DAY_US = 86_400_000_000
 """One day in microseconds: every time is handled as epoch microseconds (BIGINT) inside DuckDB."""
 
 DEFINITIONS_VERSION = 1
 """Bump when a feature definition changes, so existing snapshots are rebuilt."""
 
-SOURCE_TIME_COLUMN: Mapping[str, str] = {
-    "customers": "signup_at",
-    "transactions": "timestamp",
-    "events": "timestamp",
-    "support_tickets": "opened_at",
-    "surveys": "timestamp",
-    "marketing": "timestamp",
-    "consents": "timestamp",
-}
+SOURCE_TIME_COLUMN: Mapping[str, str] = TIME_COLUMNS
 """The column that says when a customer was first seen in each canonical source."""
 
 Dtype = Literal["double", "string"]

@@ -10,6 +10,8 @@ from datetime import date, datetime, time, timedelta, timezone
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from features.contract import SOURCES
+
 CATEGORIES: tuple[str, ...] = (
     "electronics",
     "home",
@@ -19,15 +21,6 @@ CATEGORIES: tuple[str, ...] = (
     "grocery",
     "toys",
     "books",
-)
-SOURCES: tuple[str, ...] = (
-    "customers",
-    "transactions",
-    "events",
-    "support_tickets",
-    "surveys",
-    "marketing",
-    "consents",
 )
 
 
