@@ -269,6 +269,33 @@ def _service_inputs(store: FeatureStore, service) -> tuple[dict[str, list[str]],
     return wanted, odfvs
 
 
+def point_in_time_join(
+    store: FeatureStore, wanted: dict[str, list[str]], entity_df: pd.DataFrame
+) -> tuple[pd.Series, pd.DataFrame]:
+    """The stored features ``wanted`` (view name → feature names) for each entity row, as of its time.
+
+    One narrow DuckDB query per view (:func:`point_in_time_sql`); returns the rows' UTC microsecond
+    timestamps and the feature columns, both in the input's row order.
+    """
+    import duckdb
+    import pyarrow as pa
+
+    views = [(store.get_feature_view(name), names) for name, names in wanted.items()]
+    join_key = store.get_entity(views[0][0].entities[0]).join_key
+    stamps = utc_micros(entity_df["event_timestamp"]).reset_index(drop=True)
+    rows = pd.DataFrame(
+        {join_key: entity_df[join_key].reset_index(drop=True), "event_timestamp": stamps,
+         "__row": np.arange(len(entity_df))}  # fmt: skip
+    )
+    columns: dict[str, pa.ChunkedArray] = {}
+    with duckdb.connect() as connection:
+        connection.register("entities", rows)
+        for view, names in views:
+            table = connection.sql(point_in_time_sql(view, names, join_key)).to_arrow_table()
+            columns.update({name: table.column(name) for name in names})
+    return stamps, pa.table(columns).to_pandas()
+
+
 def get_training_features_fast(
     ws: WorkspaceLike,
     entity_df: pd.DataFrame,
@@ -283,33 +310,14 @@ def get_training_features_fast(
     views' own functions compute the derived features. Reads the FileSources the registry
     holds, so it needs Parquet file sources (the only kind this repository defines).
     """
-    import duckdb
-    import pyarrow as pa
-
     missing = [c for c in ("customer_id", "event_timestamp") if c not in entity_df.columns]
     if missing:
         raise ValueError(f"entity_df lacks column(s) {missing}")
     store = open_store(ws, settings)
     service = store.get_feature_service(feature_service)
     wanted, odfvs = _service_inputs(store, service)
-    views = [(store.get_feature_view(name), names) for name, names in wanted.items()]
-    join_key = store.get_entity(views[0][0].entities[0]).join_key
-    entities = pd.DataFrame(
-        {
-            join_key: entity_df[join_key].reset_index(drop=True),
-            "event_timestamp": utc_micros(entity_df["event_timestamp"]).reset_index(drop=True),
-            "__row": np.arange(len(entity_df)),
-        }
-    )
-    columns: dict[str, pa.ChunkedArray] = {}
-    with duckdb.connect() as connection:
-        connection.register("entities", entities)
-        for view, names in views:
-            table = connection.sql(point_in_time_sql(view, names, join_key)).to_arrow_table()
-            columns.update({name: table.column(name) for name in names})
-    features = pa.table(columns).to_pandas()
-    result = entity_df.reset_index(drop=True).copy()
-    result["event_timestamp"] = utc_micros(result["event_timestamp"])
+    stamps, features = point_in_time_join(store, wanted, entity_df)
+    result = entity_df.reset_index(drop=True).assign(event_timestamp=stamps)
     outputs: dict[str, object] = {}
     for projection in service.feature_view_projections:
         if projection.name in odfvs:
