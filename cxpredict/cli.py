@@ -394,9 +394,13 @@ def score(
 def demo(
     customers: Annotated[int, typer.Option(min=100, help="Customers in the generated world.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed of the world.")] = 1,
+    serve_api: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="End by serving the API (Ctrl-C stops it).")
+    ] = True,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the API.")] = 3000,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """The whole job on the embedded defaults: generate, ingest, features, train every model, score."""
+    """The whole job on the embedded defaults: generate, ingest, features, train, promote, score, serve."""
     from features.ingest import format_report, ingest as run_ingest
     from features.snapshots import build_features
     from features.store import apply_repo, materialize_latest
@@ -426,21 +430,179 @@ def demo(
     results = _run_training(ws, ("churn", "next_purchase", "unmet_needs"), today, None, 0)
     for result in results.values():
         console.print(_train_report(result))
-    console.rule("5 · score every known customer with the champion models")
+    console.rule("5 · promote: challenger → champion only through the gate")
+    _demo_promote(ws, today, results)
+    console.rule("6 · score every known customer with the champion models")
     from training.run import score_workspace
+    from training.tracking import resolve_tracking, version_info
 
     out = ws.reports_dir / f"scores-{today:%Y-%m-%d}.parquet"
+    target = resolve_tracking(ws)
     alias = "champion"
-    if not all(result.champion for task, result in results.items() if task != "unmet_needs"):
+    without = [task for task in results if version_info(target, task, alias) is None]
+    if without:
         alias = "challenger"
         console.print(
-            "[yellow]a model did not beat both baselines, so it is no champion;[/yellow] "
-            "the demo scores with the versions just trained (alias challenger)"
+            f"[yellow]no champion for {', '.join(without)}[/yellow] (no version beat both baselines and passed the "
+            "gate): the demo scores and serves the versions just trained (alias challenger)"
         )
     with _progress() as progress:
         summary = score_workspace(ws, today, out, alias=alias, progress=progress)
     console.print(f"{summary.customers:,} customers scored into {summary.path} ({summary.seconds:.1f} s)")
     console.print(f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{ws.mlflow_dir / 'mlflow.db'}")
+    if serve_api:
+        console.rule("7 · serve the prediction API (BentoML)")
+        _demo_serve(ws, port, out, alias)
+
+
+def _demo_promote(ws: Workspace, as_of: datetime, results: dict) -> None:
+    """Versions that training did not make champion (a champion already existed) go through the gate."""
+    from training.commands import promote_command
+    from training.promotion import PromotionError, evaluation_sets
+    from training.run import feast_features_for, load_tables
+
+    pending = [task for task, result in results.items() if result.status == "trained" and not result.champion]
+    for task, result in results.items():
+        if result.champion:
+            console.print(f"{result.model_name} version {result.model_version}: champion ({result.decision})")
+    if not pending:
+        return
+    evaluation = evaluation_sets(load_tables(ws, as_of), feast_features_for(ws), as_of)
+    for task in pending:
+        console.print(f"[bold]{results[task].model_name}[/bold] version {results[task].model_version} against the champion:")
+        try:
+            promote_command(ws, task, version=results[task].model_version, evaluation_set=evaluation, console=console)
+        except PromotionError as error:
+            console.print(f"[yellow]not promoted:[/yellow] {error}")
+
+
+def _demo_serve(ws: Workspace, port: int, scores_path: Path, alias: str) -> None:
+    """Start the API, show one real answer, then keep serving in the foreground until Ctrl-C."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import httpx
+    import pandas as pd
+
+    env = _serve_environment(ws, alias, 30.0)
+    key_file = env.get("CXPREDICT_API_KEYS_FILE")
+    key = (os.environ.get("CXPREDICT_API_KEYS") or "").split(",")[0].strip()
+    if not key and key_file:
+        key = next(line.split("#")[0].strip() for line in Path(key_file).read_text().splitlines() if line.split("#")[0].strip())
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:CXPredict", "--port", str(port), "--host", "127.0.0.1"]
+    log_path = ws.serving_dir / "server.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("ab")
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def _terminated(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        deadline = time.monotonic() + 180
+        with console.status("starting the API server (loading champions, warming the online store)"):
+            while time.monotonic() < deadline and server.poll() is None:
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=2).status_code in (200, 503):
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.5)
+        if server.poll() is not None:
+            console.print(f"[red]the API server stopped[/red] (exit {server.returncode}); see {log_path}")
+            raise typer.Exit(code=1)
+        ready = httpx.get(f"{url}/readyz", timeout=5).json()
+        if not ready["ready"]:
+            console.print(f"[yellow]not ready:[/yellow] {'; '.join(ready['reasons'])}")
+        scores = pd.read_parquet(scores_path, columns=["customer_id", "churn_probability"]).dropna()
+        sample = [scores.sort_values("churn_probability").iloc[-1]["customer_id"], "NEW-CUSTOMER-1"]
+        body = {"customer_ids": sample}
+        answer = httpx.post(f"{url}/predict", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        console.print(f"POST {url}/predict {json.dumps(body)}  → {answer.status_code}")
+        console.print_json(answer.text)
+        console.print(
+            f"\nAPI: {url}  docs: {url}/docs  health: {url}/readyz  metrics: {url}/metrics\n"
+            f"try: curl -s -X POST {url}/predict -H \"Authorization: Bearer $(grep -v '^#' {key_file or '<your key>'})\" "
+            f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'\n"
+            f"server log: {log_path}   [bold]Ctrl-C stops the server[/bold]"
+        )
+        server.wait()
+    except KeyboardInterrupt:
+        console.print("stopping the API server")
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+        log.close()
+
+
+def _api_keys_file(ws: Workspace) -> Path:
+    """The workspace's API keys file, created with one random key when no key is configured.
+
+    The key is written to a file readable by the owner only and never printed, so it does not end
+    up in terminal logs; callers read it from the file."""
+    import secrets
+
+    path = ws.serving_dir / "api_keys"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# API keys of this workspace's server, one per line\n{secrets.token_urlsafe(24)}\n")
+        path.chmod(0o600)
+    return path
+
+
+def _default_workers() -> int:
+    import os
+
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+def _serve_environment(ws: Workspace, alias: str, reload_seconds: float, workers: int | None = None) -> dict[str, str]:
+    import os
+
+    env = dict(os.environ, CXPREDICT_HOME=str(ws.root), CXPREDICT_MODEL_ALIAS=alias)
+    env["CXPREDICT_RELOAD_SECONDS"] = str(reload_seconds)
+    workers = workers or _default_workers()
+    overrides = [part for part in env.get("BENTOML_CONFIG_OPTIONS", "").split() if part]
+    env["BENTOML_CONFIG_OPTIONS"] = " ".join([*overrides, f"services.cxpredict.workers={workers}"])
+    env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if not env.get("CXPREDICT_API_KEYS") and not env.get("CXPREDICT_API_KEYS_FILE"):
+        keys = _api_keys_file(ws)
+        env["CXPREDICT_API_KEYS_FILE"] = str(keys)
+        console.print(f"API keys: {keys} (set CXPREDICT_API_KEYS or CXPREDICT_API_KEYS_FILE to use your own)")
+    return env
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the HTTP API.")] = 3000,
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    alias: Annotated[str, typer.Option(help="Registry alias served for every task.")] = "champion",
+    reload_seconds: Annotated[
+        float, typer.Option(min=0, help="How often to check the registry alias for a new version (0: never).")
+    ] = 30.0,
+    workers: Annotated[
+        Optional[int], typer.Option(min=1, help="Worker processes (default: one per CPU, at most 4).", show_default=False)
+    ] = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Serve churn, next purchase and unmet needs over HTTP (BentoML), with the champion models."""
+    import os
+
+    ws = _workspace(workspace)
+    env = _serve_environment(ws, alias, reload_seconds, workers)
+    console.print(f"API docs: http://{host}:{port}/docs   health: /livez /readyz   metrics: /metrics")
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:CXPredict", "--port", str(port), "--host", host]
+    sys.stdout.flush()
+    os.execvpe(sys.executable, command, env)
 
 
 TaskArgument = Annotated[str, typer.Argument(help="churn | next-purchase | unmet-needs")]

@@ -61,6 +61,11 @@ class Workspace(BaseModel):
         """Human-readable reports (ingest reports, model cards exported for reading)."""
         return self.root / "reports"
 
+    @property
+    def serving_dir(self) -> Path:
+        """What the API server keeps: the API keys file ``cxpredict serve`` creates when none is configured."""
+        return self.root / "serving"
+
     def ensure(self) -> Workspace:
         """Create the workspace root; the sub-folders are created by the steps that write them."""
         self.root.mkdir(parents=True, exist_ok=True)

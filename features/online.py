@@ -34,6 +34,7 @@ from feast.type_map import feast_value_type_to_python_type
 from features.feature_repo.definitions import (
     DERIVED_TAG,
     RATIOS_VIEW,
+    REALTIME_VIEW,
     RECENCY_NOW_VIEW,
     REQUEST_TIME,
     SNAPSHOTS_TAG,
@@ -42,6 +43,8 @@ from features.feature_repo.definitions import (
     ratio_values,
 )
 
+EVENT_TIME = "__event_ts"
+"""Key of :meth:`OnlineReader.read`'s optional per-customer snapshot time (epoch seconds or None)."""
 _DOUBLE_TAG = (ValueProto.DESCRIPTOR.fields_by_name["double_val"].number << 3) | 1
 _OFFSETS = np.arange(1, 9)
 
@@ -90,6 +93,8 @@ class ServicePlan:
     derived: tuple[DerivedPlan, ...]
     every: tuple[str, ...] = ()
     """Every feature of the tables read (rows of unrequested ones are skipped)."""
+    untimed: tuple[str, ...] = ()
+    """Features whose row time is not a snapshot time (pushed realtime counters)."""
 
     @cached_property
     def position(self) -> dict[str, int]:
@@ -99,6 +104,11 @@ class ServicePlan:
     def row_position(self) -> dict[str, int]:
         """Column of each stored row's feature; -1 for features read but not wanted."""
         return dict.fromkeys(self.every, -1) | self.position
+
+    @cached_property
+    def timed(self) -> dict[str, bool]:
+        """Whether a stored row's event time counts as the customer's snapshot time."""
+        return dict.fromkeys(self.every, True) | dict.fromkeys(self.untimed, False)
 
     @property
     def needs_request_time(self) -> bool:
@@ -158,10 +168,17 @@ class OnlineReader:
             self._local.connection = connection
         return connection
 
-    def plan(self, feature_service: str) -> ServicePlan:
-        """Tables, features and on-demand specs of a service, from the registry (cached)."""
+    def plan(self, feature_service: str | tuple[str, ...]) -> ServicePlan:
+        """Tables, features and on-demand specs of a service, from the registry (cached).
+
+        A tuple of services gives one plan over the union of their features, so a caller that
+        needs several services reads each table once."""
         if feature_service in self._plans:
             return self._plans[feature_service]
+        if isinstance(feature_service, tuple):
+            plan = merge_plans([self.plan(name) for name in feature_service])
+            self._plans[feature_service] = plan
+            return plan
         store, config = self.store, self.store.config
         service = store.get_feature_service(feature_service, allow_cache=True)
         odfvs = {o.name: o for o in store.list_on_demand_feature_views(allow_cache=True)}
@@ -185,10 +202,11 @@ class OnlineReader:
         read = [store.get_feature_view(name, allow_registry_cache=True) for name in views]
         tables = tuple(compute_table_id(config.project, view, versioning) for view in read)
         every = tuple(f.name for view in read for f in view.features)
+        untimed = tuple(f.name for view in read if view.name == REALTIME_VIEW for f in view.features)
         if self._encoder is None:
             join_key = store.get_entity(service_entity(store, views), allow_registry_cache=True).join_key
             self._encoder = EntityKeyEncoder(join_key, config.entity_key_serialization_version)
-        plan = ServicePlan(tuple(outputs), tuple(stored), tables, tuple(derived), every)
+        plan = ServicePlan(tuple(outputs), tuple(stored), tables, tuple(derived), every, untimed)
         self._plans[feature_service] = plan
         return plan
 
@@ -205,7 +223,7 @@ class OnlineReader:
         if key not in self._sql:
             marks = ",".join("?" * n)
             self._sql[key] = " UNION ALL ".join(
-                f'SELECT entity_key, feature_name, value FROM "{table}" WHERE entity_key IN ({marks})'
+                f'SELECT entity_key, feature_name, value, event_ts FROM "{table}" WHERE entity_key IN ({marks})'
                 for table in plan.tables
             )
         return self._sql[key]
@@ -213,22 +231,26 @@ class OnlineReader:
     def read(
         self,
         customer_ids: list[str],
-        feature_service: str,
+        feature_service: str | tuple[str, ...],
         request_time: datetime | list[datetime] | None = None,
+        event_times: bool = False,
     ) -> dict[str, list]:
         """``{"customer_id": [...], feature: [...], ...}`` like ``get_online_features(...).to_dict()``.
 
         ``request_time`` (one for all, or one per customer) is required when the service has
-        request-time on-demand features.
+        request-time on-demand features. ``event_times`` adds :data:`EVENT_TIME`: per customer, the
+        latest event time (epoch seconds) of the snapshot rows read (pushed realtime rows do not
+        count), i.e. the snapshot the features come from, or None when the store holds none.
         """
         plan = self.plan(feature_service)
         if plan.needs_request_time and request_time is None:
             raise ValueError(f"feature service {feature_service} needs {REQUEST_TIME}")
         if not self.sqlite:
-            return self._sdk(customer_ids, feature_service, request_time)
+            return self._sdk(customer_ids, feature_service, request_time, event_times)
         ids = list(customer_ids)
         n = len(ids)
         matrix = np.full((n, len(plan.stored)), None, dtype=object)
+        stamps = np.full(n, -1, dtype=np.int64)
         if n:
             keys = [self._encoder(c) for c in ids]
             unique = list(dict.fromkeys(keys))
@@ -238,12 +260,15 @@ class OnlineReader:
             if rows:
                 if len(unique) < n:
                     found = np.full((len(unique), len(plan.stored)), None, dtype=object)
-                    self._fill(found, plan, unique, rows)
-                    at = {key: i for i, key in enumerate(unique)}
-                    matrix = found[[at[key] for key in keys]]
+                    found_stamps = np.full(len(unique), -1, dtype=np.int64)
+                    self._fill(found, found_stamps, plan, unique, rows)
+                    at = [{key: i for i, key in enumerate(unique)}[key] for key in keys]
+                    matrix, stamps = found[at], found_stamps[at]
                 else:
-                    self._fill(matrix, plan, keys, rows)
+                    self._fill(matrix, stamps, plan, keys, rows)
         result: dict[str, list] = {"customer_id": ids}
+        if event_times:
+            result[EVENT_TIME] = [None if stamp < 0 else int(stamp) for stamp in stamps.tolist()]
         columns = {name: matrix[:, j] for name, j in plan.position.items()}
         for derived in plan.derived:
             columns.update(_compute(derived, columns, request_time, n))
@@ -251,10 +276,15 @@ class OnlineReader:
         return result
 
     @staticmethod
-    def _fill(matrix: np.ndarray, plan: ServicePlan, keys: list[bytes], rows: list[tuple]) -> None:
-        entity_keys, names, blobs = zip(*rows)
+    def _fill(
+        matrix: np.ndarray, stamps: np.ndarray, plan: ServicePlan, keys: list[bytes], rows: list[tuple]
+    ) -> None:
+        entity_keys, names, blobs, times = zip(*rows)
         row_of = {key: i for i, key in enumerate(keys)}
         customer = np.fromiter(map(row_of.__getitem__, entity_keys), dtype=np.int64, count=len(rows))
+        timed = np.fromiter(map(plan.timed.__getitem__, names), dtype=bool, count=len(rows))
+        moments = np.fromiter((t or 0 for t in times), dtype=np.int64, count=len(rows))
+        np.maximum.at(stamps, customer[timed], moments[timed])
         feature = np.fromiter(map(plan.row_position.__getitem__, names), dtype=np.int64, count=len(rows))
         double, values, other, others = decode_values(blobs)
         wanted = feature >= 0
@@ -266,14 +296,53 @@ class OnlineReader:
             kept[:] = [value for value, keep in zip(others, wanted[other], strict=True) if keep]
             matrix[customer[picked], feature[picked]] = kept
 
-    def _sdk(self, customer_ids, feature_service, request_time) -> dict[str, list]:
+    def _sdk(self, customer_ids, feature_service, request_time, event_times: bool = False) -> dict[str, list]:
+        if isinstance(feature_service, tuple):
+            merged: dict[str, list] = {}
+            for name in feature_service:
+                part = self._sdk(customer_ids, name, request_time, event_times)
+                if EVENT_TIME in merged and EVENT_TIME in part:
+                    part[EVENT_TIME] = [max(a or 0, b or 0) or None for a, b in zip(merged[EVENT_TIME], part[EVENT_TIME])]
+                merged.update(part)
+            return merged
         rows = [{"customer_id": c} for c in customer_ids]
         if request_time is not None:
             times = request_time if isinstance(request_time, list) else [request_time] * len(rows)
             for row, moment in zip(rows, times, strict=True):
                 row[REQUEST_TIME] = moment
         service = self.store.get_feature_service(feature_service, allow_cache=True)
-        return self.store.get_online_features(features=service, entity_rows=rows).to_dict()
+        result = self.store.get_online_features(features=service, entity_rows=rows).to_dict(
+            include_event_timestamps=event_times
+        )
+        if event_times:
+            untimed = set(self.plan(feature_service).untimed)
+            timed = [key for key in result if key.endswith("__ts") and key[: -len("__ts")] not in untimed]
+            stamps = [result[key] for key in timed]
+            for key in [key for key in result if key.endswith("__ts")]:
+                del result[key]
+            latest = [max(column) for column in zip(*stamps)] if stamps else [0] * len(rows)
+            result[EVENT_TIME] = [stamp or None for stamp in latest]
+        return result
+
+
+def merge_plans(plans: list[ServicePlan]) -> ServicePlan:
+    """One plan reading the union of several plans' tables and features (each once)."""
+    derived: dict[str, DerivedPlan] = {}
+    for plan in plans:
+        for part in plan.derived:
+            known = derived.get(part.kind)
+            if known is None:
+                derived[part.kind] = part
+            elif known != part:
+                specs = tuple(dict.fromkeys(known.specs + part.specs))
+                derived[part.kind] = DerivedPlan(part.kind, specs, known.snapshots or part.snapshots)
+
+    def union(field: str) -> tuple:
+        return tuple(dict.fromkeys(item for plan in plans for item in getattr(plan, field)))
+
+    return ServicePlan(
+        union("outputs"), union("stored"), union("tables"), tuple(derived.values()), union("every"), union("untimed")
+    )
 
 
 def service_entity(store: FeatureStore, views: dict[str, None]) -> str:

@@ -334,8 +334,8 @@ def get_training_features_fast(
     return pd.concat([result, pd.DataFrame(new, index=result.index)], axis=1)
 
 
-_SESSION_EVENTS = {"session_start"}
-_ENGAGEMENT_EVENTS = {
+SESSION_EVENTS = {"session_start"}
+ENGAGEMENT_EVENTS = {
     "session_start",
     "page_view",
     "search",
@@ -344,7 +344,7 @@ _ENGAGEMENT_EVENTS = {
     "wishlist_add",
     "checkout_start",
 }
-_SERVICE_EVENTS = {"ticket_opened", "ticket_resolved"}
+SERVICE_EVENTS = {"ticket_opened", "ticket_resolved"}
 
 
 class RealtimeEvent(BaseModel):
@@ -359,8 +359,8 @@ class RealtimeEvent(BaseModel):
     @field_validator("event_type")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value not in _ENGAGEMENT_EVENTS | _SERVICE_EVENTS:
-            raise ValueError(f"event_type must be one of {sorted(_ENGAGEMENT_EVENTS | _SERVICE_EVENTS)}")
+        if value not in ENGAGEMENT_EVENTS | SERVICE_EVENTS:
+            raise ValueError(f"event_type must be one of {sorted(ENGAGEMENT_EVENTS | SERVICE_EVENTS)}")
         return value
 
     @field_validator("timestamp")
@@ -374,11 +374,15 @@ def next_counters(current: dict[str, float | None], event: RealtimeEvent, window
     stale = current.get("realtime_window_start_ts") is None or current["realtime_window_start_ts"] < window_start_s
     base = {name: 0.0 if stale or current.get(name) is None else float(current[name]) for name in REALTIME_FEATURES}
     event_s = event.timestamp.timestamp()
-    base["realtime_sessions"] += float(event.event_type in _SESSION_EVENTS)
-    base["realtime_events"] += float(event.event_type in _ENGAGEMENT_EVENTS)
+    base["realtime_sessions"] += float(event.event_type in SESSION_EVENTS)
+    base["realtime_events"] += float(event.event_type in ENGAGEMENT_EVENTS)
     base["realtime_tickets_opened"] += float(event.event_type == "ticket_opened")
     base["realtime_tickets_resolved"] += float(event.event_type == "ticket_resolved")
     base["realtime_last_event_ts"] = max(base["realtime_last_event_ts"], event_s)
+    if event.event_type in ENGAGEMENT_EVENTS:
+        base["realtime_last_visit_ts"] = max(base["realtime_last_visit_ts"], event_s)
+    if event.event_type in SERVICE_EVENTS:
+        base["realtime_last_ticket_ts"] = max(base["realtime_last_ticket_ts"], event_s)
     base["realtime_window_start_ts"] = window_start_s
     return base
 

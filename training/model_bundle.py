@@ -52,17 +52,18 @@ def apply_calibrator(calibrator: Mapping[str, object] | None, probability: np.nd
 
 
 def top_contributions(
-    contributions: np.ndarray, X: pd.DataFrame, feature_names: Sequence[str], k: int
+    contributions: np.ndarray, X: pd.DataFrame | np.ndarray, feature_names: Sequence[str], k: int
 ) -> pd.DataFrame:
     """Top-k features per row by |SHAP contribution| (the last column of ``contributions`` is the
     bias and is ignored). Long format: row (position), rank (1 = strongest), feature, value, impact.
-    Impacts are in the model's raw score units (log-odds for binary models)."""
+    Impacts are in the model's raw score units (log-odds for binary models). ``X`` holds the
+    feature values reported (a frame, or an object array with None for missing)."""
     per_feature = contributions[:, : len(feature_names)]
     k = min(k, per_feature.shape[1])
     order = np.argsort(-np.abs(per_feature), axis=1, kind="stable")[:, :k]
     rows = np.repeat(np.arange(len(per_feature)), k)
     columns = order.ravel()
-    values = X.astype(object).where(X.notna(), None).to_numpy()
+    values = X if isinstance(X, np.ndarray) else X.astype(object).where(X.notna(), None).to_numpy()
     return pd.DataFrame(
         {
             "row": rows,
@@ -72,6 +73,12 @@ def top_contributions(
             "impact": per_feature[rows, columns],
         }
     )
+
+
+def risk_bands(probability: np.ndarray, bounds: Sequence[float]) -> np.ndarray:
+    """"low" / "medium" / "high" for probabilities below ``bounds[0]``, below ``bounds[1]``, above."""
+    band = np.select([probability >= bounds[1], probability >= bounds[0]], ["high", "medium"], "low")
+    return band.astype(object)
 
 
 class ModelBundle:
@@ -108,21 +115,53 @@ class ModelBundle:
     def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
         return prepare_features(frame, self.feature_names, self.spec["categorical_levels"])
 
-    def _raw(self, name: str, X: pd.DataFrame, **kwargs: object) -> np.ndarray:
-        return self.boosters[name].predict(X, num_threads=int(self.spec.get("num_threads", 2)), **kwargs)
+    def prepare_matrix(self, columns: Mapping[str, Sequence[object]], n: int) -> np.ndarray:
+        """The same inputs as :meth:`prepare` as one float matrix, from plain columns (lists with None
+        for missing): categoricals become their level's position (what LightGBM makes of a pandas
+        category), unseen levels NaN. The fast path for a few rows, where pandas costs milliseconds."""
+        X = np.full((n, len(self.feature_names)), np.nan)
+        levels = self._level_codes
+        for j, name in enumerate(self.feature_names):
+            values = columns.get(name)
+            if values is None:
+                continue
+            codes = levels.get(name)
+            if codes is None:
+                X[:, j] = [np.nan if value is None else value for value in values]
+            else:
+                X[:, j] = [codes.get(value, np.nan) for value in values]
+        return X
 
-    def probability(self, name: str, X: pd.DataFrame) -> np.ndarray:
+    @property
+    def _level_codes(self) -> dict[str, dict[object, float]]:
+        cached = self.__dict__.get("_codes")
+        if cached is None:
+            cached = {
+                name: {level: float(code) for code, level in enumerate(levels)}
+                for name, levels in self.spec["categorical_levels"].items()
+            }
+            self.__dict__["_codes"] = cached
+        return cached
+
+    def _raw(self, name: str, X: pd.DataFrame | np.ndarray, **kwargs: object) -> np.ndarray:
+        threads = int(self.spec.get("num_threads", 2)) if len(X) >= 256 else 1
+        return self.boosters[name].predict(X, num_threads=threads, **kwargs)
+
+    def probability(self, name: str, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Calibrated probability of a binary head on prepared inputs."""
         return apply_calibrator(self.head(name).get("calibrator"), self._raw(name, X))
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The task's outputs, one row per input row (same index). Extra input columns are ignored."""
-        X = self.prepare(frame)
+        return pd.DataFrame(self.outputs(self.prepare(frame)), index=frame.index)
+
+    def outputs(self, X: pd.DataFrame | np.ndarray) -> dict[str, np.ndarray]:
+        """The task's outputs as columns, from :meth:`prepare` or :meth:`prepare_matrix` inputs."""
         heads = self.spec["heads"]
         unknown = {head["kind"] for head in heads} - {"binary", "quantile", "multiclass"}
         if unknown:
             raise ValueError(f"unknown head kinds {sorted(unknown)}")
-        out: dict[str, object] = {
+        out: dict[str, np.ndarray] = {
             head["output"]: self.probability(head["name"], X) for head in heads if head["kind"] == "binary"
         }
         quantiles = sorted(
@@ -139,10 +178,8 @@ class ModelBundle:
                 out.update(self._ranked(head, self._raw(head["name"], X)))
         bands = self.spec.get("risk_bands")
         if bands:
-            probability = np.asarray(out[self.spec["heads"][0]["output"]])
-            band = np.select([probability >= bands[1], probability >= bands[0]], ["high", "medium"], "low")
-            out[f"{self.task}_risk_band"] = band.astype(object)
-        return pd.DataFrame(out, index=frame.index)
+            out[f"{self.task}_risk_band"] = risk_bands(np.asarray(out[heads[0]["output"]]), bands)
+        return out
 
     @staticmethod
     def _ranked(head: Mapping[str, object], probabilities: np.ndarray) -> dict[str, np.ndarray]:
@@ -160,11 +197,15 @@ class ModelBundle:
     def drivers(self, frame: pd.DataFrame, k: int = 5, head: str | None = None) -> pd.DataFrame:
         """Per-row top-k drivers of a binary or quantile head (default: the first head), from tree
         SHAP contributions; ``row`` is the position in ``frame``."""
+        X = self.prepare(frame)
+        return top_contributions(self.contributions(X, head), X, self.feature_names, k)
+
+    def contributions(self, X: pd.DataFrame | np.ndarray, head: str | None = None) -> np.ndarray:
+        """Tree SHAP contributions of a binary or quantile head (default: the first), bias last."""
         name = head or self.spec["heads"][0]["name"]
         if self.head(name)["kind"] == "multiclass":
             raise ValueError("drivers are defined for binary and quantile heads")
-        X = self.prepare(frame)
-        return top_contributions(self._raw(name, X, pred_contrib=True), X, self.feature_names, k)
+        return self._raw(name, X, pred_contrib=True)
 
     def save(self, folder: Path | str) -> Path:
         folder = Path(folder)

@@ -54,10 +54,13 @@ REALTIME_FEATURES: tuple[str, ...] = (
     "realtime_tickets_opened",
     "realtime_tickets_resolved",
     "realtime_last_event_ts",
+    "realtime_last_visit_ts",
+    "realtime_last_ticket_ts",
     "realtime_window_start_ts",
 )
-"""Counters since ``realtime_window_start_ts`` (the features' ``as_of``, epoch seconds) and the time
-of the last event (epoch seconds): the signals that arrive between two snapshots."""
+"""Counters since ``realtime_window_start_ts`` (the features' ``as_of``, epoch seconds) and the times
+(epoch seconds) of the last event, last engagement event and last ticket event: the signals that
+arrive between two snapshots."""
 
 TASK_FAMILIES: dict[str, tuple[str, ...]] = {
     "churn": ("purchase", "engagement", "service", "voice", "marketing", "profile"),

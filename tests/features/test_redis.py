@@ -81,3 +81,24 @@ def test_given_redis_when_an_event_is_pushed_then_the_online_counter_moves(redis
     ).to_dict()
     assert online["realtime_tickets_opened"] == [1.0]
     assert len(project_keys(client, settings.project)) == 1
+
+
+def test_given_redis_the_serving_read_gives_snapshot_times_that_pushes_do_not_move(redis_store):
+    from features.online import EVENT_TIME
+
+    ws, settings, _, _ = redis_store
+    feature_store.materialize_latest(ws, end=END, settings=settings)
+    store = feature_store.open_store(ws, settings)
+    feature_store.push_event(
+        ws, {"customer_id": "C000003", "event_type": "session_start", "timestamp": END + timedelta(hours=5)},
+        store=store,
+    )  # fmt: skip
+    ids = ["C000003", "C000004", "nobody"]
+    reader = OnlineReader(store)
+
+    union = reader.read(ids, ("churn", "realtime_signals"), END + timedelta(days=1), event_times=True)
+
+    assert union[EVENT_TIME][:2] == [int(SNAPSHOTS[-1].timestamp())] * 2 and union[EVENT_TIME][2] is None
+    assert union["realtime_sessions"] == [1.0, None, None]
+    alone = reader.read(ids, "churn", END + timedelta(days=1))
+    assert {name: union[name] for name in alone} == alone

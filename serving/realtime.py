@@ -1,0 +1,78 @@
+"""Events pushed since the last snapshot, folded into the snapshot features a model reads.
+
+Why: the models are trained on snapshot features; pushed events (``features.store.push_event``) are
+counted in the ``realtime`` view and would otherwise never reach a prediction before the next batch
+run. The overlay answers "what would the snapshot say if it were rebuilt now" for the features the
+counters determine exactly or as a lower bound: sessions in every window, tickets opened in every
+window, unresolved tickets, and the days since the last visit / ticket. Counters whose window started
+before the customer's snapshot are stale (a newer snapshot already holds those events) and ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+SESSION_WINDOWS = ("engagement_sessions_7d", "engagement_sessions_30d", "engagement_sessions_90d")
+TICKET_WINDOWS = ("service_tickets_30d", "service_tickets_90d", "service_tickets_365d")
+UNRESOLVED = "service_tickets_unresolved"
+VISIT_AGES = ("days_since_last_visit", "days_since_last_visit_now")
+TICKET_AGES = ("days_since_last_ticket", "days_since_last_ticket_now")
+DAY_S = 86400.0
+
+
+def _value(values: Sequence[object] | None, i: int) -> float | None:
+    if values is None:
+        return None
+    value = values[i]
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def overlay(
+    columns: Mapping[str, list],
+    realtime: Mapping[str, Sequence[object]],
+    snapshot_s: Sequence[float | None],
+    request_s: float,
+) -> dict[str, list]:
+    """``columns`` (one list per feature, one entry per customer) with the pushed counters applied.
+
+    ``realtime`` holds the ``realtime`` view's columns for the same customers and ``snapshot_s``
+    each customer's snapshot time (None: no snapshot, nothing to adjust). Columns are copied only
+    when a value changes; absent features are left absent.
+    """
+    out = dict(columns)
+    window = realtime.get("realtime_window_start_ts")
+    if window is None:
+        return out
+
+    def update(name: str, i: int, value: float) -> None:
+        if name not in out:
+            return
+        if out[name] is columns[name]:
+            out[name] = list(columns[name])
+        out[name][i] = value
+
+    for i, snapshot in enumerate(snapshot_s):
+        start = _value(window, i)
+        if snapshot is None or start is None or start < snapshot:
+            continue
+        sessions = _value(realtime.get("realtime_sessions"), i) or 0.0
+        opened = _value(realtime.get("realtime_tickets_opened"), i) or 0.0
+        resolved = _value(realtime.get("realtime_tickets_resolved"), i) or 0.0
+        if sessions:
+            for name in SESSION_WINDOWS:
+                update(name, i, (_value(columns.get(name), i) or 0.0) + sessions)
+        if opened:
+            for name in TICKET_WINDOWS:
+                update(name, i, (_value(columns.get(name), i) or 0.0) + opened)
+        if opened or resolved:
+            update(UNRESOLVED, i, max(0.0, (_value(columns.get(UNRESOLVED), i) or 0.0) + opened - resolved))
+        for stamp_name, ages in (("realtime_last_visit_ts", VISIT_AGES), ("realtime_last_ticket_ts", TICKET_AGES)):
+            stamp = _value(realtime.get(stamp_name), i)
+            if stamp is None or stamp < start:
+                continue
+            age = max(0.0, (request_s - stamp) / DAY_S)
+            for name in ages:
+                current = _value(columns.get(name), i)
+                update(name, i, age if current is None else min(current, age))
+    return out

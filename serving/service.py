@@ -1,0 +1,264 @@
+"""The CX Predict prediction API: a BentoML 1.4 service.
+
+Start with ``cxpredict serve [--port P]`` or ``bentoml serve serving.service:CXPredict`` (the
+workspace comes from ``CXPREDICT_HOME``). On start the service opens the Feast online store, loads
+the registry's ``champion`` version of every task model and polls the alias (see
+``serving.champions``). Blocks per customer follow DESIGN §5; errors are JSON ``{"error", "field"}``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from functools import cache
+
+import bentoml
+from starlette.responses import JSONResponse, Response
+
+from cxpredict.settings import resolve_workspace
+from serving.gateway import GatewayMiddleware, Readiness
+from serving.predictor import BLOCKS, ModelSet, prior_block, task_blocks
+from serving.schemas import (
+    CustomerId,
+    CustomerIds,
+    EventResponse,
+    EventType,
+    PredictResponse,
+    ReloadResponse,
+)
+from serving.settings import ServeSettings
+
+log = logging.getLogger("cxpredict.serving")
+
+READINESS = Readiness()
+FUTURE_TOLERANCE = timedelta(minutes=5)
+NO_CONSENT = "no profiling consent"
+
+
+@cache
+def metrics() -> dict[str, object]:
+    """Prometheus metrics of the service (created once per process, on first use; BentoML serves them
+    on ``/metrics`` next to its own request latency and count by endpoint)."""
+    from prometheus_client import Counter, Gauge
+
+    return {
+        "predictions": Counter(
+            name="cxpredict_predictions",
+            documentation="Customer blocks answered, by task and outcome (scored, cold_start, no_consent, no_model).",
+            labelnames=["task", "outcome"],
+        ),
+        "events": Counter(
+            name="cxpredict_events", documentation="Events pushed to the online store.", labelnames=["event_type"]
+        ),
+        "served": Gauge(
+            name="cxpredict_model_served",
+            documentation="1 for the model version each task serves now (0 once replaced).",
+            labelnames=["task", "name", "version"],
+            multiprocess_mode="livemax",
+        ),
+        "reloads": Counter(
+            name="cxpredict_model_swaps", documentation="Model sets swapped in after an alias moved."
+        ),
+        "store_errors": Counter(
+            name="cxpredict_feature_store_errors", documentation="Requests refused because the online store failed."
+        ),
+    }
+
+
+def error(status: int, message: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "field": field}, status_code=status)
+
+
+def _iso(epoch_s: float | None) -> str | None:
+    return None if epoch_s is None else datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@bentoml.service(name="cxpredict", workers=1, threads=4, traffic={"timeout": 30}, http={"port": 3000})
+class CXPredict:
+    """Churn, next purchase and unmet needs for orchestration systems, with reasons."""
+
+    def __init__(self) -> None:
+        from features.feature_repo.definitions import load_manifest
+        from serving.champions import Champions
+        from serving.online_features import OnlineFeatures
+        from training.tracking import FEATURE_SERVICES, resolve_tracking
+
+        self.settings = ServeSettings()
+        self.ws = resolve_workspace(self.settings.home)
+        self.feature_error: str | None = None
+        self.features = None
+        self.snapshot_as_of: datetime | None = None
+        try:
+            self.features = OnlineFeatures(self.ws)
+            self.features.warm(FEATURE_SERVICES.values())
+            self.snapshot_as_of = load_manifest(self.ws.features_dir).as_of
+        except Exception as failure:
+            self.feature_error = f"the feature store could not be opened: {type(failure).__name__}: {failure}"
+            log.error(self.feature_error)
+        self.champions = Champions(resolve_tracking(self.ws), self.settings.model_alias, on_swap=self._swapped)
+        self._swapped(ModelSet(), self.champions.current)
+        self.champions.watch(self.settings.reload_seconds)
+        READINESS.report = self.readiness
+        gc.collect()
+        gc.freeze()
+
+    # ---- state -------------------------------------------------------------------------------
+    def _swapped(self, before: ModelSet, after: ModelSet) -> None:
+        gauge = metrics()["served"]
+        for task, model in before.models.items():
+            gauge.labels(task=task, name=model.name, version=model.version).set(0)
+        for task, model in after.models.items():
+            gauge.labels(task=task, name=model.name, version=model.version).set(1)
+        if before.models:
+            metrics()["reloads"].inc()
+        log.info("serving model versions %s", after.versions())
+
+    def readiness(self) -> tuple[bool, dict]:
+        models = self.champions.current
+        reasons = [self.feature_error] if self.feature_error else []
+        if self.features is not None and (failure := self.features.probe()):
+            reasons.append(failure)
+        reasons += [f"{task}: {reason}" for task, reason in models.missing.items()]
+        return not reasons, {
+            "reasons": reasons,
+            "models": models.refs(),
+            "features_as_of": _iso(self.snapshot_as_of.timestamp()) if self.snapshot_as_of else None,
+        }
+
+    @bentoml.on_shutdown
+    def _stop_watching(self) -> None:
+        self.champions.stop()
+
+    # ---- predictions -------------------------------------------------------------------------
+    def _predict(self, customer_ids: Sequence[str], tasks: Sequence[str]) -> Response:
+        from serving.online_features import StoreUnavailable
+        from training.tracking import FEATURE_SERVICES
+
+        models = self.champions.current
+        if self.features is None:
+            return error(503, self.feature_error or "the feature store is not available")
+        request_time = datetime.now(UTC)
+        served = [models.models[task] for task in tasks if task in models.models]
+        services = [model.feature_service for model in served] or [FEATURE_SERVICES[tasks[0]]]
+        try:
+            features = self.features.read(customer_ids, services, request_time)
+        except StoreUnavailable as failure:
+            metrics()["store_errors"].inc()
+            log.error("online store read failed: %s", failure)
+            return error(503, str(failure))
+        n = len(customer_ids)
+        known = [i for i in range(n) if features.snapshot_s[i] is not None and features.consent[i]]
+        predictions = [
+            {
+                "customer_id": customer_ids[i],
+                "scored": features.consent[i],
+                "reason": None if features.consent[i] else NO_CONSENT,
+                "cold_start": features.snapshot_s[i] is None,
+                "features_as_of": _iso(features.snapshot_s[i]),
+            }
+            for i in range(n)
+        ]
+        counter = metrics()["predictions"]
+        for task in tasks:
+            block = BLOCKS[task]
+            model = models.models.get(task)
+            if model is None:
+                for prediction in predictions:
+                    prediction[block] = None
+                counter.labels(task=task, outcome="no_model").inc(n)
+                continue
+            columns = features.by_service[model.feature_service]
+            if len(known) < n:
+                columns = {name: [values[i] for i in known] for name, values in columns.items()}
+            answers = task_blocks(model, columns, len(known), self.settings.drivers) if known else []
+            scored = dict(zip(known, answers, strict=True))
+            prior = None
+            for i, prediction in enumerate(predictions):
+                if i in scored:
+                    prediction[block] = scored[i]
+                elif not features.consent[i]:
+                    prediction[block] = None
+                else:
+                    prior = prior if prior is not None else prior_block(model)
+                    prediction[block] = prior
+            cold = sum(1 for s in features.snapshot_s if s is None)
+            refused = sum(1 for c in features.consent if not c)
+            counter.labels(task=task, outcome="scored").inc(len(known))
+            if cold:
+                counter.labels(task=task, outcome="cold_start").inc(cold)
+            if refused:
+                counter.labels(task=task, outcome="no_consent").inc(refused)
+        body = {
+            "request_time": request_time.isoformat().replace("+00:00", "Z"),
+            "models": {BLOCKS[task]: models.refs()[task] for task in tasks},
+            "predictions": predictions,
+        }
+        return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+
+    @bentoml.api(route="/predict")
+    def predict(self, customer_ids: CustomerIds) -> PredictResponse:
+        """Churn, next purchase and unmet needs for 1 to 1,000 customers."""
+        return self._predict(customer_ids, ("churn", "next_purchase", "unmet_needs"))
+
+    @bentoml.api(route="/churn")
+    def churn(self, customer_ids: CustomerIds) -> PredictResponse:
+        """Churn probability, risk band and drivers only."""
+        return self._predict(customer_ids, ("churn",))
+
+    @bentoml.api(route="/next-purchase")
+    def next_purchase(self, customer_ids: CustomerIds) -> PredictResponse:
+        """Next purchase: probability within the horizon, expected days with an interval, categories."""
+        return self._predict(customer_ids, ("next_purchase",))
+
+    @bentoml.api(route="/unmet-needs")
+    def unmet_needs(self, customer_ids: CustomerIds) -> PredictResponse:
+        """Unmet needs ranked by probability."""
+        return self._predict(customer_ids, ("unmet_needs",))
+
+    # ---- events and admin --------------------------------------------------------------------
+    @bentoml.api(route="/events")
+    def events(
+        self, customer_id: CustomerId, event_type: EventType, timestamp: datetime | None = None
+    ) -> EventResponse:
+        """Push one event (session, page view, ticket opened/resolved, ...) so the next prediction sees it."""
+        from features.store import RealtimeEvent
+        from serving.online_features import StoreUnavailable
+
+        if self.features is None:
+            return error(503, self.feature_error or "the feature store is not available")
+        now = datetime.now(UTC)
+        moment = now if timestamp is None else timestamp
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        if moment > now + FUTURE_TOLERANCE:
+            return error(400, "the event is in the future", "timestamp")
+        if self.snapshot_as_of is not None and moment < self.snapshot_as_of:
+            return error(400, "the event is older than the feature snapshot, which already holds it", "timestamp")
+        try:
+            counters = self.features.push(RealtimeEvent(customer_id=customer_id, event_type=event_type, timestamp=moment))
+        except StoreUnavailable as failure:
+            metrics()["store_errors"].inc()
+            log.error("event push failed: %s", failure)
+            return error(503, str(failure))
+        metrics()["events"].labels(event_type=event_type).inc()
+        return EventResponse(customer_id=customer_id, event_type=event_type, accepted=True, realtime=counters)
+
+    @bentoml.api(route="/admin/reload")
+    def reload(self) -> ReloadResponse:
+        """Check the registry alias now (and re-read the Feast registry); swap in new versions."""
+        from features.feature_repo.definitions import load_manifest
+
+        if self.features is not None:
+            try:
+                self.features.refresh()
+                self.snapshot_as_of = load_manifest(self.ws.features_dir).as_of
+            except Exception as failure:
+                return error(503, str(failure))
+        models, changed = self.champions.reload()
+        return ReloadResponse(changed=changed, models=models.refs())
+
+
+CXPredict.add_asgi_middleware(GatewayMiddleware, readiness=READINESS)

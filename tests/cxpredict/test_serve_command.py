@@ -1,0 +1,34 @@
+"""`cxpredict serve` prepares the server's environment: workspace, alias, workers, and an API key kept off screen."""
+
+import stat
+
+from cxpredict.cli import _serve_environment
+from cxpredict.settings import resolve_workspace
+
+
+def test_without_configured_keys_a_private_key_file_is_created_and_the_key_never_printed(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("CXPREDICT_API_KEYS", raising=False)
+    monkeypatch.delenv("CXPREDICT_API_KEYS_FILE", raising=False)
+    monkeypatch.delenv("BENTOML_CONFIG_OPTIONS", raising=False)
+    ws = resolve_workspace(tmp_path / "ws").ensure()
+    env = _serve_environment(ws, "challenger", 5.0, workers=3)
+    keys = ws.serving_dir / "api_keys"
+    key = [line for line in keys.read_text().splitlines() if not line.startswith("#")][0]
+    assert env["CXPREDICT_API_KEYS_FILE"] == str(keys) and len(key) >= 24
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+    assert key not in capsys.readouterr().out
+    assert env["CXPREDICT_HOME"] == str(ws.root) and env["CXPREDICT_MODEL_ALIAS"] == "challenger"
+    assert env["CXPREDICT_RELOAD_SECONDS"] == "5.0"
+    assert env["BENTOML_CONFIG_OPTIONS"] == "services.cxpredict.workers=3"
+    # a second start keeps the same key
+    _serve_environment(ws, "champion", 5.0)
+    assert key in keys.read_text()
+
+
+def test_configured_keys_are_used_as_they_are(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXPREDICT_API_KEYS", "k1,k2")
+    monkeypatch.setenv("BENTOML_CONFIG_OPTIONS", "api_server.http.port=1")
+    ws = resolve_workspace(tmp_path / "ws").ensure()
+    env = _serve_environment(ws, "champion", 30.0, workers=1)
+    assert "CXPREDICT_API_KEYS_FILE" not in env and not (ws.serving_dir / "api_keys").exists()
+    assert env["BENTOML_CONFIG_OPTIONS"] == "api_server.http.port=1 services.cxpredict.workers=1"
