@@ -129,10 +129,10 @@ def free_port(port: int) -> bool:
 class Server:
     """``cxpredict serve`` in its own session (BentoML spawns children: the whole group is stopped)."""
 
-    def __init__(self, ws_root: Path, port: int, key: str, log_path: Path) -> None:
+    def __init__(self, ws_root: Path, port: int, key: str, log_path: Path, workers: int) -> None:
         executable = Path(sys.executable).parent / "cxpredict"
         command = [str(executable), "serve", "--workspace", str(ws_root), "--port", str(port)]
-        command += ["--reload-seconds", "0"]
+        command += ["--reload-seconds", "0", "--workers", str(workers)]
         env = {**os.environ, "CXPREDICT_API_KEYS": key, "OMP_WAIT_POLICY": "PASSIVE",
                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
         self.port, self.log_path = port, log_path
@@ -543,8 +543,10 @@ def render(result: dict) -> str:
         f"Command: `{result['command']}` — workspace of {result['customers']:,} known customers "
         f"(features as of {result['features_as_of']}), champions {versions}; measured {result['measured']}.",
         "",
-        "Setup: one BentoML worker (`cxpredict serve --reload-seconds 0`, ready in "
-        f"{result['startup_s']:.0f} s), API key checked on every request; customers drawn at random (seeded) "
+        f"Setup: {result['workers']} BentoML worker process(es) (`cxpredict serve --reload-seconds 0 --workers "
+        f"{result['workers']}`, ready in {result['startup_s']:.0f} s), API key checked on every request, access "
+        "log on; each keep-alive connection stays with the worker that accepted it, so an uneven split shows "
+        "as fewer server cores busy; customers drawn at random (seeded) "
         "from every known customer, withheld consents included. The client is asyncio over raw keep-alive "
         "HTTP/1.1 connections, one per concurrent worker, closed loop; each phase follows its own warm-up "
         f"({plan['warmup']} requests; {plan['warmup_hundred']} with 100 customers). Any non-200 answer or "
@@ -662,7 +664,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     gc.collect()
     gc.freeze()
     with tempfile.TemporaryDirectory(prefix="cxpredict-bench-serving-") as folder:
-        server = Server(ws.root, args.port, key, Path(folder) / "server.log")
+        server = Server(ws.root, args.port, key, Path(folder) / "server.log", args.workers)
+        result["workers"] = args.workers
         try:
             began = time.perf_counter()
             ready = server.wait_ready()
@@ -700,6 +703,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, default=Path(".cxpredict"))
     parser.add_argument("--port", type=int, default=3199)
+    parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4), help="server worker processes")
     parser.add_argument("--quick", action="store_true", help="shorten every phase (smoke run, no doc)")
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument("--note", action="append", default=[], help="a sentence added under the tables")

@@ -60,6 +60,7 @@ def _quiet_training() -> None:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
     _quiet_library_warnings()
     import warnings
 
@@ -519,7 +520,8 @@ def _demo_serve(ws: Workspace, port: int, scores_path: Path, alias: str) -> None
         if not ready["ready"]:
             console.print(f"[yellow]not ready:[/yellow] {'; '.join(ready['reasons'])}")
         scores = pd.read_parquet(scores_path, columns=["customer_id", "churn_probability"]).dropna()
-        sample = [scores.sort_values("churn_probability").iloc[-1]["customer_id"], "NEW-CUSTOMER-1"]
+        at_risk = scores.iloc[(scores["churn_probability"] - 0.65).abs().argsort()[:1]]
+        sample = [at_risk["customer_id"].iloc[0], "NEW-CUSTOMER-1"]
         body = {"customer_ids": sample}
         answer = httpx.post(f"{url}/predict", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
         console.print(f"POST {url}/predict {json.dumps(body)}  → {answer.status_code}")
