@@ -1,4 +1,5 @@
-"""The served model versions: resolved from a registry alias, reloaded when the alias moves.
+"""The served model versions: resolved from a registry alias, reloaded when the alias moves (or
+pinned to fixed versions, as in a Bento, and then never moved).
 
 A reload builds a complete new :class:`ModelSet` (unchanged versions are reused, new ones downloaded
 and loaded) and swaps it in with one assignment; a request in flight keeps the set it started with,
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import mlflow
@@ -33,14 +34,28 @@ def load_version(target: TrackingTarget, task: str, version: str, alias: str) ->
     return ServedModel.of(task, name, str(version), alias, FEATURE_SERVICES[task], bundle)
 
 
+PINNED = "pinned"
+
+
 def resolve(
-    target: TrackingTarget, alias: str, current: ModelSet | None = None, tasks: Iterable[str] = TASKS
+    target: TrackingTarget,
+    alias: str,
+    current: ModelSet | None = None,
+    tasks: Iterable[str] = TASKS,
+    pinned: Mapping[str, str] | None = None,
 ) -> ModelSet:
-    """The set the alias points to now; versions already in ``current`` are reused, not reloaded."""
+    """The set the alias points to now (or the ``pinned`` versions); versions already in ``current``
+    are reused, not reloaded."""
     models: dict[str, ServedModel] = {}
     missing: dict[str, str] = {}
     for task in tasks:
-        info = version_info(target, task, alias)
+        if pinned:
+            if task not in pinned:
+                missing[task] = f"no version of {MODEL_NAMES[task]} is pinned"
+                continue
+            info, alias = {"version": pinned[task]}, PINNED
+        else:
+            info = version_info(target, task, alias)
         if info is None:
             missing[task] = f"no {alias} version of {MODEL_NAMES[task]} in the registry"
             continue
@@ -64,8 +79,10 @@ class Champions:
         target: TrackingTarget,
         alias: str,
         on_swap: Callable[[ModelSet, ModelSet], None] | None = None,
+        pinned: Mapping[str, str] | None = None,
     ) -> None:
         self.target, self.alias, self.on_swap = target, alias, on_swap
+        self.pinned = dict(pinned or {})
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -76,7 +93,7 @@ class Champions:
         """Check the alias now; returns the set served afterwards and whether it changed."""
         with self._lock:
             before = self.current
-            after = resolve(self.target, self.alias, before)
+            after = resolve(self.target, self.alias, before, pinned=self.pinned)
             changed = after.versions() != before.versions() or dict(after.missing) != dict(before.missing)
             if changed:
                 self.current = after
@@ -86,7 +103,7 @@ class Champions:
 
     def watch(self, every_s: float) -> None:
         """Poll the alias every ``every_s`` seconds in a daemon thread (0: never)."""
-        if every_s <= 0 or self._thread is not None:
+        if every_s <= 0 or self._thread is not None or self.pinned:
             return
 
         def loop() -> None:

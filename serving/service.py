@@ -99,7 +99,9 @@ class CXPredict:
         except Exception as failure:
             self.feature_error = f"the feature store could not be opened: {type(failure).__name__}: {failure}"
             log.error(self.feature_error)
-        self.champions = Champions(resolve_tracking(self.ws), self.settings.model_alias, on_swap=self._swapped)
+        self.champions = Champions(
+            resolve_tracking(self.ws), self.settings.model_alias, on_swap=self._swapped, pinned=self.settings.pinned()
+        )
         self._swapped(ModelSet(), self.champions.current)
         self.champions.watch(self.settings.reload_seconds)
         READINESS.report = self.readiness

@@ -8,6 +8,7 @@ key is ever logged.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -15,6 +16,22 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MAX_CUSTOMERS = 1000
 """Largest ``customer_ids`` list one request may carry (DESIGN §5)."""
+PINNED_FILE = Path(__file__).resolve().parents[1] / "pinned_models.json"
+"""Written only into a Bento's sources by ``serving.bento``; absent from the repository."""
+TASK_NAMES = ("churn", "next_purchase", "unmet_needs")
+
+
+def pinned_versions(text: str) -> dict[str, str]:
+    """``"churn=3,next_purchase=2"`` -> ``{"churn": "3", "next_purchase": "2"}`` (validated)."""
+    pinned: dict[str, str] = {}
+    for part in (item.strip() for item in text.split(",")):
+        if not part:
+            continue
+        task, _, version = part.partition("=")
+        if task.strip() not in TASK_NAMES or not version.strip().isdigit():
+            raise ValueError(f"model_versions must look like churn=3,next_purchase=2 (tasks: {', '.join(TASK_NAMES)})")
+        pinned[task.strip()] = version.strip()
+    return pinned
 
 
 class ServeSettings(BaseSettings):
@@ -26,6 +43,9 @@ class ServeSettings(BaseSettings):
     api_keys_file: Path | None = None
     model_alias: str = "champion"
     """Registry alias served for every task."""
+    model_versions: str = ""
+    """Pinned versions, ``churn=3,next_purchase=2,unmet_needs=1``: served instead of the alias, never
+    reloaded (a Bento built by ``serving.bento`` carries them in ``pinned_models.json``)."""
     reload_seconds: float = Field(default=30.0, ge=0)
     """How often the registry alias is checked for a new version (0: only ``POST /admin/reload``)."""
     drivers: int = Field(default=5, ge=0, le=20)
@@ -37,6 +57,21 @@ class ServeSettings(BaseSettings):
         if not value or not value.replace("-", "").replace("_", "").isalnum():
             raise ValueError("model_alias must be a registry alias name")
         return value
+
+    @field_validator("model_versions")
+    @classmethod
+    def _versions(cls, value: str) -> str:
+        pinned_versions(value)
+        return value
+
+    def pinned(self) -> dict[str, str]:
+        """Task -> pinned version: from ``CXPREDICT_MODEL_VERSIONS``, else from the Bento's
+        ``pinned_models.json`` (next to the packages), else none (serve the alias)."""
+        if self.model_versions:
+            return pinned_versions(self.model_versions)
+        if PINNED_FILE.exists():
+            return {str(task): str(version) for task, version in json.loads(PINNED_FILE.read_text()).items()}
+        return {}
 
     def key_digests(self) -> frozenset[bytes]:
         """SHA-256 digests of every configured key (empty: every protected request is refused)."""
