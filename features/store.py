@@ -22,7 +22,7 @@ from feast.feature_view import DUMMY_ENTITY
 from feast.project import Project
 from feast.repo_contents import RepoContents
 from feast.repo_operations import extract_objects_for_apply_delete
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from cxpredict.settings import Workspace, resolve_workspace
 from features.feature_repo.definitions import (
@@ -347,21 +347,42 @@ ENGAGEMENT_EVENTS = {
 SERVICE_EVENTS = {"ticket_opened", "ticket_resolved"}
 
 
+SURVEY_EVENTS = {"survey_answered"}
+SURVEY_SCALES = {"nps": (0.0, 10.0), "csat": (1.0, 5.0)}
+
+
 class RealtimeEvent(BaseModel):
-    """One engagement or service event, as it happens."""
+    """One engagement, service or survey event, as it happens. A survey answer carries its ``kind``
+    (nps | csat) and ``score`` (0–10 | 1–5); other events carry neither."""
 
     model_config = ConfigDict(frozen=True)
 
     customer_id: str
     event_type: str
     timestamp: datetime
+    kind: str | None = None
+    score: float | None = None
 
     @field_validator("event_type")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value not in ENGAGEMENT_EVENTS | SERVICE_EVENTS:
-            raise ValueError(f"event_type must be one of {sorted(ENGAGEMENT_EVENTS | SERVICE_EVENTS)}")
+        known = ENGAGEMENT_EVENTS | SERVICE_EVENTS | SURVEY_EVENTS
+        if value not in known:
+            raise ValueError(f"event_type must be one of {sorted(known)}")
         return value
+
+    @model_validator(mode="after")
+    def _survey_answer(self) -> RealtimeEvent:
+        if self.event_type not in SURVEY_EVENTS:
+            if self.kind is not None or self.score is not None:
+                raise ValueError("kind and score belong to survey_answered events only")
+            return self
+        if self.kind not in SURVEY_SCALES or self.score is None:
+            raise ValueError(f"a survey_answered event needs kind ({' or '.join(SURVEY_SCALES)}) and score")
+        low, high = SURVEY_SCALES[self.kind]
+        if not low <= self.score <= high:
+            raise ValueError(f"a {self.kind} score is between {low:g} and {high:g}")
+        return self
 
     @field_validator("timestamp")
     @classmethod
@@ -369,10 +390,20 @@ class RealtimeEvent(BaseModel):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+_SCORES = ("realtime_last_nps", "realtime_last_csat")
+"""Scores, not counters: no answer yet is null, never 0 (an NPS of 0 is an answer)."""
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
 def next_counters(current: dict[str, float | None], event: RealtimeEvent, window_start_s: float) -> dict:
     """Counters after ``event``; counters from before the current snapshot (``window_start_s``) restart at 0."""
     stale = current.get("realtime_window_start_ts") is None or current["realtime_window_start_ts"] < window_start_s
     base = {name: 0.0 if stale or current.get(name) is None else float(current[name]) for name in REALTIME_FEATURES}
+    for name in _SCORES:
+        base[name] = None if stale or _missing(current.get(name)) else float(current[name])
     event_s = event.timestamp.timestamp()
     base["realtime_sessions"] += float(event.event_type in SESSION_EVENTS)
     base["realtime_events"] += float(event.event_type in ENGAGEMENT_EVENTS)
@@ -383,6 +414,11 @@ def next_counters(current: dict[str, float | None], event: RealtimeEvent, window
         base["realtime_last_visit_ts"] = max(base["realtime_last_visit_ts"], event_s)
     if event.event_type in SERVICE_EVENTS:
         base["realtime_last_ticket_ts"] = max(base["realtime_last_ticket_ts"], event_s)
+    if event.event_type in SURVEY_EVENTS:
+        base["realtime_surveys"] += 1.0
+        if event_s >= base["realtime_last_survey_ts"] or base[f"realtime_last_{event.kind}"] is None:
+            base[f"realtime_last_{event.kind}"] = float(event.score)
+        base["realtime_last_survey_ts"] = max(base["realtime_last_survey_ts"], event_s)
     base["realtime_window_start_ts"] = window_start_s
     return base
 

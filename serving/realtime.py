@@ -4,7 +4,8 @@ Why: the models are trained on snapshot features; pushed events (``features.stor
 counted in the ``realtime`` view and would otherwise never reach a prediction before the next batch
 run. The overlay answers "what would the snapshot say if it were rebuilt now" for the features the
 counters determine exactly or as a lower bound: sessions in every window, tickets opened in every
-window, unresolved tickets, and the days since the last visit / ticket. Counters whose window started
+window, unresolved tickets, the days since the last visit / ticket / survey answer, surveys in the
+year, and the last NPS / CSAT with its change (against the snapshot's last score) and NPS band. Counters whose window started
 before the customer's snapshot are stale (a newer snapshot already holds those events) and ignored.
 """
 
@@ -18,6 +19,13 @@ TICKET_WINDOWS = ("service_tickets_30d", "service_tickets_90d", "service_tickets
 UNRESOLVED = "service_tickets_unresolved"
 VISIT_AGES = ("days_since_last_visit", "days_since_last_visit_now")
 TICKET_AGES = ("days_since_last_ticket", "days_since_last_ticket_now")
+SURVEY_AGES = ("days_since_last_survey", "days_since_last_survey_now")
+SURVEYS = "voice_surveys_365d"
+
+
+def nps_band(score: float) -> str:
+    """As the voice family bands NPS: 0–6 detractor, 7–8 passive, 9–10 promoter."""
+    return "detractor" if score <= 6 else "passive" if score <= 8 else "promoter"
 DAY_S = 86400.0
 
 
@@ -45,7 +53,7 @@ def overlay(
     if window is None:
         return out
 
-    def update(name: str, i: int, value: float) -> None:
+    def update(name: str, i: int, value: float | str) -> None:
         if name not in out:
             return
         if out[name] is columns[name]:
@@ -67,7 +75,25 @@ def overlay(
                 update(name, i, (_value(columns.get(name), i) or 0.0) + opened)
         if opened or resolved:
             update(UNRESOLVED, i, max(0.0, (_value(columns.get(UNRESOLVED), i) or 0.0) + opened - resolved))
-        for stamp_name, ages in (("realtime_last_visit_ts", VISIT_AGES), ("realtime_last_ticket_ts", TICKET_AGES)):
+        surveys = _value(realtime.get("realtime_surveys"), i) or 0.0
+        if surveys:
+            update(SURVEYS, i, (_value(columns.get(SURVEYS), i) or 0.0) + surveys)
+        for kind in ("nps", "csat"):
+            score = _value(realtime.get(f"realtime_last_{kind}"), i)
+            if score is None:
+                continue
+            before = _value(columns.get(f"voice_last_{kind}"), i)
+            update(f"voice_last_{kind}", i, score)
+            if before is not None:
+                update(f"voice_{kind}_change", i, score - before)
+            if kind == "nps":
+                update("voice_nps_category", i, nps_band(score))
+        stamps = (
+            ("realtime_last_visit_ts", VISIT_AGES),
+            ("realtime_last_ticket_ts", TICKET_AGES),
+            ("realtime_last_survey_ts", SURVEY_AGES),
+        )
+        for stamp_name, ages in stamps:
             stamp = _value(realtime.get(stamp_name), i)
             if stamp is None or stamp < start:
                 continue

@@ -11,12 +11,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from features.store import ENGAGEMENT_EVENTS, SERVICE_EVENTS
+from features.store import ENGAGEMENT_EVENTS, SERVICE_EVENTS, SURVEY_EVENTS
 from serving.settings import MAX_CUSTOMERS
 
 CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")]
 CustomerIds = Annotated[list[CustomerId], Field(min_length=1, max_length=MAX_CUSTOMERS)]
-EventType = Literal[tuple(sorted(ENGAGEMENT_EVENTS | SERVICE_EVENTS))]  # type: ignore[valid-type]
+EventType = Literal[tuple(sorted(ENGAGEMENT_EVENTS | SERVICE_EVENTS | SURVEY_EVENTS))]  # type: ignore[valid-type]
+SurveyKind = Literal["nps", "csat"]
 
 
 class Driver(BaseModel):
@@ -80,7 +81,9 @@ class EventResponse(BaseModel):
     customer_id: str
     event_type: str
     accepted: bool
-    realtime: dict[str, float] = Field(description="The customer's counters since the last snapshot, after this event.")
+    realtime: dict[str, float | None] = Field(
+        description="The customer's counters since the last snapshot, after this event."
+    )
 
 
 class ReloadResponse(BaseModel):

@@ -29,6 +29,7 @@ from serving.schemas import (
     EventType,
     PredictResponse,
     ReloadResponse,
+    SurveyKind,
 )
 from serving.settings import ServeSettings
 
@@ -224,10 +225,16 @@ class CXPredict:
     # ---- events and admin --------------------------------------------------------------------
     @bentoml.api(route="/events")
     def events(
-        self, customer_id: CustomerId, event_type: EventType, timestamp: datetime | None = None
+        self,
+        customer_id: CustomerId,
+        event_type: EventType,
+        timestamp: datetime | None = None,
+        kind: SurveyKind | None = None,
+        score: float | None = None,
     ) -> EventResponse:
-        """Push one event (session, page view, ticket opened/resolved, ...) so the next prediction sees it."""
-        from features.store import RealtimeEvent
+        """Push one event (session, page view, ticket opened/resolved, survey answered with its kind and
+        score, ...) so the next prediction sees it."""
+        from features.store import SURVEY_EVENTS, SURVEY_SCALES, RealtimeEvent
         from serving.online_features import StoreUnavailable
 
         if self.features is None:
@@ -239,8 +246,17 @@ class CXPredict:
             return error(400, "the event is in the future", "timestamp")
         if self.snapshot_as_of is not None and moment < self.snapshot_as_of:
             return error(400, "the event is older than the feature snapshot, which already holds it", "timestamp")
+        survey = event_type in SURVEY_EVENTS
+        if survey and kind is None:
+            return error(400, "a survey_answered event needs kind (nps or csat)", "kind")
+        if survey and (score is None or not SURVEY_SCALES[kind][0] <= score <= SURVEY_SCALES[kind][1]):
+            low, high = SURVEY_SCALES[kind or "nps"]
+            return error(400, f"a {kind} score between {low:g} and {high:g} is needed", "score")
+        if not survey and (kind is not None or score is not None):
+            return error(400, "kind and score belong to survey_answered events only", "kind" if kind else "score")
+        event = RealtimeEvent(customer_id=customer_id, event_type=event_type, timestamp=moment, kind=kind, score=score)
         try:
-            counters = self.features.push(RealtimeEvent(customer_id=customer_id, event_type=event_type, timestamp=moment))
+            counters = self.features.push(event)
         except StoreUnavailable as failure:
             metrics()["store_errors"].inc()
             log.error("event push failed: %s", failure)

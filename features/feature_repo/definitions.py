@@ -56,11 +56,16 @@ REALTIME_FEATURES: tuple[str, ...] = (
     "realtime_last_event_ts",
     "realtime_last_visit_ts",
     "realtime_last_ticket_ts",
+    "realtime_surveys",
+    "realtime_last_nps",
+    "realtime_last_csat",
+    "realtime_last_survey_ts",
     "realtime_window_start_ts",
 )
-"""Counters since ``realtime_window_start_ts`` (the features' ``as_of``, epoch seconds) and the times
-(epoch seconds) of the last event, last engagement event and last ticket event: the signals that
-arrive between two snapshots."""
+"""Counters since ``realtime_window_start_ts`` (the features' ``as_of``, epoch seconds), the times
+(epoch seconds) of the last event, last engagement event, last ticket event and last survey answer,
+and the last NPS / CSAT scores answered (null when none): the signals that arrive between two
+snapshots."""
 
 TASK_FAMILIES: dict[str, tuple[str, ...]] = {
     "churn": ("purchase", "engagement", "service", "voice", "marketing", "profile"),
@@ -202,9 +207,11 @@ def realtime_schema(join_key: str = "customer_id") -> pa.Schema:
 
 
 def ensure_realtime_log(feast_dir: Path, join_key: str = "customer_id") -> Path:
-    """Create the empty realtime Parquet file if missing, so materialisation and PIT joins can read it."""
+    """Create the empty realtime Parquet file if missing (or empty with an older schema), so
+    materialisation and PIT joins can read it."""
     path = realtime_log_path(feast_dir)
-    if not path.exists():
+    outdated = path.exists() and pq.read_metadata(path).num_rows == 0 and pq.read_schema(path) != realtime_schema(join_key)
+    if not path.exists() or outdated:
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(realtime_schema(join_key).empty_table(), path)
     return path

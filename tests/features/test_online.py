@@ -201,3 +201,55 @@ def test_given_counters_from_before_the_current_snapshot_when_an_event_arrives_t
 def test_given_an_unknown_event_type_when_pushed_then_rejected_before_touching_the_store(tmp_path):
     with pytest.raises(pydantic.ValidationError, match="event_type"):
         feature_store.push_event(tmp_path, {"customer_id": "C1", "event_type": "refund", "timestamp": END})
+
+
+def test_given_survey_answers_then_the_last_score_is_kept_and_a_zero_is_an_answer_not_a_gap():
+    moment = datetime(2026, 12, 2, tzinfo=UTC)
+    nothing = {name: None for name in REALTIME_FEATURES}
+
+    first = next_counters(nothing, RealtimeEvent(customer_id="C1", event_type="survey_answered", timestamp=moment,
+                                                 kind="nps", score=0), window_start_s=100.0)  # fmt: skip
+    second = next_counters(first, RealtimeEvent(customer_id="C1", event_type="survey_answered", timestamp=moment,
+                                                kind="csat", score=5), window_start_s=100.0)  # fmt: skip
+    session = next_counters(second, RealtimeEvent(customer_id="C1", event_type="session_start", timestamp=moment),
+                            window_start_s=100.0)  # fmt: skip
+
+    assert first["realtime_last_nps"] == 0.0 and first["realtime_last_csat"] is None and first["realtime_surveys"] == 1
+    assert second["realtime_last_nps"] == 0.0 and second["realtime_last_csat"] == 5.0 and second["realtime_surveys"] == 2
+    assert session["realtime_last_nps"] == 0.0 and session["realtime_last_survey_ts"] == moment.timestamp()
+    stale = next_counters(second | {"realtime_window_start_ts": 50.0}, RealtimeEvent(
+        customer_id="C1", event_type="search", timestamp=moment), window_start_s=100.0)  # fmt: skip
+    assert stale["realtime_last_nps"] is None and stale["realtime_surveys"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"event_type": "survey_answered"},
+        {"event_type": "survey_answered", "kind": "nps"},
+        {"event_type": "survey_answered", "kind": "nps", "score": 11},
+        {"event_type": "survey_answered", "kind": "csat", "score": 0},
+        {"event_type": "survey_answered", "kind": "ces", "score": 3},
+        {"event_type": "search", "score": 3},
+    ],
+)
+def test_given_a_malformed_survey_event_then_it_is_refused(fields):
+    with pytest.raises(ValueError):
+        RealtimeEvent(customer_id="C1", timestamp=datetime(2026, 12, 2, tzinfo=UTC), **fields)
+
+
+def test_given_an_empty_realtime_log_with_an_older_schema_then_it_is_rewritten_but_pushed_rows_are_kept(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from features.feature_repo.definitions import ensure_realtime_log, realtime_log_path, realtime_schema
+
+    path = realtime_log_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    old = pa.schema([("customer_id", pa.string()), ("realtime_sessions", pa.float64())])
+    pq.write_table(old.empty_table(), path)
+    ensure_realtime_log(tmp_path)
+    assert pq.read_schema(path) == realtime_schema()
+    pq.write_table(pa.table({"customer_id": ["C1"], "realtime_sessions": [1.0]}, schema=old), path)
+    ensure_realtime_log(tmp_path)
+    assert pq.read_table(path).num_rows == 1

@@ -40,6 +40,24 @@ def test_pushed_events_change_the_next_prediction_of_that_customer_only(api, kno
     assert after[bystander]["churn"] == before[bystander]["churn"]
 
 
+def test_a_survey_answer_reaches_the_voice_features_of_the_next_prediction(api, known_ids):
+    # given customers whose churn risk is undecided
+    with api.client() as client:
+        scan = _predict(client, known_ids[100:400], "/churn").json()["predictions"]
+        undecided = sorted(scan, key=lambda p: abs(p["churn"]["probability"] - 0.5))[:5]
+        ids = [p["customer_id"] for p in undecided]
+        # when each answers an NPS survey with 0 (a detractor)
+        answers = [
+            client.post("/events", json={"customer_id": c, "event_type": "survey_answered", "kind": "nps", "score": 0})
+            for c in ids
+        ]
+        after = _predict(client, ids, "/churn").json()["predictions"]
+    # then the pushed score is kept as an answer and the next churn scores move for at least one of them
+    assert all(a.status_code == 200 and a.json()["realtime"]["realtime_last_nps"] == 0.0 for a in answers)
+    moved = [b["churn"]["probability"] != a["churn"]["probability"] for b, a in zip(undecided, after, strict=True)]
+    assert any(moved)
+
+
 def test_events_are_validated(api):
     with api.client() as client:
         wrong_type = client.post("/events", json={"customer_id": "C1", "event_type": "purchase_made"})
@@ -52,6 +70,15 @@ def test_events_are_validated(api):
     assert wrong_type.status_code == 400 and wrong_type.json()["detail"][0]["loc"] == ["event_type"]
     assert future.status_code == 400 and future.json()["field"] == "timestamp"
     assert old.status_code == 400 and old.json()["field"] == "timestamp"
+    with api.client() as client:
+        no_kind = client.post("/events", json={"customer_id": "C1", "event_type": "survey_answered", "score": 3})
+        out_of_scale = client.post(
+            "/events", json={"customer_id": "C1", "event_type": "survey_answered", "kind": "csat", "score": 9}
+        )
+        score_on_search = client.post("/events", json={"customer_id": "C1", "event_type": "search", "score": 3})
+    assert no_kind.status_code == 400 and no_kind.json()["field"] == "kind"
+    assert out_of_scale.status_code == 400 and out_of_scale.json()["field"] == "score"
+    assert score_on_search.status_code == 400 and score_on_search.json()["field"] == "score"
 
 
 def _hammer(url: str, ids: list[str], stop: threading.Event, seen: list) -> None:

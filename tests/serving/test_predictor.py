@@ -114,3 +114,30 @@ def test_api_keys_come_from_the_variable_and_the_file(tmp_path, monkeypatch):
     digests = ServeSettings().key_digests()
     assert digests == {digest("env-key"), digest("other"), digest("file-key")}
     assert "env-key" not in repr(ServeSettings())
+
+
+def test_overlay_applies_a_fresh_survey_answer_to_the_voice_features():
+    snapshot, request = 1_000_000.0, 1_000_000.0 + 2 * 86400
+    columns = {
+        "voice_last_nps": [9.0, None],
+        "voice_nps_change": [1.0, None],
+        "voice_nps_category": ["promoter", None],
+        "voice_last_csat": [4.0, 4.0],
+        "voice_surveys_365d": [2.0, 0.0],
+        "days_since_last_survey": [100.0, None],
+    }
+    realtime = {
+        "realtime_window_start_ts": [snapshot, snapshot],
+        "realtime_surveys": [1.0, 1.0],
+        "realtime_last_nps": [0.0, 7.0],
+        "realtime_last_csat": [None, None],
+        "realtime_last_survey_ts": [request - 86400, request],
+    }
+    out = overlay(columns, realtime, [snapshot, snapshot], request)
+    # an NPS of 0 is a detractor answer (not a missing value), changed by -9 from the snapshot's 9
+    assert out["voice_last_nps"] == [0.0, 7.0] and out["voice_nps_category"] == ["detractor", "passive"]
+    assert out["voice_nps_change"] == [-9.0, None]
+    assert out["voice_surveys_365d"] == [3.0, 1.0]
+    assert out["days_since_last_survey"][0] == pytest.approx(1.0) and out["days_since_last_survey"][1] == 0.0
+    # no CSAT answered: the snapshot's stays
+    assert out["voice_last_csat"] == [4.0, 4.0]
