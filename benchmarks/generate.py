@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -23,35 +22,19 @@ import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-import psutil
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from report import DOC, machine, split_doc, write_section  # noqa: E402
 
 from cxpredict.settings import resolve_workspace  # noqa: E402
 from features.synthetic import SOURCES, WorldConfig, generate  # noqa: E402
 
-DOC = ROOT / "docs" / "benchmarks.md"
 OPEN, CLOSE = "<!-- generate -->", "<!-- /generate -->"
 DATA = re.compile(r"<!-- generate-data (.*?) -->", re.S)
 TARGETS = {100_000: 60.0, 1_000_000: 600.0}
 
 
-def machine() -> dict[str, str]:
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpus": str(os.cpu_count()),
-        "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
-        "cpu": model,
-        "python": platform.python_version(),
-    }
 
 
 def measure(customers: int, seed: int, days: int, end: date, workspace: Path) -> dict:
@@ -107,19 +90,12 @@ def render(results: dict[str, dict], host: dict[str, str]) -> str:
 
 
 def update_doc(result: dict, host: dict[str, str]) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    results: dict[str, dict] = {}
-    if OPEN in text and CLOSE in text:
-        head, rest = text.split(OPEN, 1)
-        section, tail = rest.split(CLOSE, 1)
-        found = DATA.search(section)
-        if found:
-            results = json.loads(found.group(1))
-    else:
-        head, tail = text.rstrip("\n") + "\n\n", "\n"
+    """Add ``result`` to the results kept in the section (one per world size) and re-render it."""
+    _, body, _ = split_doc(OPEN, CLOSE)
+    found = DATA.search(body or "")
+    results: dict[str, dict] = json.loads(found.group(1)) if found else {}
     results[str(result["customers"])] = result
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(head + render(results, host) + tail)
+    write_section(OPEN, CLOSE, render(results, host))
 
 
 def main() -> None:

@@ -28,7 +28,6 @@ import asyncio
 import gc
 import json
 import os
-import platform
 import secrets
 import shlex
 import signal
@@ -45,7 +44,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DOC = ROOT / "docs" / "benchmarks.md"
+
+from report import DOC, machine, write_section  # noqa: E402
 OPEN, CLOSE = "<!-- serving -->", "<!-- /serving -->"
 TASKS = ("churn", "next_purchase", "unmet_needs")
 READER_SERVICES = (*TASKS, "realtime_signals")
@@ -69,20 +69,6 @@ class Plan:
 QUICK = Plan(warmup_hundred=40, single=600, hundred_c1=60, hundred_c8=80, sustained_s=5.0, feast_calls=10)
 
 
-def machine() -> dict[str, str]:
-    import psutil
-
-    model = platform.processor() or "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return {
-        "cpus": str(os.cpu_count()),
-        "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
-        "cpu": model,
-        "python": platform.python_version(),
-    }
 
 
 def load_average() -> float:
@@ -599,14 +585,6 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
-def update_doc(section: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if OPEN in text and CLOSE in text:
-        head, rest = text.split(OPEN, 1)
-        _, tail = rest.split(CLOSE, 1)
-    else:
-        head, tail = text.rstrip("\n") + "\n\n", "\n"
-    DOC.write_text(head + section + tail)
 
 
 def print_report(result: dict) -> None:
@@ -720,7 +698,7 @@ def main() -> None:
     print_report(result)
     if args.quick or args.no_doc:
         return
-    update_doc(render(result))
+    write_section(OPEN, CLOSE, render(result))
     print(f"updated {DOC.relative_to(ROOT)}")
 
 

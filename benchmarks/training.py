@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -28,27 +27,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DOC = ROOT / "docs" / "benchmarks.md"
+
+from report import DOC, machine, write_section  # noqa: E402
 OPEN, CLOSE = "<!-- training -->", "<!-- /training -->"
 END = date(2026, 11, 1)
 AS_OF = datetime(2026, 11, 1, tzinfo=UTC)
 TRAIN_TARGET_S, SCORE_TARGET_S = 300.0, 120.0
 
 
-def machine() -> dict[str, str]:
-    import psutil
-
-    model = platform.processor() or "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return {
-        "cpus": str(os.cpu_count()),
-        "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
-        "cpu": model,
-        "python": platform.python_version(),
-    }
 
 
 def peak_rss_mib() -> int:
@@ -317,14 +303,6 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
-def update_doc(section: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if OPEN in text and CLOSE in text:
-        head, rest = text.split(OPEN, 1)
-        _, tail = rest.split(CLOSE, 1)
-    else:
-        head, tail = text.rstrip("\n") + "\n\n", "\n"
-    DOC.write_text(head + section + tail)
 
 
 def main() -> None:
@@ -354,7 +332,7 @@ def main() -> None:
     if args.render:
         saved = json.loads(args.render.read_text())
         saved["notes"] = args.note or saved.get("notes", [])
-        update_doc(render(saved))
+        write_section(OPEN, CLOSE, render(saved))
         print(f"updated {DOC.relative_to(ROOT)}")
         return
     result: dict = {"machine": machine(), "customers": args.customers, "notes": args.note}
@@ -376,7 +354,7 @@ def main() -> None:
     result["measured"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(json.dumps(result, indent=2))
     if not args.no_doc:
-        update_doc(render(result))
+        write_section(OPEN, CLOSE, render(result))
         print(f"updated {DOC.relative_to(ROOT)}")
 
 
