@@ -493,7 +493,7 @@ def _demo_serve(ws: Workspace, port: int, scores_path: Path, alias: str) -> None
     key = (os.environ.get("CXPREDICT_API_KEYS") or "").split(",")[0].strip()
     if not key and key_file:
         key = next(line.split("#")[0].strip() for line in Path(key_file).read_text().splitlines() if line.split("#")[0].strip())
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:CXPredict", "--port", str(port), "--host", "127.0.0.1"]
+    command = _serve_command(port, "127.0.0.1")
     log_path = ws.serving_dir / "server.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("ab")
@@ -566,6 +566,10 @@ def _default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 4))
 
 
+def _serve_command(port: int, host: str) -> list[str]:
+    return [sys.executable, "-m", "bentoml", "serve", "serving.service:CXPredict", "--port", str(port), "--host", host]
+
+
 def _serve_environment(ws: Workspace, alias: str, reload_seconds: float, workers: int | None = None) -> dict[str, str]:
     import os
 
@@ -602,9 +606,8 @@ def serve(
     ws = _workspace(workspace)
     env = _serve_environment(ws, alias, reload_seconds, workers)
     console.print(f"API docs: http://{host}:{port}/docs   health: /livez /readyz   metrics: /metrics")
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:CXPredict", "--port", str(port), "--host", host]
     sys.stdout.flush()
-    os.execvpe(sys.executable, command, env)
+    os.execvpe(sys.executable, _serve_command(port, host), env)
 
 
 TaskArgument = Annotated[str, typer.Argument(help="churn | next-purchase | unmet-needs")]

@@ -48,12 +48,13 @@ def resolve(
     are reused, not reloaded."""
     models: dict[str, ServedModel] = {}
     missing: dict[str, str] = {}
+    alias = PINNED if pinned else alias
     for task in tasks:
         if pinned:
             if task not in pinned:
                 missing[task] = f"no version of {MODEL_NAMES[task]} is pinned"
                 continue
-            info, alias = {"version": pinned[task]}, PINNED
+            info = {"version": pinned[task]}
         else:
             info = version_info(target, task, alias)
         if info is None:

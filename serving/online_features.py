@@ -28,11 +28,11 @@ class StoreUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class RequestFeatures:
-    """Per feature service: columns (one list per feature, one entry per customer). The services
-    share one mapping holding the union of their features; a model picks its own by name."""
+    """The union of the services' features as columns (one list per feature, one entry per
+    customer); a model picks its own by name."""
 
     customer_ids: list[str]
-    by_service: dict[str, dict[str, list]]
+    columns: dict[str, list]
     snapshot_s: list[float | None]
     """Per customer: the snapshot time of their features (None: the store does not know them)."""
     consent: list[bool]
@@ -86,7 +86,7 @@ class OnlineFeatures:
         granted = columns.get(CONSENT_FEATURE)
         consent = [True] * len(ids) if granted is None else [value is None or float(value) > 0 for value in granted]
         merged = overlay(columns, realtime, snapshot_s, request_time.timestamp())
-        return RequestFeatures(ids, {service: merged for service in services}, snapshot_s, consent)
+        return RequestFeatures(ids, merged, snapshot_s, consent)
 
     def push(self, event: RealtimeEvent) -> dict[str, float]:
         """Count the event into the customer's realtime features (serialised within this process, so

@@ -13,11 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from serving.attributions import PathAttributions
-from training.model_bundle import ModelBundle, risk_bands
-
-BLOCKS = {"churn": "churn", "next_purchase": "next_purchase", "unmet_needs": "unmet_needs"}
-"""Task -> key of its block in a customer's prediction."""
-
+from training.model_bundle import ModelBundle, risk_bands, strongest
 
 @dataclass(frozen=True)
 class ServedModel:
@@ -70,8 +66,7 @@ def _drivers(
         return [[] for _ in range(len(X))]
     names = model.bundle.feature_names
     contributions = model.explain(X)[:, : len(names)]
-    k = min(k, len(names))
-    order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :k]
+    order = strongest(contributions, k)
     result = []
     for i, row in enumerate(order.tolist()):
         drivers = []

@@ -89,8 +89,3 @@ class EventResponse(BaseModel):
 class ReloadResponse(BaseModel):
     changed: bool
     models: dict[str, ModelRef]
-
-
-class ErrorResponse(BaseModel):
-    error: str
-    field: str | None = None

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from cxpredict.settings import resolve_workspace
 from serving.gateway import GatewayMiddleware, Readiness
-from serving.predictor import BLOCKS, ModelSet, prior_block, task_blocks
+from serving.predictor import ModelSet, prior_block, task_blocks
 from serving.schemas import (
     CustomerId,
     CustomerIds,
@@ -165,39 +165,39 @@ class CXPredict:
             }
             for i in range(n)
         ]
+        columns = features.columns
+        if len(known) < n:
+            columns = {name: [values[i] for i in known] for name, values in columns.items()}
+        cold = sum(1 for s in features.snapshot_s if s is None)
+        refused = sum(1 for c in features.consent if not c)
         counter = metrics()["predictions"]
         for task in tasks:
-            block = BLOCKS[task]
             model = models.models.get(task)
             if model is None:
                 for prediction in predictions:
-                    prediction[block] = None
+                    prediction[task] = None
                 counter.labels(task=task, outcome="no_model").inc(n)
                 continue
-            columns = features.by_service[model.feature_service]
-            if len(known) < n:
-                columns = {name: [values[i] for i in known] for name, values in columns.items()}
             answers = task_blocks(model, columns, len(known), self.settings.drivers) if known else []
             scored = dict(zip(known, answers, strict=True))
             prior = None
             for i, prediction in enumerate(predictions):
                 if i in scored:
-                    prediction[block] = scored[i]
+                    prediction[task] = scored[i]
                 elif not features.consent[i]:
-                    prediction[block] = None
+                    prediction[task] = None
                 else:
                     prior = prior if prior is not None else prior_block(model)
-                    prediction[block] = prior
-            cold = sum(1 for s in features.snapshot_s if s is None)
-            refused = sum(1 for c in features.consent if not c)
+                    prediction[task] = prior
             counter.labels(task=task, outcome="scored").inc(len(known))
             if cold:
                 counter.labels(task=task, outcome="cold_start").inc(cold)
             if refused:
                 counter.labels(task=task, outcome="no_consent").inc(refused)
+        refs = models.refs()
         body = {
             "request_time": request_time.isoformat().replace("+00:00", "Z"),
-            "models": {BLOCKS[task]: models.refs()[task] for task in tasks},
+            "models": {task: refs[task] for task in tasks},
             "predictions": predictions,
         }
         return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")

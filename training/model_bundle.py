@@ -51,19 +51,24 @@ def apply_calibrator(calibrator: Mapping[str, object] | None, probability: np.nd
     raise ValueError(f"unknown calibrator kind {calibrator['kind']!r}")
 
 
+def strongest(contributions: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the column positions of the ``k`` largest |contributions|, strongest first (ties
+    keep column order)."""
+    return np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, : min(k, contributions.shape[1])]
+
+
 def top_contributions(
-    contributions: np.ndarray, X: pd.DataFrame | np.ndarray, feature_names: Sequence[str], k: int
+    contributions: np.ndarray, X: pd.DataFrame, feature_names: Sequence[str], k: int
 ) -> pd.DataFrame:
     """Top-k features per row by |SHAP contribution| (the last column of ``contributions`` is the
     bias and is ignored). Long format: row (position), rank (1 = strongest), feature, value, impact.
-    Impacts are in the model's raw score units (log-odds for binary models). ``X`` holds the
-    feature values reported (a frame, or an object array with None for missing)."""
+    Impacts are in the model's raw score units (log-odds for binary models)."""
     per_feature = contributions[:, : len(feature_names)]
-    k = min(k, per_feature.shape[1])
-    order = np.argsort(-np.abs(per_feature), axis=1, kind="stable")[:, :k]
+    order = strongest(per_feature, k)
+    k = order.shape[1]
     rows = np.repeat(np.arange(len(per_feature)), k)
     columns = order.ravel()
-    values = X if isinstance(X, np.ndarray) else X.astype(object).where(X.notna(), None).to_numpy()
+    values = X.astype(object).where(X.notna(), None).to_numpy()
     return pd.DataFrame(
         {
             "row": rows,
