@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--existing", action="store_true", help="reuse --workspace, already written and materialised")
     args = parser.parse_args()
 
-    from cxpredict.settings import Workspace
+    from cxpredict.workspace import Workspace
     from features import store as feature_store
     from features.online import OnlineReader
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from report import DOC, machine, split_doc, write_section  # noqa: E402
 
-from cxpredict.settings import resolve_workspace  # noqa: E402
+from cxpredict.workspace import resolve_workspace  # noqa: E402
 from features.synthetic import SOURCES, WorldConfig, generate  # noqa: E402
 
 OPEN, CLOSE = "<!-- generate -->", "<!-- /generate -->"

@@ -610,7 +610,7 @@ def print_report(result: dict) -> None:
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
-    from cxpredict.settings import resolve_workspace
+    from cxpredict.workspace import resolve_workspace
 
     plan = QUICK if args.quick else Plan()
     ws = resolve_workspace(args.workspace)

@@ -8,7 +8,7 @@ customers <= 2 min).
 Phases run as child processes so each peak RSS is its own: ``prepare`` (generate, ingest, features;
 skipped when the workspace already has features), ``train`` (``training.run.train_workspace``:
 canonical tables as of the date, Feast point-in-time features, LightGBM, MLflow logging and
-registry, the oracle for evaluation), ``score`` (``training.run.score_workspace``). Prints JSON and
+registry, the oracle for evaluation), ``score`` (``training.scoring.score_workspace``). Prints JSON and
 rewrites the ``<!-- training -->`` section of docs/benchmarks.md (other sections kept).
 """
 
@@ -61,7 +61,7 @@ def _child(*args: str) -> dict:
 
 
 def phase_prepare(workspace: Path, customers: int) -> dict:
-    from cxpredict.settings import resolve_workspace
+    from cxpredict.workspace import resolve_workspace
     from features.ingest import ingest
     from features.snapshots import build_features
     from features.store import apply_repo
@@ -88,8 +88,9 @@ def phase_train(workspace: Path) -> dict:
     import features.store  # noqa: F401  (Feast resets warning filters on import)
 
     warnings.filterwarnings("ignore")
-    from cxpredict.settings import resolve_workspace
+    from cxpredict.workspace import resolve_workspace
     from training import run
+    from training.metrics import summary_table
 
     ws = resolve_workspace(workspace)
     shutil.rmtree(ws.mlflow_dir, ignore_errors=True)  # a fresh registry: version 1 of each model
@@ -115,7 +116,7 @@ def phase_train(workspace: Path) -> dict:
     load_before = os.getloadavg()[0]
     began = time.perf_counter()
     results = run.train_workspace(
-        ws, as_of=AS_OF, progress=lambda message: marks.append((message, round(time.perf_counter() - began, 1)))
+        ws, as_of=AS_OF, progress=lambda stage, done, total, note="": note and marks.append((note, round(time.perf_counter() - began, 1)))
     )
     seconds = time.perf_counter() - began
     quality = {}
@@ -124,7 +125,7 @@ def phase_train(workspace: Path) -> dict:
         if result.status != "trained":
             quality[task] = {"status": result.status, "reason": result.reason}
             continue
-        table = run.summary_table(result.metrics)
+        table = summary_table(result.metrics)
         quality[task] = {model: {k: float(v) for k, v in row.items()} for model, row in table.iterrows()}
         rows[task] = {split: len(result.dataset.split(split)) for split in ("train", "valid", "test")}
         quality[task]["_version"] = result.model_version
@@ -148,14 +149,17 @@ def phase_score(workspace: Path, tracking: Path | None) -> dict:
     import features.store  # noqa: F401
 
     warnings.filterwarnings("ignore")
-    from cxpredict.settings import resolve_workspace
-    from training.run import score_workspace
+    from cxpredict.workspace import resolve_workspace
+    from training.scoring import score_workspace
+    from training.tracking import resolve_tracking
 
     ws = resolve_workspace(workspace)
     out = ws.reports_dir / "bench-scores.parquet"
     load_before = os.getloadavg()[0]
     began = time.perf_counter()
-    summary = score_workspace(ws, None, out, tracking=resolve_workspace(tracking) if tracking else None)
+    summary = score_workspace(
+        ws, None, out, tracking_uri=resolve_tracking(resolve_workspace(tracking)).tracking_uri if tracking else None
+    )
     seconds = time.perf_counter() - began
     size = out.stat().st_size
     out.unlink()
@@ -181,7 +185,7 @@ def prepare_million(source: Path, workspace: Path, copies: int = 10) -> int:
     """
     import duckdb
 
-    from cxpredict.settings import resolve_workspace
+    from cxpredict.workspace import resolve_workspace
     from features.catalog import canonical_manifest, current_version
     from features.store import apply_repo
     from training.labels import TIME_COLUMNS

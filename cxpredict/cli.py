@@ -1,7 +1,8 @@
-"""The ``cxpredict`` command line. Command names are fixed by DESIGN §6: scripts and docs rely on them.
+"""The ``cxpredict`` command line: each command parses its options, calls one function of
+``features``, ``training`` or ``serving`` and renders the result (``cxpredict.render``).
 
-Each command only parses options, resolves the workspace and calls into ``features``/``training``/
-``serving``; heavy libraries are imported inside the commands so ``cxpredict --help`` stays instant.
+Command names are fixed (scripts and docs rely on them). Heavy libraries are imported inside the
+commands so ``cxpredict --help`` stays instant. Results go to stdout, errors to stderr.
 """
 
 from __future__ import annotations
@@ -9,51 +10,82 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
-from cxpredict.settings import HOME_VARIABLE, Workspace, resolve_workspace
+from cxpredict import __version__
+from cxpredict import tasks as registry
+from cxpredict.workspace import HOME_VARIABLE, Workspace, resolve_workspace
 
 app = typer.Typer(
     name="cxpredict",
     help="Predictive customer experience: churn, next purchase and unmet needs from unified customer data.",
     no_args_is_help=True,
-    add_completion=False,
 )
 console = Console(width=None if sys.stdout.isatty() else 150)
 """Piped output (logs, CI, README captures) gets a wide page instead of rich's 80-column default."""
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
+TaskName = Enum("TaskName", {spec.cli_name: spec.cli_name for spec in registry.all_tasks()}, type=str)
+TaskOrAll = Enum("TaskOrAll", {**{t.value: t.value for t in TaskName}, "all": "all"}, type=str)
 WorkspaceOption = Annotated[
     Optional[Path],
-    typer.Option(
-        "--workspace",
-        "-w",
-        help=f"Folder holding all state of a run (default: ${HOME_VARIABLE} or ./.cxpredict).",
-        show_default=False,
-    ),
-]
+    typer.Option("--workspace", "-w", show_default=False,
+                 help=f"Folder holding all state of a run (default: ${HOME_VARIABLE} or ./.cxpredict)."),
+]  # fmt: skip
+DayOption = Annotated[
+    Optional[str],
+    typer.Option("--as-of", show_default=False,
+                 help="YYYY-MM-DD (UTC midnight); only facts before it are used. 'latest' or omitted: the "
+                      "as-of of the feature build (features: today)."),
+]  # fmt: skip
+AliasOption = Annotated[str, typer.Option(help="Registry alias of the model versions to use.")]
+ActorOption = Annotated[Optional[str], typer.Option(help="Who acts (default: $USER).")]
 
 
-def _quiet_library_warnings() -> None:
-    """Library chatter (Feast's experimental on-demand views, ibis deprecations) is not for end users.
-
-    Call after importing Feast: its modules reset the warning filters at import time.
-    """
-    import warnings
-
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
-    warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated")
+def _version(show: bool) -> None:
+    if show:
+        console.print(f"cxpredict {__version__}")
+        raise typer.Exit()
 
 
-def _quiet_training() -> None:
-    """Feast and MLflow imported (they reset warning filters), then quietened: MLflow's INFO lines and
-    artifact progress bars would bury the command's own tables."""
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+) -> None:
+    """Predictive customer experience on Feast, MLflow, LightGBM and BentoML."""
+
+
+def _workspace(path: Path | None) -> Workspace:
+    ws = resolve_workspace(path).ensure()
+    errors.print(f"[dim]workspace: {ws.root}[/dim]")
+    return ws
+
+
+def _day(value: str | None) -> datetime | None:
+    """A YYYY-MM-DD day as UTC midnight, or None for 'latest'."""
+    if value is None or value.strip().lower() == "latest":
+        return None
+    try:
+        return datetime.strptime(value.strip(), "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    except ValueError as error:
+        raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD or 'latest'", param_hint="--as-of") from error
+
+
+def _today() -> datetime:
+    return datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _quiet() -> None:
+    """Feast and MLflow imported (they reset warning filters at import), then quietened: library
+    chatter and artifact progress bars would bury the command's own tables."""
     import logging
     import os
+    import warnings
 
     import features.store  # noqa: F401
     import mlflow  # noqa: F401
@@ -61,47 +93,29 @@ def _quiet_training() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
-    _quiet_library_warnings()
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*noload.*")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-
-
-def _workspace(path: Path | None) -> Workspace:
-    ws = resolve_workspace(path).ensure()
-    console.print(f"[dim]workspace: {ws.root}[/dim]")
-    return ws
+    for category in (DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+    for message in ("On demand feature view is an experimental feature", r"fetch_arrow_table\(\) is deprecated",
+                    ".*noload.*"):  # fmt: skip
+        warnings.filterwarnings("ignore", message=message)
 
 
 @contextmanager
-def _progress() -> Iterator[object]:
-    """A rich progress display for long work; transient so summaries stay readable."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+def _refusal(what: str, *kinds: type[BaseException]):
+    """An expected failure of ``kinds`` ends the command with one line on stderr and exit code 2."""
+    from features.contract import ContractError
+    from training.data import FeaturesNotReady
+    from training.promotion import PromotionError
 
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        yield progress
+    try:
+        yield
+    except (*kinds, ContractError, FeaturesNotReady, PromotionError, FileNotFoundError, LookupError) as error:
+        errors.print(f"[red]{what}:[/red] {error}")
+        raise typer.Exit(code=2) from error
 
 
-def _utc(day: datetime | None) -> datetime | None:
-    if day is None:
-        return None
-    return day.replace(tzinfo=timezone.utc) if day.tzinfo is None else day.astimezone(timezone.utc)
+def _tasks(choice: Enum) -> tuple[str, ...]:
+    return tuple(spec.name for spec in registry.parse(choice.value))
 
 
 @app.command()
@@ -109,249 +123,100 @@ def generate(
     customers: Annotated[int, typer.Option(min=10, help="Number of customers in the world.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same world.")] = 1,
     days: Annotated[int, typer.Option(min=120, help="Length of the history in days.")] = 730,
-    end: Annotated[
-        Optional[datetime],
-        typer.Option(formats=["%Y-%m-%d"], help="End of the history, exclusive (UTC midnight; default: today)."),
-    ] = None,
+    end: Annotated[Optional[str], typer.Option(help="End of the history, exclusive, YYYY-MM-DD (default: today).")] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Generate a synthetic omnichannel retailer: raw sources into raw/, ground truth into truth/."""
+    from cxpredict import render
     from features.synthetic import WorldConfig, generate as generate_world
 
+    config = WorldConfig(customers=customers, seed=seed, days=days, end=(_day(end) or _today()).date())
     ws = _workspace(workspace)
-    end_day = (_utc(end) or datetime.now(timezone.utc)).date()
-    config = WorldConfig(customers=customers, seed=seed, days=days, end=end_day)
-    with _progress() as progress:
-        summary = generate_world(ws, config, progress=progress)
-    console.print(summary.to_table() if hasattr(summary, "to_table") else summary)
+    with render.progress(console) as progress:
+        console.print(render.generated(generate_world(ws, config, progress=progress)))
 
 
-SOURCE_OPTION_HELP = "CSV or Parquet file of the {} source."
+SOURCE_HELP = "CSV or Parquet file of the {} source."
 
 
 @app.command()
 def ingest(
-    transactions: Annotated[Optional[Path], typer.Option(help=SOURCE_OPTION_HELP.format("transactions"))] = None,
-    customers: Annotated[Optional[Path], typer.Option(help=SOURCE_OPTION_HELP.format("customers"))] = None,
-    events: Annotated[Optional[Path], typer.Option(help=SOURCE_OPTION_HELP.format("events"))] = None,
-    support_tickets: Annotated[
-        Optional[Path], typer.Option(help=SOURCE_OPTION_HELP.format("support tickets"))
-    ] = None,
-    surveys: Annotated[Optional[Path], typer.Option(help=SOURCE_OPTION_HELP.format("surveys"))] = None,
-    marketing: Annotated[Optional[Path], typer.Option(help=SOURCE_OPTION_HELP.format("marketing"))] = None,
-    consents: Annotated[Optional[Path], typer.Option(help=SOURCE_OPTION_HELP.format("consents"))] = None,
+    transactions: Annotated[Optional[Path], typer.Option(help=SOURCE_HELP.format("transactions"))] = None,
+    customers: Annotated[Optional[Path], typer.Option(help=SOURCE_HELP.format("customers"))] = None,
+    events: Annotated[Optional[Path], typer.Option(help=SOURCE_HELP.format("events"))] = None,
+    support_tickets: Annotated[Optional[Path], typer.Option(help=SOURCE_HELP.format("support tickets"))] = None,
+    surveys: Annotated[Optional[Path], typer.Option(help=SOURCE_HELP.format("surveys"))] = None,
+    marketing: Annotated[Optional[Path], typer.Option(help=SOURCE_HELP.format("marketing"))] = None,
+    consents: Annotated[Optional[Path], typer.Option(help=SOURCE_HELP.format("consents"))] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Validate, quarantine, de-duplicate and stitch raw sources into canonical tables and the unified profile.
+    """Validate, quarantine, de-duplicate and stitch raw sources into canonical tables and the unified
+    profile. With no file given, reads the workspace's raw/ folder. Only transactions are required."""
+    from cxpredict import render
+    from features.ingest import ingest as run_ingest
 
-    With no file given, reads the workspace's raw/ folder. Only transactions are required.
-    """
-    from features.contract import ContractError
-    from features.ingest import format_report, ingest as run_ingest
-
-    ws = _workspace(workspace)
-    given = {
-        "transactions": transactions,
-        "customers": customers,
-        "events": events,
-        "support_tickets": support_tickets,
-        "surveys": surveys,
-        "marketing": marketing,
-        "consents": consents,
-    }
+    given = dict(transactions=transactions, customers=customers, events=events, support_tickets=support_tickets,
+                 surveys=surveys, marketing=marketing, consents=consents)  # fmt: skip
     paths = {source: path for source, path in given.items() if path is not None} or None
-    try:
-        with _progress() as progress:
-            report = run_ingest(ws, paths, progress=progress)
-    except ContractError as error:
-        console.print(f"[red]refused:[/red] {error}")
-        raise typer.Exit(code=2) from error
-    console.print(format_report(report))
-
-
-def _as_of(day: datetime | None) -> datetime:
-    """A cutoff is a UTC midnight: the given day, else today."""
-    moment = _utc(day) or datetime.now(timezone.utc)
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-AsOfOption = Annotated[
-    Optional[datetime],
-    typer.Option(
-        "--as-of",
-        formats=["%Y-%m-%d"],
-        help="Moment the features describe (UTC midnight; default: today). Only facts before it are used.",
-        show_default=False,
-    ),
-]
-
-
-def _feature_summary(build, materialized) -> object:
-    from rich.table import Table
-
-    table = Table(title=f"Features as of {build.as_of:%Y-%m-%d}")
-    table.add_column("family")
-    table.add_column("features", justify="right")
-    for family, count in build.features.items():
-        table.add_row(family, str(count))
-    from rich.console import Group
-
-    summary = (
-        f"{build.customers:,} customers at the latest snapshot, {sum(build.features.values())} features; "
-        f"snapshots built {build.snapshots_built}, kept {build.snapshots_skipped}; "
-        f"{materialized.customers or 0:,} customers materialised online ({materialized.method} path); "
-        f"{build.seconds + materialized.seconds:.1f} s"
-    )
-    return Group(table, summary)
+    ws = _workspace(workspace)
+    with _refusal("refused"), render.progress(console) as progress:
+        console.print(render.ingest_report(run_ingest(ws, paths, progress=progress)))
 
 
 @app.command()
-def features(as_of: AsOfOption = None, workspace: WorkspaceOption = None) -> None:
+def features(as_of: DayOption = None, workspace: WorkspaceOption = None) -> None:
     """Build feature snapshots up to --as-of (incrementally), apply the Feast repo and materialise online."""
-    from features.snapshots import build_features
-    from features.store import apply_repo, materialize_latest
+    from cxpredict import render
+    from features.store import refresh_features
 
-    _quiet_library_warnings()
+    _quiet()
     ws = _workspace(workspace)
-    moment = _as_of(as_of)
-    try:
-        with _progress() as progress:
-            build = build_features(ws, moment, progress=progress)
-    except FileNotFoundError as error:
-        console.print(f"[red]no canonical data:[/red] run `cxpredict ingest` first ({error})")
-        raise typer.Exit(code=2) from error
-    apply_repo(ws)
-    materialized = materialize_latest(ws, end=moment)
-    console.print(_feature_summary(build, materialized))
-
-
-TASK_HELP = "churn | next-purchase | unmet-needs | all"
-
-
-def _train_as_of(value: str | None) -> datetime | None:
-    """A YYYY-MM-DD day (UTC midnight), or None for 'latest' (the features' as_of)."""
-    if value is None or value.strip().lower() == "latest":
-        return None
-    try:
-        return _as_of(datetime.strptime(value.strip(), "%Y-%m-%d"))
-    except ValueError as error:
-        raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD or 'latest'", param_hint="--as-of") from error
-
-
-TrainAsOfOption = Annotated[
-    Optional[str],
-    typer.Option(
-        "--as-of",
-        help="Moment of training, YYYY-MM-DD (UTC midnight): no fact after it is read and every label "
-        "window ends by it. 'latest' or omitted: the as-of of the feature build.",
-        show_default=False,
-    ),
-]
-
-
-def _fmt(value: object) -> str:
-    import math
-
-    if isinstance(value, float):
-        return "–" if math.isnan(value) else f"{value:.4f}"
-    return str(value)
-
-
-def _metrics_table(title: str, summary) -> object:
-    """A rich table of ``training.run.summary_table`` output (models as rows)."""
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    table.add_column("model")
-    for column in summary.columns:
-        table.add_column(column.replace("_", " "), justify="right")
-    for model, row in summary.iterrows():
-        cells = [f"{int(v):,}" if name == "rows" and v == v else _fmt(float(v)) for name, v in row.items()]
-        table.add_row(str(model), *cells)
-    return table
-
-
-def _train_report(result) -> object:
-    from rich.console import Group
-
-    from training.run import cli_name, summary_table
-
-    name = cli_name(result.task)
-    if result.status != "trained":
-        return f"[yellow]{name}: not trained[/yellow] — {result.reason}"
-    parts: list[object] = [_metrics_table(f"{name} — held-out cutoff", summary_table(result.metrics))]
-    if result.model_version:
-        parts.append(f"{result.model_name} version {result.model_version}: {result.decision}")
-    for note in result.fitted.notes if result.fitted else []:
-        parts.append(f"[dim]{note}[/dim]")
-    return Group(*parts)
-
-
-def _run_training(ws: Workspace, tasks, as_of: datetime | None, horizon_days: int | None, tune: int) -> dict:
-    from training.run import FeaturesNotReady, train_workspace
-
-    try:
-        with _progress() as progress:
-            return train_workspace(ws, tasks, as_of, horizon_days, tune, progress=progress)
-    except (FeaturesNotReady, FileNotFoundError) as error:
-        console.print(f"[red]cannot train:[/red] {error}")
-        raise typer.Exit(code=2) from error
+    with _refusal("no canonical data (run `cxpredict ingest` first)"), render.progress(console) as progress:
+        build, materialized = refresh_features(ws, _day(as_of) or _today(), progress)
+    console.print(render.features_built(build, materialized))
 
 
 @app.command()
 def train(
-    task: Annotated[str, typer.Argument(help=TASK_HELP)] = "all",
-    as_of: TrainAsOfOption = None,
+    task: Annotated[TaskOrAll, typer.Argument(help="The task to train, or all.")] = TaskOrAll.all,
+    as_of: DayOption = None,
     horizon_days: Annotated[
-        Optional[int], typer.Option(min=1, max=730, help="Label horizon H in days (default: churn 90, others 30).")
+        Optional[int], typer.Option(min=1, max=730, help="Label horizon H in days (default: each task's own).")
     ] = None,
     tune: Annotated[int, typer.Option(min=0, help="Optuna trials on the validation cutoff (0: no tuning).")] = 0,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Train on rolling cutoffs (Feast point-in-time features), log runs and register models in MLflow."""
-    from training.run import parse_tasks
+    from cxpredict import render
+    from training.run import train_workspace
 
-    try:
-        tasks = parse_tasks(task)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="TASK") from error
-    _quiet_training()
+    _quiet()
     ws = _workspace(workspace)
-    results = _run_training(ws, tasks, _train_as_of(as_of), horizon_days, tune)
+    with _refusal("cannot train"), render.progress(console) as progress:
+        results = train_workspace(ws, _tasks(task), _day(as_of), horizon_days, tune, progress=progress)
     for result in results.values():
-        console.print(_train_report(result))
+        console.print(render.trained(result))
     if not any(result.status == "trained" for result in results.values()):
         raise typer.Exit(code=1)
 
 
 @app.command()
 def evaluate(
-    task: Annotated[str, typer.Option("--task", help=TASK_HELP)] = "all",
-    alias: Annotated[str, typer.Option(help="Registry alias of the versions to evaluate.")] = "champion",
-    as_of: TrainAsOfOption = None,
+    task: Annotated[TaskOrAll, typer.Option("--task", help="The task to evaluate, or all.")] = TaskOrAll.all,
+    alias: AliasOption = "champion",
+    as_of: DayOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Re-evaluate registered models on the latest complete held-out cutoff (vs the oracle on generated worlds)."""
-    from training.run import FeaturesNotReady, cli_name, evaluate_workspace, parse_tasks, summary_table
+    from cxpredict import render
+    from training.evaluate import evaluate_workspace
 
-    try:
-        tasks = parse_tasks(task)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--task") from error
-    _quiet_training()
+    _quiet()
     ws = _workspace(workspace)
-    try:
-        results = evaluate_workspace(ws, tasks, alias, _train_as_of(as_of))
-    except (FeaturesNotReady, FileNotFoundError) as error:
-        console.print(f"[red]cannot evaluate:[/red] {error}")
-        raise typer.Exit(code=2) from error
+    with _refusal("cannot evaluate"):
+        results = evaluate_workspace(ws, _tasks(task), alias, _day(as_of))
     for result in results.values():
-        name = cli_name(result.task)
-        if result.status != "evaluated":
-            console.print(f"[yellow]{name}:[/yellow] {result.reason}")
-            continue
-        title = f"{name} version {result.version} (@{alias}) — cutoff {result.cutoff:%Y-%m-%d}"
-        console.print(_metrics_table(title, summary_table(result.metrics)))
+        console.print(render.evaluated(result))
     if not any(result.status == "evaluated" for result in results.values()):
         raise typer.Exit(code=1)
 
@@ -359,324 +224,110 @@ def evaluate(
 @app.command()
 def score(
     out: Annotated[Path, typer.Option(help="Output file: .parquet or .csv.")],
-    as_of: Annotated[
-        Optional[str],
-        typer.Option(
-            "--as-of",
-            help="Moment the scores describe, YYYY-MM-DD (features: the latest snapshot at or before it). "
-            "'latest' or omitted: the as-of of the feature build.",
-            show_default=False,
-        ),
-    ] = None,
-    alias: Annotated[str, typer.Option(help="Registry alias of the models to score with.")] = "champion",
+    as_of: DayOption = None,
+    alias: AliasOption = "champion",
     workspace: WorkspaceOption = None,
 ) -> None:
     """Score every known customer with the champion models; one row per customer into --out."""
-    from training.run import FeaturesNotReady, score_workspace
+    from cxpredict import render
+    from training.scoring import SCORE_FORMATS, score_workspace
 
-    if out.suffix.lower() not in (".parquet", ".csv"):
-        raise typer.BadParameter("the output must end in .parquet or .csv", param_hint="--out")
-    _quiet_training()
+    if out.suffix.lower() not in SCORE_FORMATS:
+        raise typer.BadParameter(f"the output must end in {' or '.join(SCORE_FORMATS)}", param_hint="--out")
+    _quiet()
     ws = _workspace(workspace)
-    try:
-        with _progress() as progress:
-            summary = score_workspace(ws, _train_as_of(as_of), out, alias, progress=progress)
-    except (FeaturesNotReady, FileNotFoundError, LookupError) as error:
-        console.print(f"[red]cannot score:[/red] {error}")
-        raise typer.Exit(code=2) from error
-    versions = ", ".join(f"{task} v{version}" for task, version in summary.versions.items())
-    console.print(
-        f"{summary.customers:,} customers scored into {summary.path} ({versions}); "
-        f"{summary.not_scored:,} without profiling consent left unscored; {summary.seconds:.1f} s"
-    )
+    with _refusal("cannot score"), render.progress(console) as progress:
+        console.print(render.scored(score_workspace(ws, _day(as_of), out, alias, progress=progress)))
 
 
 @app.command()
 def demo(
     customers: Annotated[int, typer.Option(min=100, help="Customers in the generated world.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed of the world.")] = 1,
-    serve_api: Annotated[
-        bool, typer.Option("--serve/--no-serve", help="End by serving the API (Ctrl-C stops it).")
-    ] = True,
+    serve_api: Annotated[bool, typer.Option("--serve/--no-serve", help="End by serving the API (Ctrl-C stops it).")] = True,
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the API.")] = 3000,
     workspace: WorkspaceOption = None,
 ) -> None:
     """The whole job on the embedded defaults: generate, ingest, features, train, promote, score, serve."""
-    from features.ingest import format_report, ingest as run_ingest
-    from features.snapshots import build_features
-    from features.store import apply_repo, materialize_latest
-    from features.synthetic import WorldConfig, generate as generate_world
+    from cxpredict import render
+    from serving.demo import run_demo
 
-    _quiet_training()
+    _quiet()
     ws = _workspace(workspace)
-    today = _as_of(None)
-    console.rule("1 · generate a synthetic omnichannel retailer")
-    with _progress() as progress:
-        world = generate_world(ws, WorldConfig(customers=customers, seed=seed, end=today.date()), progress)
-    console.print(world.to_table())
-    console.rule("2 · ingest: validate, quarantine, de-duplicate, stitch identities, unify profiles")
-    with _progress() as progress:
-        report = run_ingest(ws, progress=progress)
-    console.print(format_report(report))
-    console.rule("3 · behavioural features in Feast (offline snapshots, online store)")
-    with _progress() as progress:
-        build = build_features(ws, today, progress=progress)
-    apply_repo(ws)
-    materialized = materialize_latest(ws, end=today)
-    console.print(_feature_summary(build, materialized))
-    console.print(
-        f"Feast repo: CXPREDICT_HOME={ws.root} feast -c features/feature_repo feature-views list"
-    )
-    console.rule("4 · train churn, next purchase and unmet needs (MLflow runs, registered models)")
-    results = _run_training(ws, ("churn", "next_purchase", "unmet_needs"), today, None, 0)
-    for result in results.values():
-        console.print(_train_report(result))
-    console.rule("5 · promote: challenger → champion only through the gate")
-    _demo_promote(ws, today, results)
-    console.rule("6 · score every known customer with the champion models")
-    from training.run import score_workspace
-    from training.tracking import resolve_tracking, version_info
-
-    out = ws.reports_dir / f"scores-{today:%Y-%m-%d}.parquet"
-    target = resolve_tracking(ws)
-    alias = "champion"
-    without = [task for task in results if version_info(target, task, alias) is None]
-    if without:
-        alias = "challenger"
-        console.print(
-            f"[yellow]no champion for {', '.join(without)}[/yellow] (no version beat both baselines and passed the "
-            "gate): the demo scores and serves the versions just trained (alias challenger)"
-        )
-    with _progress() as progress:
-        summary = score_workspace(ws, today, out, alias=alias, progress=progress)
-    console.print(f"{summary.customers:,} customers scored into {summary.path} ({summary.seconds:.1f} s)")
-    console.print(f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{ws.mlflow_dir / 'mlflow.db'}")
-    if serve_api:
-        console.rule("7 · serve the prediction API (BentoML)")
-        _demo_serve(ws, port, out, alias)
-
-
-def _demo_promote(ws: Workspace, as_of: datetime, results: dict) -> None:
-    """Versions that training did not make champion (a champion already existed) go through the gate."""
-    from training.commands import promote_command
-    from training.promotion import PromotionError, evaluation_sets
-    from training.run import feast_features_for, load_tables
-
-    pending = [task for task, result in results.items() if result.status == "trained" and not result.champion]
-    for task, result in results.items():
-        if result.champion:
-            console.print(f"{result.model_name} version {result.model_version}: champion ({result.decision})")
-    if not pending:
-        return
-    evaluation = evaluation_sets(load_tables(ws, as_of), feast_features_for(ws), as_of)
-    for task in pending:
-        console.print(f"[bold]{results[task].model_name}[/bold] version {results[task].model_version} against the champion:")
-        try:
-            promote_command(ws, task, version=results[task].model_version, evaluation_set=evaluation, console=console)
-        except PromotionError as error:
-            console.print(f"[yellow]not promoted:[/yellow] {error}")
-
-
-def _demo_serve(ws: Workspace, port: int, scores_path: Path, alias: str) -> None:
-    """Start the API, show one real answer, then keep serving in the foreground until Ctrl-C."""
-    import json
-    import os
-    import signal
-    import subprocess
-    import time
-
-    import httpx
-    import pandas as pd
-
-    env = _serve_environment(ws, alias, 30.0)
-    key_file = env.get("CXPREDICT_API_KEYS_FILE")
-    key = (os.environ.get("CXPREDICT_API_KEYS") or "").split(",")[0].strip()
-    if not key and key_file:
-        key = next(line.split("#")[0].strip() for line in Path(key_file).read_text().splitlines() if line.split("#")[0].strip())
-    command = _serve_command(port, "127.0.0.1")
-    log_path = ws.serving_dir / "server.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = log_path.open("ab")
-    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def _terminated(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminated)
-    try:
-        deadline = time.monotonic() + 180
-        with console.status("starting the API server (loading champions, warming the online store)"):
-            while time.monotonic() < deadline and server.poll() is None:
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=2).status_code in (200, 503):
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.5)
-        if server.poll() is not None:
-            console.print(f"[red]the API server stopped[/red] (exit {server.returncode}); see {log_path}")
-            raise typer.Exit(code=1)
-        ready = httpx.get(f"{url}/readyz", timeout=5).json()
-        if not ready["ready"]:
-            console.print(f"[yellow]not ready:[/yellow] {'; '.join(ready['reasons'])}")
-        scores = pd.read_parquet(scores_path, columns=["customer_id", "churn_probability"]).dropna()
-        at_risk = scores.iloc[(scores["churn_probability"] - 0.65).abs().argsort()[:1]]
-        sample = [at_risk["customer_id"].iloc[0], "NEW-CUSTOMER-1"]
-        body = {"customer_ids": sample}
-        answer = httpx.post(f"{url}/predict", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-        console.print(f"POST {url}/predict {json.dumps(body)}  → {answer.status_code}")
-        console.print_json(answer.text)
-        console.print(
-            f"\nAPI: {url}  docs: {url}/docs  health: {url}/readyz  metrics: {url}/metrics\n"
-            f"try: curl -s -X POST {url}/predict -H \"Authorization: Bearer $(grep -v '^#' {key_file or '<your key>'})\" "
-            f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'\n"
-            f"server log: {log_path}   [bold]Ctrl-C stops the server[/bold]"
-        )
-        server.wait()
-    except KeyboardInterrupt:
-        console.print("stopping the API server")
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-        log.close()
-
-
-def _api_keys_file(ws: Workspace) -> Path:
-    """The workspace's API keys file, created with one random key when no key is configured.
-
-    The key is written to a file readable by the owner only and never printed, so it does not end
-    up in terminal logs; callers read it from the file."""
-    import secrets
-
-    path = ws.serving_dir / "api_keys"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"# API keys of this workspace's server, one per line\n{secrets.token_urlsafe(24)}\n")
-        path.chmod(0o600)
-    return path
-
-
-def _default_workers() -> int:
-    import os
-
-    return max(1, min(os.cpu_count() or 1, 4))
-
-
-def _serve_command(port: int, host: str) -> list[str]:
-    return [sys.executable, "-m", "bentoml", "serve", "serving.service:CXPredict", "--port", str(port), "--host", host]
-
-
-def _serve_environment(ws: Workspace, alias: str, reload_seconds: float, workers: int | None = None) -> dict[str, str]:
-    import os
-
-    env = dict(os.environ, CXPREDICT_HOME=str(ws.root), CXPREDICT_MODEL_ALIAS=alias)
-    env["CXPREDICT_RELOAD_SECONDS"] = str(reload_seconds)
-    workers = workers or _default_workers()
-    overrides = [part for part in env.get("BENTOML_CONFIG_OPTIONS", "").split() if part]
-    env["BENTOML_CONFIG_OPTIONS"] = " ".join([*overrides, f"services.cxpredict.workers={workers}"])
-    env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if not env.get("CXPREDICT_API_KEYS") and not env.get("CXPREDICT_API_KEYS_FILE"):
-        keys = _api_keys_file(ws)
-        env["CXPREDICT_API_KEYS_FILE"] = str(keys)
-        console.print(f"API keys: {keys} (set CXPREDICT_API_KEYS or CXPREDICT_API_KEYS_FILE to use your own)")
-    return env
+    with render.progress(console) as progress, _refusal("the demo stopped"):
+        for title, kind, payload in run_demo(ws, customers, seed, _today(), progress, port if serve_api else None):
+            console.rule(title)
+            console.print(render.demo_step(kind, payload))
+    if serve_api and payload["answered"]:
+        payload["server"].serve_until_interrupted(lambda: console.print("stopping the API server"))
+    elif serve_api:
+        payload["server"].stop()
+        errors.print(f"[red]the API server stopped[/red]; see {payload['server'].log_path}")
+        raise typer.Exit(code=1)
 
 
 @app.command()
 def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the HTTP API.")] = 3000,
     host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
-    alias: Annotated[str, typer.Option(help="Registry alias served for every task.")] = "champion",
-    reload_seconds: Annotated[
-        float, typer.Option(min=0, help="How often to check the registry alias for a new version (0: never).")
-    ] = 30.0,
-    workers: Annotated[
-        Optional[int], typer.Option(min=1, help="Worker processes (default: one per CPU, at most 4).", show_default=False)
-    ] = None,
+    alias: AliasOption = "champion",
+    reload_seconds: Annotated[float, typer.Option(min=0, help="How often to check the alias for a new version (0: never).")] = 30.0,
+    workers: Annotated[Optional[int], typer.Option(min=1, show_default=False, help="Worker processes (default: one per CPU, at most 4).")] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Serve churn, next purchase and unmet needs over HTTP (BentoML), with the champion models."""
+    """Serve every task's model over HTTP (BentoML), with the champion versions."""
     import os
 
-    ws = _workspace(workspace)
-    env = _serve_environment(ws, alias, reload_seconds, workers)
+    from serving.supervisor import serve_command, serve_environment
+
+    env = serve_environment(_workspace(workspace), alias, reload_seconds, workers)
+    errors.print(f"API keys: {env.get('CXPREDICT_API_KEYS_FILE') or 'from CXPREDICT_API_KEYS'}")
     console.print(f"API docs: http://{host}:{port}/docs   health: /livez /readyz   metrics: /metrics")
     sys.stdout.flush()
-    os.execvpe(sys.executable, _serve_command(port, host), env)
-
-
-TaskArgument = Annotated[str, typer.Argument(help="churn | next-purchase | unmet-needs")]
-
-
-def _one_task(name: str) -> str:
-    from training.run import parse_tasks
-
-    try:
-        tasks = parse_tasks(name)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="TASK") from error
-    if len(tasks) != 1:
-        raise typer.BadParameter("name one task", param_hint="TASK")
-    return tasks[0]
+    os.execvpe(sys.executable, serve_command(port, host), env)
 
 
 @app.command()
 def promote(
-    task: TaskArgument,
+    task: Annotated[TaskName, typer.Argument(help="The task whose candidate to gate.")],
     version: Annotated[Optional[str], typer.Option(help="Candidate version (default: the challenger).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Move champion even if the gate refuses.")] = False,
     reason: Annotated[Optional[str], typer.Option(help="Why (required with --force; recorded).")] = None,
-    tolerance: Annotated[float, typer.Option(help="Largest AUC drop against the champion.")] = 0.01,
-    ece_bound: Annotated[float, typer.Option(help="Largest expected calibration error.")] = 0.02,
-    actor: Annotated[Optional[str], typer.Option(help="Who promotes (default: $USER).")] = None,
+    tolerance: Annotated[Optional[float], typer.Option(help="Largest AUC drop against the champion.")] = None,
+    ece_bound: Annotated[Optional[float], typer.Option(help="Largest expected calibration error.")] = None,
+    actor: ActorOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Gate a candidate against the champion on the latest held-out cutoff; move `champion` only if it passes."""
+    from cxpredict import render
     from training.commands import promote_command
-    from training.promotion import PromotionError, evaluation_sets
-    from training.run import FeaturesNotReady, default_as_of, feast_features_for, load_tables, prepare_store
+    from training.promotion import GateConfig
 
-    _quiet_library_warnings()
-    _quiet_training()
-    name = _one_task(task)
+    _quiet()
+    limits = {"auc_tolerance": tolerance, "ece_bound": ece_bound}
+    gate = GateConfig(**{name: value for name, value in limits.items() if value is not None})
     ws = _workspace(workspace)
-    try:
-        as_of = default_as_of(ws)
-        prepare_store(ws)
-        evaluation = evaluation_sets(load_tables(ws, as_of), feast_features_for(ws), as_of)
-        result = promote_command(
-            ws, name, version=version, force=force, reason=reason, tolerance=tolerance,
-            ece_bound=ece_bound, evaluation_set=evaluation, actor=actor, console=console,
-        )
-    except (PromotionError, FeaturesNotReady) as error:
-        console.print(f"[red]cannot promote:[/red] {error}")
-        raise typer.Exit(code=2) from error
+    with _refusal("cannot promote"):
+        result = promote_command(ws, _tasks(task)[0], version, force, reason, gate, actor=actor)
+    console.print(render.decided(result))
     raise typer.Exit(code=result.exit_code)
 
 
 @app.command()
 def rollback(
-    task: TaskArgument,
+    task: Annotated[TaskName, typer.Argument(help="The task whose champion to move back.")],
     reason: Annotated[Optional[str], typer.Option(help="Why (recorded in the audit trail).")] = None,
-    actor: Annotated[Optional[str], typer.Option(help="Who rolls back (default: $USER).")] = None,
+    actor: ActorOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Move `champion` back to the previous champion (recorded in the audit trail)."""
+    from cxpredict import render
     from training.commands import rollback_command
-    from training.promotion import PromotionError
 
-    name = _one_task(task)
     ws = _workspace(workspace)
-    try:
-        result = rollback_command(ws, name, reason=reason, actor=actor, console=console)
-    except PromotionError as error:
-        console.print(f"[red]cannot roll back:[/red] {error}")
-        raise typer.Exit(code=2) from error
+    with _refusal("cannot roll back"):
+        result = rollback_command(ws, _tasks(task)[0], reason=reason, actor=actor)
+    console.print(render.decided(result))
     raise typer.Exit(code=result.exit_code)
 
 
@@ -684,24 +335,26 @@ def rollback(
 def models(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     history: Annotated[bool, typer.Option("--history", help="Show every alias move.")] = False,
-    card: Annotated[
-        Optional[tuple[str, str]], typer.Option(help="Print the model card of TASK VERSION.", show_default=False)
-    ] = None,
+    card: Annotated[Optional[tuple[str, str]], typer.Option(help="Print the model card of TASK VERSION.", show_default=False)] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Every task's registered versions, aliases, key metrics, as-of and training rows."""
+    import json
+
+    from cxpredict import render
     from training.commands import card_command, models_command
 
     ws = resolve_workspace(workspace)
-    if card is not None:
-        card_command(ws, _one_task(card[0]), card[1], console=console)
-        return
-    models_command(ws, as_json=as_json, history=history, console=console)
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+    with _refusal("cannot show", registry.UnknownTask):
+        if card is not None:
+            sys.stdout.write(card_command(ws, registry.get(card[0]).name, card[1]))
+            return
+        data = models_command(ws, history=history)
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    else:
+        console.print(render.models(data, history))
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    app()

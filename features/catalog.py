@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
-from cxpredict.settings import Workspace
+from cxpredict.workspace import Workspace
 from features.contract import SOURCES, pandas_types
 
 VERSIONS_DIR = ".canonical-versions"

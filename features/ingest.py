@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,10 +25,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pydantic import BaseModel, model_validator
-from rich.console import Group
-from rich.table import Table
 
-from cxpredict.settings import Workspace, resolve_workspace
+from cxpredict.progress import Progress, Steps
+from cxpredict.workspace import Workspace
 from features import catalog
 from features.contract import (
     CONTRACTS,
@@ -281,19 +279,14 @@ def merge_customers(existing: pd.DataFrame | None, batch: pd.DataFrame, supplied
 
 
 class _Stages:
-    """Advances one rich progress task per source (and one for the commit); silent without progress."""
+    """One progress stage per source (and one for the commit)."""
 
-    def __init__(self, progress: Any, sources: list[str]) -> None:
-        self.progress = progress
-        self.tasks = {} if progress is None else {
-            s: progress.add_task(f"ingest {s}", total=STAGES_PER_SOURCE) for s in sources
-        }  # fmt: skip
-        if progress is not None:
-            self.tasks["commit"] = progress.add_task("commit canonical version", total=1)
+    def __init__(self, progress: Progress | None, sources: list[str]) -> None:
+        self.steps = {s: Steps(progress, f"ingest {s}", STAGES_PER_SOURCE) for s in sources}
+        self.steps["commit"] = Steps(progress, "commit canonical version", 1)
 
     def advance(self, name: str) -> None:
-        if self.progress is not None:
-            self.progress.advance(self.tasks[name])
+        self.steps[name]()
 
 
 def _utc(now: datetime | None) -> datetime:
@@ -311,15 +304,14 @@ def _read_evidence(ws: Workspace) -> tuple[Evidence, str]:
     return Evidence(attachments, pairs), key
 
 
-def ingest(ws: Workspace | Path | str, paths: dict[str, Path] | None = None, now: datetime | None = None,
-           progress: Any = None) -> IngestReport:  # fmt: skip
+def ingest(ws: Workspace, paths: dict[str, Path] | None = None, now: datetime | None = None,
+           progress: Progress | None = None) -> IngestReport:  # fmt: skip
     """Ingest raw source files into a new canonical version and return the report.
 
     Raises :class:`IngestError` subclasses (nothing written) when transactions are absent, a file
     cannot be read, or a file lacks a required column.
     """
     started = time.perf_counter()
-    ws = ws if isinstance(ws, Workspace) else resolve_workspace(ws)
     now = _utc(now)
     files = locate_sources(ws, paths)
     stages = _Stages(progress, list(files))
@@ -441,26 +433,3 @@ def _finish(staged: catalog.StagedVersion, old: catalog.Manifest | None, reports
     ))  # fmt: skip
     staged.write_json(catalog.REPORT_FILE, report)
     return report
-
-
-def format_report(report: IngestReport) -> Group:
-    """The report for a terminal: rows read/accepted/quarantined/duplicates and reconciliation per source,
-    then quarantined rows by rule (so a reader sees at once what to fix upstream)."""
-    table = Table(title=f"Ingest {report.version}", show_footer=False)
-    numbers = ("read", "accepted", "quarantined", "duplicates", "linked")
-    for name in ("source", *numbers, "reconciled"):
-        table.add_column(name, justify="left" if name == "source" else "right")
-    for s in report.sources.values():
-        status = "[green]yes[/]" if s.reconciled else "[red]NO[/]"
-        counts = (s.read, s.accepted, s.quarantined, s.duplicates, sum(s.linked.values()))
-        table.add_row(s.source, *(f"{n:,}" for n in counts), status)
-    table.caption = (f"{report.identity.links:,} identifier links, "
-                     f"{report.identity.ambiguous_identifiers:,} ambiguous identifiers, "
-                     f"{report.profile_rows:,} customers in the profile, {report.seconds:.1f} s")  # fmt: skip
-    rules = Table(title="Quarantined rows by rule")
-    for name in ("source", "rule", "rows"):
-        rules.add_column(name, justify="right" if name == "rows" else "left")
-    for s in report.sources.values():
-        for rule, n in sorted(s.rules.items(), key=lambda item: -item[1]):
-            rules.add_row(s.source, rule, f"{n:,}")
-    return Group(table, rules) if rules.row_count else Group(table)

@@ -32,7 +32,8 @@ import duckdb
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cxpredict.settings import Workspace, resolve_workspace
+from cxpredict.progress import Progress, Steps
+from cxpredict.workspace import Workspace
 from features.families import (
     DAY_US,
     DEFINITIONS_VERSION,
@@ -300,18 +301,17 @@ def _manifest(
 
 
 def build_features(
-    ws: Workspace | Path | str | None,
+    ws: Workspace,
     as_of: datetime,
     config: FeatureBuildConfig | None = None,
-    progress: Any | None = None,
+    progress: Progress | None = None,
 ) -> BuildSummary:
     """Build every missing feature snapshot as of ``as_of`` and rewrite the manifest.
 
-    ``progress`` is an optional ``rich.progress.Progress``; it gets one task advanced per
-    (snapshot, family) written. Raises ``FileNotFoundError`` when the canonical transactions are missing.
+    ``progress`` gets one step per (snapshot, family) written. Raises ``FileNotFoundError`` when the canonical transactions are missing.
     """
     started = time.perf_counter()
-    workspace = ws if isinstance(ws, Workspace) else resolve_workspace(ws)
+    workspace = ws
     config = config or FeatureBuildConfig()
     as_of = to_utc(as_of)
     built_at = datetime.now(UTC).replace(microsecond=0)
@@ -355,7 +355,7 @@ def build_features(
 
         if todo:
             ctx = ctx.with_boundaries(_boundaries(todo, config.windows))
-            task = progress.add_task("feature snapshots", total=len(todo) * len(families)) if progress else None
+            step = Steps(progress, "feature snapshots", len(todo) * len(families))
             con.execute("SET preserve_insertion_order = true")
             for statement in base_stage_sql(ctx) + [s for f in families for s in f.stage(ctx)]:
                 con.execute(statement)
@@ -364,8 +364,7 @@ def build_features(
             for moment in todo:
                 for family in families:
                     _write_snapshot(con, family, ctx, moment, created_us, features_dir, scratch)
-                    if progress is not None:
-                        progress.update(task, advance=1, description=f"features {moment:%Y-%m-%d} {family.name}")
+                    step(f"features {moment:%Y-%m-%d} {family.name}")
     finally:
         con.close()
         shutil.rmtree(scratch, ignore_errors=True)

@@ -24,7 +24,7 @@ from feast.repo_contents import RepoContents
 from feast.repo_operations import extract_objects_for_apply_delete
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from cxpredict.settings import Workspace, resolve_workspace
+from cxpredict.workspace import Workspace
 from features.feature_repo.definitions import (
     REALTIME_FEATURES,
     REALTIME_PUSH_SOURCE,
@@ -40,13 +40,6 @@ from features.feature_repo.definitions import (
 REPO_DIR = Path(__file__).resolve().parent / "feature_repo"
 HOME_PLACEHOLDER = "${CXPREDICT_HOME}"
 
-WorkspaceLike = Workspace | Path | str | None
-
-
-def workspace_of(ws: WorkspaceLike) -> Workspace:
-    return ws if isinstance(ws, Workspace) else resolve_workspace(ws)
-
-
 def _substitute(node, root: str):
     """Replace the workspace placeholder in every string of the parsed YAML (what Feast's expandvars does)."""
     if isinstance(node, dict):
@@ -56,9 +49,9 @@ def _substitute(node, root: str):
     return node.replace(HOME_PLACEHOLDER, root) if isinstance(node, str) else node
 
 
-def repo_config(ws: WorkspaceLike, settings: RepoSettings | None = None) -> RepoConfig:
+def repo_config(ws: Workspace, settings: RepoSettings | None = None) -> RepoConfig:
     """The repository's ``feature_store.yaml`` for this workspace, with the settings' overrides."""
-    workspace = workspace_of(ws)
+    workspace = ws
     settings = settings or RepoSettings()
     raw = _substitute(yaml.safe_load((REPO_DIR / "feature_store.yaml").read_text()), str(workspace.root))
     raw["project"] = settings.project
@@ -69,20 +62,20 @@ def repo_config(ws: WorkspaceLike, settings: RepoSettings | None = None) -> Repo
     return config
 
 
-def open_store(ws: WorkspaceLike = None, settings: RepoSettings | None = None) -> FeatureStore:
+def open_store(ws: Workspace, settings: RepoSettings | None = None) -> FeatureStore:
     """A FeatureStore on the workspace (registry and online store under ``<ws>/feast``)."""
-    workspace = workspace_of(ws)
+    workspace = ws
     workspace.feast_dir.mkdir(parents=True, exist_ok=True)
     return FeatureStore(repo_path=str(workspace.feast_dir), config=repo_config(workspace, settings))
 
 
-def apply_repo(ws: WorkspaceLike = None, settings: RepoSettings | None = None) -> RepoObjects:
+def apply_repo(ws: Workspace, settings: RepoSettings | None = None) -> RepoObjects:
     """Register the objects generated from the manifest, as ``feast apply`` would.
 
     Objects that are no longer generated (e.g. a family whose source went away) are deleted
     from the registry and their online tables dropped.
     """
-    workspace = workspace_of(ws)
+    workspace = ws
     settings = settings or RepoSettings()
     manifest = load_manifest(workspace.features_dir)
     ensure_realtime_log(workspace.feast_dir, manifest.join_key)
@@ -127,7 +120,7 @@ def snapshot_views(store: FeatureStore) -> list:
 
 
 def materialize_latest(
-    ws: WorkspaceLike = None,
+    ws: Workspace,
     end: datetime | None = None,
     *,
     fast: bool = True,
@@ -142,7 +135,7 @@ def materialize_latest(
     back to Feast's own writer for other online stores. The registry records the materialised
     interval either way, so ``feast materialize-incremental`` continues from here.
     """
-    workspace = workspace_of(ws)
+    workspace = ws
     settings = settings or RepoSettings()
     store = open_store(workspace, settings)
     end = (end or datetime.now(UTC)).astimezone(UTC)
@@ -169,6 +162,16 @@ def materialize_latest(
     )
 
 
+def refresh_features(ws: Workspace, as_of: datetime, progress=None) -> tuple[object, MaterializeReport]:
+    """``cxpredict features``: build the missing snapshots up to ``as_of``, apply the Feast repository
+    and materialise the latest snapshot online. Returns the build summary and the materialisation."""
+    from features.snapshots import build_features
+
+    build = build_features(ws, as_of, progress=progress)
+    apply_repo(ws)
+    return build, materialize_latest(ws, end=as_of)
+
+
 def utc_micros(values: pd.Series) -> pd.Series:
     """UTC timestamps at microsecond precision (the feature tables' unit; Feast's join casts to it)."""
     return pd.to_datetime(values, utc=True).dt.floor("us").astype("datetime64[us, UTC]")
@@ -185,7 +188,7 @@ def _needs_request_time(store: FeatureStore, service_name: str) -> bool:
 
 
 def get_training_features(
-    ws: WorkspaceLike,
+    ws: Workspace,
     entity_df: pd.DataFrame,
     feature_service: str,
     settings: RepoSettings | None = None,
@@ -297,7 +300,7 @@ def point_in_time_join(
 
 
 def get_training_features_fast(
-    ws: WorkspaceLike,
+    ws: Workspace,
     entity_df: pd.DataFrame,
     feature_service: str,
     settings: RepoSettings | None = None,
@@ -310,28 +313,55 @@ def get_training_features_fast(
     views' own functions compute the derived features. Reads the FileSources the registry
     holds, so it needs Parquet file sources (the only kind this repository defines).
     """
+    return service_features(ws, entity_df, [feature_service], settings)[feature_service]
+
+
+def service_features(
+    ws: Workspace,
+    entity_df: pd.DataFrame,
+    feature_services: list[str],
+    settings: RepoSettings | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Point-in-time features of several FeatureServices for the same entity rows:
+    ``{service: entity columns + that service's features}``.
+
+    Each feature view (and each on-demand view) is computed once for all services, which share
+    most views: scoring a million customers with three services joins 7 views instead of ~20.
+    """
     missing = [c for c in ("customer_id", "event_timestamp") if c not in entity_df.columns]
     if missing:
         raise ValueError(f"entity_df lacks column(s) {missing}")
     store = open_store(ws, settings)
-    service = store.get_feature_service(feature_service)
-    wanted, odfvs = _service_inputs(store, service)
-    stamps, features = point_in_time_join(store, wanted, entity_df)
-    result = entity_df.reset_index(drop=True).assign(event_timestamp=stamps)
-    outputs: dict[str, object] = {}
-    for projection in service.feature_view_projections:
-        if projection.name in odfvs:
-            odfv = odfvs[projection.name]
-            needed = [f.name for s in odfv.source_feature_view_projections.values() for f in s.features]
-            inputs = features[needed].assign(
-                request_time=utc_micros(result[REQUEST_TIME]) if REQUEST_TIME in result else result["event_timestamp"]
-            )
-            derived = odfv.feature_transformation.udf(inputs)
-            outputs.update({f.name: derived[f.name].to_numpy() for f in projection.features})
-        else:
-            outputs.update({f.name: features[f.name].to_numpy() for f in projection.features})
-    new = {name: values for name, values in outputs.items() if name not in result.columns}
-    return pd.concat([result, pd.DataFrame(new, index=result.index)], axis=1)
+    services = {name: store.get_feature_service(name) for name in feature_services}
+    wanted: dict[str, list[str]] = {}
+    odfvs: dict = {}
+    for service in services.values():
+        inputs, found = _service_inputs(store, service)
+        odfvs.update(found)
+        for view, names in inputs.items():
+            known = wanted.setdefault(view, [])
+            known += [name for name in names if name not in known]
+    stamps, stored = point_in_time_join(store, wanted, entity_df)
+    base = entity_df.reset_index(drop=True).assign(event_timestamp=stamps)
+    request_time = utc_micros(base[REQUEST_TIME]) if REQUEST_TIME in base else base["event_timestamp"]
+    derived: dict[str, pd.DataFrame] = {}
+    out = {}
+    for name, service in services.items():
+        values: dict[str, np.ndarray] = {}
+        for projection in service.feature_view_projections:
+            frame = stored
+            if projection.name in odfvs:
+                if projection.name not in derived:
+                    odfv = odfvs[projection.name]
+                    needed = [f.name for s in odfv.source_feature_view_projections.values() for f in s.features]
+                    derived[projection.name] = odfv.feature_transformation.udf(
+                        stored[needed].assign(**{REQUEST_TIME: request_time})
+                    )
+                frame = derived[projection.name]
+            values.update({f.name: frame[f.name].to_numpy() for f in projection.features})
+        new = {column: array for column, array in values.items() if column not in base.columns}
+        out[name] = pd.concat([base, pd.DataFrame(new, index=base.index)], axis=1)
+    return out
 
 
 SESSION_EVENTS = {"session_start"}
@@ -424,7 +454,7 @@ def next_counters(current: dict[str, float | None], event: RealtimeEvent, window
 
 
 def push_event(
-    ws: WorkspaceLike,
+    ws: Workspace,
     event: RealtimeEvent | dict,
     *,
     store: FeatureStore | None = None,
@@ -438,7 +468,7 @@ def push_event(
     increment (a stream processor would own this at scale).
     """
     event = event if isinstance(event, RealtimeEvent) else RealtimeEvent.model_validate(event)
-    workspace = workspace_of(ws)
+    workspace = ws
     store = store or open_store(workspace, settings)
     window_start_s = load_manifest(workspace.features_dir).as_of.astimezone(UTC).timestamp()
     current = store.get_online_features(

@@ -24,8 +24,8 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import pandas as pd
 
-from cxpredict.settings import Workspace
-from training.config import TASKS
+from cxpredict.workspace import Workspace
+from cxpredict import tasks as registry
 
 CUSTOMERS_VARIABLE = "CXPREDICT_NOTEBOOK_CUSTOMERS"
 DEFAULT_CUSTOMERS = 3_000
@@ -119,7 +119,7 @@ def _ensure_features(ws: Workspace, done: list[str]) -> pd.Timestamp:
     quiet_libraries()
     from features.snapshots import build_features
     from features.store import apply_repo, materialize_latest
-    from training.run import default_as_of
+    from training.data import default_as_of
 
     quiet_libraries()
     if not (ws.features_dir / "manifest.json").exists():
@@ -137,7 +137,7 @@ def _ensure_models(ws: Workspace, as_of: pd.Timestamp, done: list[str]) -> str:
 
     target = resolve_tracking(ws)
     aliases = (CHAMPION, CHALLENGER)
-    missing = tuple(task for task in TASKS if not any(version_info(target, task, alias) for alias in aliases))
+    missing = tuple(task for task in registry.names() if not any(version_info(target, task, alias) for alias in aliases))
     if missing:
         results = train_workspace(ws, missing, as_of=as_of)
         done += [f"trained {task}: {result.decision or result.reason}" for task, result in results.items()]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from cxpredict.settings import Workspace, resolve_workspace
+from cxpredict.workspace import Workspace, resolve_workspace
 from serving.settings import PINNED_FILE
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -33,17 +33,17 @@ SOURCE_PATTERNS = ("*.py", "*.yaml", ".feastignore")
 
 def champion_versions(ws: Workspace) -> dict[str, str]:
     """Task -> champion version now; refuses when a task has none (a Bento must serve every block)."""
-    from training.config import TASKS
-    from training.tracking import MODEL_NAMES, resolve_tracking, version_info
+    from cxpredict import tasks as registry
+    from training.tracking import resolve_tracking, version_info
 
     target = resolve_tracking(ws)
     versions, missing = {}, []
-    for task in TASKS:
-        info = version_info(target, task)
+    for spec in registry.all_tasks():
+        info = version_info(target, spec.name)
         if info is None:
-            missing.append(MODEL_NAMES[task])
+            missing.append(spec.model_name)
         else:
-            versions[task] = info["version"]
+            versions[spec.name] = info["version"]
     if missing:
         raise LookupError(f"no champion for {', '.join(missing)}: promote one before building a Bento")
     return versions

@@ -17,21 +17,22 @@ from pathlib import Path
 
 import mlflow
 
+from cxpredict import tasks as registry
 from serving.predictor import ModelSet, ServedModel
-from training.config import TASKS
 from training.model_bundle import ModelBundle
-from training.tracking import FEATURE_SERVICES, MODEL_NAMES, TrackingTarget, tracking_session, version_info
+from training.tracking import TrackingTarget, tracking_session, version_info
 
 log = logging.getLogger(__name__)
 
 
 def load_version(target: TrackingTarget, task: str, version: str, alias: str) -> ServedModel:
     """Download ``models:/cx-<task>/<version>`` and load its bundle."""
-    name = MODEL_NAMES[task]
+    spec = registry.get(task)
+    name = spec.model_name
     with tracking_session(target), tempfile.TemporaryDirectory(prefix="cxpredict-model-") as folder:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=folder))
         bundle = ModelBundle.load(local / "artifacts" / "bundle")
-    return ServedModel.of(task, name, str(version), alias, FEATURE_SERVICES[task], bundle)
+    return ServedModel.of(task, name, str(version), alias, spec.feature_service, bundle)
 
 
 PINNED = "pinned"
@@ -41,7 +42,7 @@ def resolve(
     target: TrackingTarget,
     alias: str,
     current: ModelSet | None = None,
-    tasks: Iterable[str] = TASKS,
+    tasks: Iterable[str] | None = None,
     pinned: Mapping[str, str] | None = None,
 ) -> ModelSet:
     """The set the alias points to now (or the ``pinned`` versions); versions already in ``current``
@@ -49,16 +50,17 @@ def resolve(
     models: dict[str, ServedModel] = {}
     missing: dict[str, str] = {}
     alias = PINNED if pinned else alias
-    for task in tasks:
+    for task in registry.names() if tasks is None else tasks:
+        name = registry.get(task).model_name
         if pinned:
             if task not in pinned:
-                missing[task] = f"no version of {MODEL_NAMES[task]} is pinned"
+                missing[task] = f"no version of {name} is pinned"
                 continue
             info = {"version": pinned[task]}
         else:
             info = version_info(target, task, alias)
         if info is None:
-            missing[task] = f"no {alias} version of {MODEL_NAMES[task]} in the registry"
+            missing[task] = f"no {alias} version of {name} in the registry"
             continue
         kept = current.models.get(task) if current else None
         if kept is not None and kept.version == info["version"] and kept.alias == alias:
@@ -67,8 +69,8 @@ def resolve(
         try:
             models[task] = load_version(target, task, info["version"], alias)
         except Exception as error:  # a broken version must not take the others down
-            log.exception("loading %s version %s failed", MODEL_NAMES[task], info["version"])
-            missing[task] = f"{MODEL_NAMES[task]} version {info['version']} failed to load: {type(error).__name__}"
+            log.exception("loading %s version %s failed", name, info["version"])
+            missing[task] = f"{name} version {info['version']} failed to load: {type(error).__name__}"
     return ModelSet(models, missing)
 
 

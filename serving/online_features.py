@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from cxpredict.settings import Workspace
+from cxpredict.workspace import Workspace
 from features.online import EVENT_TIME, OnlineReader
 from features.store import RealtimeEvent, open_store, push_event
 from serving.realtime import overlay

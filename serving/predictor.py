@@ -1,6 +1,7 @@
-"""From feature columns to the response blocks of DESIGN §5 (pure: no I/O).
+"""From feature columns to the response blocks of the API (pure: no I/O); each task's module shapes
+its own block.
 
-The three task models run on one float matrix each (``ModelBundle.prepare_matrix``): for one to a
+The task models run on one float matrix each (``ModelBundle.prepare_matrix``): for one to a
 few hundred customers pandas would cost more than the trees. Cold starts are answered from the
 population priors each head stored at training time.
 """
@@ -13,7 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from serving.attributions import PathAttributions
-from training.model_bundle import ModelBundle, risk_bands, strongest
+from training.model_bundle import ModelBundle, strongest
+from training.tasks import implementation
+from training.tasks.common import rounded
+
 
 @dataclass(frozen=True)
 class ServedModel:
@@ -54,10 +58,6 @@ class ModelSet:
         return refs
 
 
-def _round(value: float, digits: int = 6) -> float:
-    return round(float(value), digits)
-
-
 def _drivers(
     model: ServedModel, X: np.ndarray, columns: Mapping[str, Sequence[object]], k: int
 ) -> list[list[dict[str, object]]]:
@@ -75,97 +75,19 @@ def _drivers(
             value = None if value is None else value[i]
             if isinstance(value, float) and np.isnan(value):
                 value = None
-            drivers.append({"feature": names[j], "value": value, "impact": _round(contributions[i, j])})
+            drivers.append({"feature": names[j], "value": value, "impact": rounded(contributions[i, j])})
         result.append(drivers)
     return result
 
 
-def churn_blocks(model: ServedModel, columns: Mapping[str, Sequence[object]], n: int, k: int) -> list[dict]:
-    bundle = model.bundle
-    X = bundle.prepare_matrix(columns, n)
-    out = bundle.outputs(X)
-    drivers = _drivers(model, X, columns, k)
-    probability, band = out["churn_probability"], out["churn_risk_band"]
-    return [
-        {"probability": _round(probability[i]), "risk_band": band[i], "drivers": drivers[i]} for i in range(n)
-    ]
-
-
-def next_purchase_blocks(
-    model: ServedModel, columns: Mapping[str, Sequence[object]], n: int, k: int
-) -> list[dict]:
-    bundle = model.bundle
-    X = bundle.prepare_matrix(columns, n)
-    out = bundle.outputs(X)
-    drivers = _drivers(model, X, columns, k)
-    top = next(int(head["top"]) for head in bundle.spec["heads"] if head["kind"] == "multiclass")
-    horizon = int(bundle.spec["horizon_days"])
-    return [
-        {
-            "probability": _round(out["purchase_probability"][i]),
-            "horizon_days": horizon,
-            "expected_days": _round(out["expected_days_to_purchase"][i], 1),
-            "interval_days": [_round(out["expected_days_low"][i], 1), _round(out["expected_days_high"][i], 1)],
-            "categories": [
-                {
-                    "category": out[f"next_category_{rank}"][i],
-                    "probability": _round(out[f"next_category_{rank}_probability"][i]),
-                }
-                for rank in range(1, top + 1)
-            ],
-            "drivers": drivers[i],
-        }
-        for i in range(n)
-    ]
-
-
-def unmet_need_lists(model: ServedModel, columns: Mapping[str, Sequence[object]], n: int) -> list[list[dict]]:
-    bundle = model.bundle
-    out = bundle.outputs(bundle.prepare_matrix(columns, n))
-    heads = [head for head in bundle.spec["heads"] if head["kind"] == "binary"]
-    matrix = np.column_stack([out[head["output"]] for head in heads])
-    order = np.argsort(-matrix, axis=1, kind="stable")
-    return [
-        [{"need": heads[j]["need"], "probability": _round(matrix[i, j])} for j in order[i].tolist()]
-        for i in range(n)
-    ]
+def task_blocks(model: ServedModel, columns: Mapping[str, Sequence[object]], n: int, k: int) -> list:
+    """The task's API blocks for ``n`` customers whose features are ``columns``."""
+    task = implementation(model.task)
+    X = model.bundle.prepare_matrix(columns, n)
+    drivers = _drivers(model, X, columns, k) if task.EXPLAINED else [[] for _ in range(n)]
+    return task.blocks(model.bundle.outputs(X), drivers, model.bundle.spec)
 
 
 def prior_block(model: ServedModel) -> dict | list:
     """The block a customer the store does not know gets: the training population's values."""
-    bundle = model.bundle
-    heads = {head["output"]: head for head in bundle.spec["heads"]}
-    if model.task == "churn":
-        probability = float(heads["churn_probability"]["prior"])
-        band = risk_bands(np.array([probability]), bundle.spec["risk_bands"])[0]
-        return {"probability": _round(probability), "risk_band": band, "drivers": []}
-    if model.task == "next_purchase":
-        category = heads["next_category"]
-        shares = np.asarray(category["prior"], dtype=float)
-        order = np.argsort(-shares, kind="stable")[: int(category["top"])]
-        return {
-            "probability": _round(heads["purchase_probability"]["prior"]),
-            "horizon_days": int(bundle.spec["horizon_days"]),
-            "expected_days": _round(heads["expected_days_to_purchase"]["prior"], 1),
-            "interval_days": [
-                _round(heads["expected_days_low"]["prior"], 1),
-                _round(heads["expected_days_high"]["prior"], 1),
-            ],
-            "categories": [
-                {"category": category["classes"][j], "probability": _round(shares[j])} for j in order.tolist()
-            ],
-            "drivers": [],
-        }
-    needs = [head for head in bundle.spec["heads"] if head["kind"] == "binary"]
-    needs.sort(key=lambda head: -float(head["prior"]))
-    return [{"need": head["need"], "probability": _round(head["prior"])} for head in needs]
-
-
-def task_blocks(model: ServedModel, columns: Mapping[str, Sequence[object]], n: int, k: int) -> list:
-    if model.task == "churn":
-        return churn_blocks(model, columns, n, k)
-    if model.task == "next_purchase":
-        return next_purchase_blocks(model, columns, n, k)
-    if model.task == "unmet_needs":
-        return unmet_need_lists(model, columns, n)
-    raise ValueError(f"unknown task {model.task!r}")
+    return implementation(model.task).prior(model.bundle.spec)

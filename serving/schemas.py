@@ -1,4 +1,6 @@
-"""Request and response shapes of the API (DESIGN §5); they are also its OpenAPI schema.
+"""Request and response shapes of the API; they are also its OpenAPI schema. A block per
+registered task is built from the task registry when the module is imported (BentoML reads the
+types when the service class is defined).
 
 Customer ids are pseudonymous keys: letters, digits and ``_ . : -`` only, so an email address or a
 phone number sent by mistake is refused by the validator rather than looked up, logged or echoed.
@@ -9,10 +11,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+
+from cxpredict import tasks as registry
 
 from features.store import ENGAGEMENT_EVENTS, SERVICE_EVENTS, SURVEY_EVENTS
 from serving.settings import MAX_CUSTOMERS
+from training.tasks import implementation
 
 CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")]
 CustomerIds = Annotated[list[CustomerId], Field(min_length=1, max_length=MAX_CUSTOMERS)]
@@ -20,46 +25,24 @@ EventType = Literal[tuple(sorted(ENGAGEMENT_EVENTS | SERVICE_EVENTS | SURVEY_EVE
 SurveyKind = Literal["nps", "csat"]
 
 
-class Driver(BaseModel):
-    feature: str
-    value: float | str | None = Field(description="The feature's value as served (None: missing).")
-    impact: float = Field(description="Contribution to the score in log-odds (positive raises it).")
-
-
-class ChurnBlock(BaseModel):
-    probability: float
-    risk_band: Literal["low", "medium", "high"]
-    drivers: list[Driver]
-
-
-class CategoryScore(BaseModel):
-    category: str
-    probability: float
-
-
-class NextPurchaseBlock(BaseModel):
-    probability: float = Field(description="Probability of a purchase within horizon_days.")
-    horizon_days: int
-    expected_days: float = Field(description="Median days to the next purchase.")
-    interval_days: list[float] = Field(description="10th and 90th percentile of the days to the next purchase.")
-    categories: list[CategoryScore]
-    drivers: list[Driver]
-
-
-class NeedScore(BaseModel):
-    need: str
-    probability: float
-
-
-class CustomerPrediction(BaseModel):
+class CustomerPredictionBase(BaseModel):
     customer_id: str
     scored: bool = Field(description="False when no score may be given (see reason).")
     reason: str | None = None
     cold_start: bool = Field(description="True: unknown customer, answered from population priors.")
     features_as_of: datetime | None = Field(description="Snapshot time of the features used (stale features show here).")
-    churn: ChurnBlock | None = None
-    next_purchase: NextPurchaseBlock | None = None
-    unmet_needs: list[NeedScore] | None = None
+
+
+def _prediction_model() -> type[BaseModel]:
+    """One optional block per registered task, typed by the task's own ``Block``."""
+    blocks = {
+        spec.name: (implementation(spec).Block | None, Field(default=None, description=spec.summary))
+        for spec in registry.all_tasks()
+    }
+    return create_model("CustomerPrediction", __base__=CustomerPredictionBase, **blocks)
+
+
+CustomerPrediction = _prediction_model()
 
 
 class ModelRef(BaseModel):

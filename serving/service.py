@@ -3,7 +3,7 @@
 Start with ``cxpredict serve [--port P]`` or ``bentoml serve serving.service:CXPredict`` (the
 workspace comes from ``CXPREDICT_HOME``). On start the service opens the Feast online store, loads
 the registry's ``champion`` version of every task model and polls the alias (see
-``serving.champions``). Blocks per customer follow DESIGN §5; errors are JSON ``{"error", "field"}``.
+``serving.champions``). Blocks per customer: one per registered task; errors are JSON ``{"error", "field"}``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -19,7 +18,8 @@ from functools import cache
 import bentoml
 from starlette.responses import JSONResponse, Response
 
-from cxpredict.settings import resolve_workspace
+from cxpredict import tasks as registry
+from cxpredict.workspace import resolve_workspace
 from serving.gateway import GatewayMiddleware, Readiness
 from serving.predictor import ModelSet, prior_block, task_blocks
 from serving.schemas import (
@@ -78,15 +78,14 @@ def _iso(epoch_s: float | None) -> str | None:
     return None if epoch_s is None else datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@bentoml.service(name="cxpredict", workers=1, threads=4, traffic={"timeout": 30}, http={"port": 3000})
-class CXPredict:
+class _Service:
     """Churn, next purchase and unmet needs for orchestration systems, with reasons."""
 
     def __init__(self) -> None:
         from features.feature_repo.definitions import load_manifest
         from serving.champions import Champions
         from serving.online_features import OnlineFeatures
-        from training.tracking import FEATURE_SERVICES, resolve_tracking
+        from training.tracking import resolve_tracking
 
         self.settings = ServeSettings()
         self.ws = resolve_workspace(self.settings.home)
@@ -95,7 +94,7 @@ class CXPredict:
         self.snapshot_as_of: datetime | None = None
         try:
             self.features = OnlineFeatures(self.ws)
-            self.features.warm(FEATURE_SERVICES.values())
+            self.features.warm([spec.feature_service for spec in registry.all_tasks()])
             self.snapshot_as_of = load_manifest(self.ws.features_dir).as_of
         except Exception as failure:
             self.feature_error = f"the feature store could not be opened: {type(failure).__name__}: {failure}"
@@ -139,14 +138,13 @@ class CXPredict:
     # ---- predictions -------------------------------------------------------------------------
     def _predict(self, customer_ids: Sequence[str], tasks: Sequence[str]) -> Response:
         from serving.online_features import StoreUnavailable
-        from training.tracking import FEATURE_SERVICES
 
         models = self.champions.current
         if self.features is None:
             return error(503, self.feature_error or "the feature store is not available")
         request_time = datetime.now(UTC)
         served = [models.models[task] for task in tasks if task in models.models]
-        services = [model.feature_service for model in served] or [FEATURE_SERVICES[tasks[0]]]
+        services = [model.feature_service for model in served] or [registry.get(tasks[0]).feature_service]
         try:
             features = self.features.read(customer_ids, services, request_time)
         except StoreUnavailable as failure:
@@ -204,23 +202,8 @@ class CXPredict:
 
     @bentoml.api(route="/predict")
     def predict(self, customer_ids: CustomerIds) -> PredictResponse:
-        """Churn, next purchase and unmet needs for 1 to 1,000 customers."""
-        return self._predict(customer_ids, ("churn", "next_purchase", "unmet_needs"))
-
-    @bentoml.api(route="/churn")
-    def churn(self, customer_ids: CustomerIds) -> PredictResponse:
-        """Churn probability, risk band and drivers only."""
-        return self._predict(customer_ids, ("churn",))
-
-    @bentoml.api(route="/next-purchase")
-    def next_purchase(self, customer_ids: CustomerIds) -> PredictResponse:
-        """Next purchase: probability within the horizon, expected days with an interval, categories."""
-        return self._predict(customer_ids, ("next_purchase",))
-
-    @bentoml.api(route="/unmet-needs")
-    def unmet_needs(self, customer_ids: CustomerIds) -> PredictResponse:
-        """Unmet needs ranked by probability."""
-        return self._predict(customer_ids, ("unmet_needs",))
+        """Every task's block (churn, next purchase, unmet needs, ...) for 1 to 1,000 customers."""
+        return self._predict(customer_ids, registry.names())
 
     # ---- events and admin --------------------------------------------------------------------
     @bentoml.api(route="/events")
@@ -279,4 +262,21 @@ class CXPredict:
         return ReloadResponse(changed=changed, models=models.refs())
 
 
+def _task_endpoint(spec: registry.TaskSpec):
+    """``POST /<task>``: one task's block only."""
+
+    def endpoint(self, customer_ids: CustomerIds) -> PredictResponse:
+        return self._predict(customer_ids, (spec.name,))
+
+    endpoint.__name__ = endpoint.__qualname__ = spec.name
+    endpoint.__doc__ = spec.summary
+    return bentoml.api(route=f"/{spec.cli_name}")(endpoint)
+
+
+for _spec in registry.all_tasks():
+    setattr(_Service, _spec.name, _task_endpoint(_spec))
+
+CXPredict = bentoml.service(name="cxpredict", workers=1, threads=4, traffic={"timeout": 30}, http={"port": 3000})(
+    _Service
+)
 CXPredict.add_asgi_middleware(GatewayMiddleware, readiness=READINESS)

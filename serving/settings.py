@@ -14,22 +14,24 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cxpredict import tasks as registry
+
 MAX_CUSTOMERS = 1000
 """Largest ``customer_ids`` list one request may carry (DESIGN §5)."""
 PINNED_FILE = Path(__file__).resolve().parents[1] / "pinned_models.json"
 """Written only into a Bento's sources by ``serving.bento``; absent from the repository."""
-TASK_NAMES = ("churn", "next_purchase", "unmet_needs")
 
 
 def pinned_versions(text: str) -> dict[str, str]:
-    """``"churn=3,next_purchase=2"`` -> ``{"churn": "3", "next_purchase": "2"}`` (validated)."""
+    """``"<task>=3,<task>=2"`` -> ``{"<task>": "3", ...}``, validated against the task registry."""
+    names = registry.names()
     pinned: dict[str, str] = {}
     for part in (item.strip() for item in text.split(",")):
         if not part:
             continue
         task, _, version = part.partition("=")
-        if task.strip() not in TASK_NAMES or not version.strip().isdigit():
-            raise ValueError(f"model_versions must look like churn=3,next_purchase=2 (tasks: {', '.join(TASK_NAMES)})")
+        if task.strip() not in names or not version.strip().isdigit():
+            raise ValueError(f"model_versions must look like TASK=VERSION,... (tasks: {', '.join(names)})")
         pinned[task.strip()] = version.strip()
     return pinned
 
@@ -44,7 +46,7 @@ class ServeSettings(BaseSettings):
     model_alias: str = "champion"
     """Registry alias served for every task."""
     model_versions: str = ""
-    """Pinned versions, ``churn=3,next_purchase=2,unmet_needs=1``: served instead of the alias, never
+    """Pinned versions, ``TASK=VERSION`` comma-separated: served instead of the alias, never
     reloaded (a Bento built by ``serving.bento`` carries them in ``pinned_models.json``)."""
     reload_seconds: float = Field(default=30.0, ge=0)
     """How often the registry alias is checked for a new version (0: only ``POST /admin/reload``)."""

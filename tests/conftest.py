@@ -38,7 +38,7 @@ class WorldWorkspace:
 def copy_workspace(source, target: Path):
     """A private copy of a workspace (canonical symlink kept relative), re-registered in Feast so the
     feature sources point into the copy."""
-    from cxpredict.settings import resolve_workspace
+    from cxpredict.workspace import resolve_workspace
     from features.feature_repo.definitions import load_manifest
     from features.store import apply_repo
 
@@ -66,7 +66,7 @@ def _quiet_environment() -> None:
 def featurised_world(tmp_path_factory) -> WorldWorkspace:
     """Generated (2,500 customers, 600 days to 2026-11-01), ingested, features as of 2026-11-01, Feast applied."""
     _quiet_environment()
-    from cxpredict.settings import resolve_workspace
+    from cxpredict.workspace import resolve_workspace
     from features.ingest import ingest
     from features.snapshots import build_features
     from features.store import apply_repo

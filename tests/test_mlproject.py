@@ -10,7 +10,6 @@ import pytest
 from mlflow.projects import _project_spec
 
 from cxpredict.cli import app
-from training.run import workspace_tracking_uri
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +65,7 @@ def test_mlflow_run_of_the_train_entry_point_registers_a_churn_model(featurised_
     env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
     env["PATH"] = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     env.update(OMP_WAIT_POLICY="PASSIVE", MLFLOW_DISABLE_TELEMETRY="true", CXPREDICT_HOME=str(ws.root))
-    env["MLFLOW_TRACKING_URI"] = workspace_tracking_uri(ws)  # `mlflow run` records its own run there too
+    env["MLFLOW_TRACKING_URI"] = ws.tracking_uri  # `mlflow run` records its own run there too
     # when MLflow runs the train entry point for churn
     completed = subprocess.run(
         ["mlflow", "run", ".", "-e", "train", "-P", "task=churn", "-P", "as_of=2026-10-01",

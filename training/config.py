@@ -7,26 +7,9 @@ Everything else has a default that fits "100,000 customers x 6 cutoffs in 5 minu
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Task = Literal["churn", "next_purchase", "unmet_needs"]
-TASKS: tuple[Task, ...] = ("churn", "next_purchase", "unmet_needs")
-
-
-class Horizons(BaseModel):
-    """Label horizon H in days, per task (DESIGN §4)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    churn: int = Field(90, ge=1, le=730)
-    next_purchase: int = Field(30, ge=1, le=730)
-    unmet_needs: int = Field(30, ge=1, le=730)
-
-    def of(self, task: Task) -> int:
-        return int(getattr(self, task))
-
+from cxpredict import tasks as registry
 
 class LightGBMParams(BaseModel):
     """LightGBM settings shared by every model; ``tune`` may override the tree-shape ones."""
@@ -58,13 +41,15 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     as_of: datetime
-    horizons: Horizons = Horizons()
+    horizons: dict[str, int] = Field(
+        default_factory=dict, description="label horizon H in days per task; absent: the task's default"
+    )
     n_cutoffs: int = Field(6, ge=3, description="latest = evaluation, next = validation, rest = training")
     cutoff_step_months: int = Field(1, ge=1)
     align_cutoffs_to_month_start: bool = Field(
         True, description="floor the latest cutoff to the 1st of its month, where feature snapshots live"
     )
-    tasks: tuple[Task, ...] = TASKS
+    tasks: tuple[str, ...] = Field(default_factory=registry.names)
     seed: int = 0
     lightgbm: LightGBMParams = LightGBMParams()
     tune_trials: int = Field(0, ge=0, description="Optuna trials on the validation cutoff; 0 = no tuning")
@@ -94,4 +79,12 @@ class TrainConfig(BaseModel):
             raise ValueError("risk_bands must be increasing in (0, 1)")
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError("tasks must not repeat")
+        for task in {*self.tasks, *self.horizons}:
+            registry.get(task)
+        if any(not 1 <= days <= 730 for days in self.horizons.values()):
+            raise ValueError("horizons must be within 1..730 days")
         return self
+
+    def horizon(self, task: str) -> int:
+        """Label horizon of ``task``: the configured one, else the task's default."""
+        return int(self.horizons.get(task) or registry.get(task).horizon_days)

@@ -1,6 +1,7 @@
-"""Labels at cutoff t over the window (t, t+H], from canonical tables (DESIGN §4).
+"""What every task's labels at cutoff t over the window (t, t+H] rest on (the label builders live in
+``training.tasks.<task>``).
 
-Contract shared by every function here:
+Contract shared by every label builder:
 - ``tables`` maps a canonical source name to its DataFrame; a source that is missing, ``None`` or
   empty is *absent* (transactions-only data is the common case).
 - Only facts with time <= ``as_of`` are read; a ticket resolution after ``as_of`` is not known yet.
@@ -14,16 +15,13 @@ Outputs have one row per (customer_id, event_timestamp = t), in no particular or
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
 from features.contract import TIME_COLUMNS
 from training.cutoffs import utc_timestamp
 
-DEMAND_EVENT_TYPES: tuple[str, ...] = ("search", "product_view", "wishlist_add")
 KEYS = ["customer_id", "event_timestamp"]
 DAY = pd.Timedelta(days=1)
 
@@ -147,13 +145,15 @@ def _check_windows(cutoffs: Sequence[pd.Timestamp], horizon_days: int, as_of: pd
         )
 
 
-def _prepare(
+def prepare(
     tables: Mapping[str, pd.DataFrame | None],
     cutoffs: Sequence[pd.Timestamp],
     horizon_days: int,
     as_of: pd.Timestamp,
     task: str,
 ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, pd.Series]:
+    """The tables visible at ``as_of``, the entity rows known at each cutoff and the end of each
+    row's label window; ``LabelsUnavailable`` (naming ``task``) without transactions."""
     if not present(tables, "transactions"):
         raise LabelsUnavailable(task, "the transactions source is required and is absent or empty")
     as_of = utc_timestamp(as_of)
@@ -162,102 +162,3 @@ def _prepare(
     entity = known_at(seen, cutoffs)
     window_end = entity["event_timestamp"] + pd.Timedelta(days=horizon_days)
     return seen, entity, window_end
-
-
-def churn_labels(
-    tables: Mapping[str, pd.DataFrame | None],
-    cutoffs: Sequence[pd.Timestamp],
-    horizon_days: int,
-    as_of: pd.Timestamp,
-) -> pd.DataFrame:
-    """``churn`` = 1 when the customer has no purchase and no engagement event in (t, t+H].
-
-    Without an events source, engagement cannot be observed and churn means "no purchase".
-    """
-    seen, entity, end = _prepare(tables, cutoffs, horizon_days, as_of, "churn")
-    active = (first_after(entity, purchases(seen))["at"] <= end).to_numpy()
-    if "events" in seen:
-        active |= (first_after(entity, seen["events"])["at"] <= end).to_numpy()
-    return entity.assign(churn=(~active).astype(np.int64))
-
-
-def next_purchase_labels(
-    tables: Mapping[str, pd.DataFrame | None],
-    cutoffs: Sequence[pd.Timestamp],
-    horizon_days: int,
-    as_of: pd.Timestamp,
-) -> pd.DataFrame:
-    """``purchase`` in (t, t+H]; ``days_to_next`` and ``censored``; ``next_category``.
-
-    ``days_to_next`` looks past the horizon up to ``as_of`` (the data end): with no purchase by then
-    it equals the follow-up ``as_of - t`` and ``censored`` is True. ``next_category`` is the category
-    of the first purchase after t when that purchase falls within the horizon, else null.
-    """
-    as_of = utc_timestamp(as_of)
-    seen, entity, end = _prepare(tables, cutoffs, horizon_days, as_of, "next_purchase")
-    first = first_after(entity, purchases(seen), carry=["category"])
-    bought = (first["at"] <= end).to_numpy()
-    censored = first["at"].isna().to_numpy()
-    observed_until = first["at"].where(~censored, as_of)
-    days = ((observed_until - entity["event_timestamp"]) / DAY).to_numpy(dtype=float)
-    category = first["category"].where(bought, None).astype(object)
-    return entity.assign(
-        purchase=bought.astype(np.int64),
-        days_to_next=days,
-        censored=censored,
-        next_category=category.to_numpy(),
-    )
-
-
-def need_column(need: str) -> str:
-    """Label column of a need (category): ``need_<snake_case name>``."""
-    return "need_" + (re.sub(r"[^0-9a-z]+", "_", str(need).lower()).strip("_") or "unnamed")
-
-
-def demand_signals(seen: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Demand facts (customer_id, timestamp, category): searches, product views and wishlist adds
-    that name a category. Raises ``LabelsUnavailable`` when the data has none."""
-    if "events" not in seen:
-        raise LabelsUnavailable(
-            "unmet_needs",
-            "no events source (transactions-only data): demand signals such as searches, product "
-            "views and wishlist adds are needed to tell an unmet need from no need at all",
-        )
-    events = seen["events"]
-    if "category" not in events:
-        raise LabelsUnavailable("unmet_needs", "events carry no category column, so no need can be named")
-    demand = events.loc[events["event_type"].isin(DEMAND_EVENT_TYPES) & events["category"].notna()]
-    if demand.empty:
-        raise LabelsUnavailable(
-            "unmet_needs",
-            "no search, product_view or wishlist_add event names a category, so there is no demand signal",
-        )
-    return demand[["customer_id", "timestamp", "category"]]
-
-
-def unmet_needs_labels(
-    tables: Mapping[str, pd.DataFrame | None],
-    cutoffs: Sequence[pd.Timestamp],
-    horizon_days: int,
-    as_of: pd.Timestamp,
-    needs: Sequence[str] | None = None,
-) -> tuple[pd.DataFrame, dict[str, str]]:
-    """For each need k, ``need_<k>`` = 1 when a demand signal for k falls in (t, t+H] and no purchase
-    in k does. Returns the labels and the mapping need -> label column.
-
-    ``needs`` defaults to every category with a demand signal by ``as_of``. Raises
-    ``LabelsUnavailable`` on data without categorised demand signals (e.g. transactions only).
-    """
-    seen, entity, end = _prepare(tables, cutoffs, horizon_days, as_of, "unmet_needs")
-    demand = demand_signals(seen)
-    bought = purchases(seen)
-    chosen = sorted(demand["category"].astype(str).unique()) if needs is None else list(needs)
-    columns = {need: need_column(need) for need in chosen}
-    if len(set(columns.values())) != len(columns):
-        raise ValueError("two needs map to the same label column; rename the categories")
-    labels = {}
-    for need, column in columns.items():
-        wanted = first_after(entity, demand.loc[demand["category"] == need])["at"] <= end
-        fulfilled = first_after(entity, bought.loc[bought["category"] == need])["at"] <= end
-        labels[column] = (wanted & ~fulfilled).to_numpy().astype(np.int64)
-    return entity.assign(**labels), columns

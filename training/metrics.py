@@ -7,9 +7,10 @@ decile = positive rate among the 10% highest scores / overall positive rate.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 EPSILON = 1e-12
@@ -104,3 +105,20 @@ def with_oracle(model: Mapping[str, float], oracle: Mapping[str, float]) -> dict
     out = {f"oracle_{name}": value for name, value in oracle.items() if name not in ("rows", "positive_rate")}
     out["auc_ratio_to_oracle"] = float(model["auc"] / oracle["auc"]) if oracle.get("auc") else float("nan")
     return out
+
+
+def binary_targets(metrics: pd.DataFrame) -> list[str]:
+    """Targets of a metrics table that have AUCs (binary heads)."""
+    return sorted(metrics.loc[metrics["metric"] == "auc", "target"].unique())
+
+
+def summary_table(metrics: pd.DataFrame, models: Sequence[str] = ("model", "rf_heuristic", "logistic", "oracle")) -> pd.DataFrame:
+    """Model vs baselines vs oracle on the binary targets (means over targets, e.g. over needs):
+    rows = models present, columns auc, pr_auc, ece, brier, rows and the AUC ratio to the oracle."""
+    binary = metrics.loc[metrics["target"].isin(binary_targets(metrics))]
+    wide = binary.pivot_table(index="model", columns="metric", values="value", aggfunc="mean")
+    wide = wide.reindex([name for name in models if name in wide.index])
+    table = wide.reindex(columns=["auc", "pr_auc", "ece", "brier", "rows"])
+    if "oracle" in table.index:
+        table["auc_ratio_to_oracle"] = table["auc"] / table.loc["oracle", "auc"]
+    return table

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from cxpredict import tasks as registry
 from training import metrics as m
 
 if TYPE_CHECKING:
@@ -36,52 +37,11 @@ UNKNOWN = "unknown"
 MIN_SLICE_ROWS = 50
 GAP_WARNING = 0.05
 
-PURPOSES: dict[str, tuple[str, str]] = {
-    "churn": (
-        (
-            "Estimates, for each known customer, the probability of no purchase and no engagement in the "
-            "next H days, with a risk band and the features driving the score."
-        ),
-        (
-            "Ranking customers for retention outreach and service prioritisation; monitoring churn risk by "
-            "segment. Scores are probabilities: compare them, and use the risk bands, within one as-of date."
-        ),
-    ),
-    "next_purchase": (
-        (
-            "Estimates the probability of a purchase in the next H days, the days until the next purchase "
-            "with an interval, and the most likely categories of that purchase."
-        ),
-        "Timing and targeting of offers and recommendations; demand planning by segment.",
-    ),
-    "unmet_needs": (
-        (
-            "Estimates, per category, the probability that the customer shows demand (search, view, "
-            "wishlist) in the next H days without buying in that category."
-        ),
-        "Surfacing assortment gaps and follow-ups (availability alerts, assisted selling) per customer.",
-    ),
-}
 NOT_INTENDED = (
     "Not intended for decisions with legal or similarly significant effects on a person (credit, "
     "pricing for an individual, eligibility) without human review; customers without profiling "
     "consent are not scored by the service."
 )
-LIMITATIONS: dict[str, tuple[str, ...]] = {
-    "churn": ("On transactions-only data churn means 'no purchase' (engagement is not observed).",),
-    "next_purchase": (
-        (
-            "Days to the next purchase are learned from customers who bought within the follow-up window: "
-            "they are optimistic for customers unlikely to buy; read them with the purchase probability."
-        ),
-    ),
-    "unmet_needs": (
-        (
-            "Needs with too few positives in training or validation have no model and are absent "
-            "from the output."
-        ),
-    ),
-}
 GENERIC_LIMITATIONS = (
     (
         "Trained on past cutoffs; behaviour changes (seasonality, new channels, campaigns) after the as-of "
@@ -242,7 +202,8 @@ def metrics_comparison(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def render(card: CardInputs, gap_warning: float = GAP_WARNING) -> str:
     """The card as Markdown."""
-    purpose, use = PURPOSES.get(card.task, ("", ""))
+    spec = registry.get(card.task)
+    purpose, use = spec.purpose, spec.intended_use
     title = f"{card.model_name} version {card.version}" if card.version else card.model_name
     comparison = metrics_comparison(card.metrics)
     primary = card.metrics.loc[(card.metrics["target"] == card.primary) & (card.metrics["model"] == "model")]
@@ -334,7 +295,7 @@ def render(card: CardInputs, gap_warning: float = GAP_WARNING) -> str:
                 "",
             ]
     missing = [dimension for dimension, column in SLICE_FEATURES.items() if column not in card.features]
-    limitations = [*LIMITATIONS.get(card.task, ()), *GENERIC_LIMITATIONS, *card.notes]
+    limitations = [*spec.limitations, *GENERIC_LIMITATIONS, *card.notes]
     if missing:
         limitations.append("No slice metrics by " + ", ".join(missing) + ": the feature is not in the data.")
     lines += ["## Known limitations", "", *[f"- {item}" for item in limitations], ""]

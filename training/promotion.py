@@ -42,13 +42,15 @@ from mlflow.metrics import MetricValue
 from mlflow.models import EvaluationResult, MetricThreshold, make_metric
 from mlflow.models.evaluation.validation import ModelValidationFailedException
 from pydantic import BaseModel, ConfigDict, Field
+
+from cxpredict import tasks as registry
 from sklearn.metrics import brier_score_loss, log_loss
 
 from training import labels as L
 from training import metrics as m
 from training.cutoffs import plan_cutoffs, utc_timestamp
 from training.datasets import FeaturesFor, feature_columns
-from training.registry import (
+from training.model_registry import (
     CHALLENGER,
     CHAMPION,
     AliasConflict,
@@ -59,10 +61,8 @@ from training.registry import (
     move_alias,
     read_history,
 )
+from training.tasks import implementation
 from training.tracking import (
-    EXPERIMENTS,
-    LABEL_DEFINITIONS,
-    MODEL_NAMES,
     TrackingTarget,
     ensure_experiment,
     tracking_session,
@@ -121,13 +121,8 @@ def build_evaluation_set(
     snapshots live, like training's held-out cutoff), joined with ``features_for`` at t."""
     as_of = utc_timestamp(as_of)
     cutoff = plan_cutoffs(as_of, horizon_days, 3, 1, align_to_month_start).test
-    if task == "churn":
-        frame = L.churn_labels(tables, (cutoff,), horizon_days, as_of)
-    elif task == "next_purchase":
-        frame = L.next_purchase_labels(tables, (cutoff,), horizon_days, as_of)
-    else:
-        frame, _ = L.unmet_needs_labels(tables, (cutoff,), horizon_days, as_of)
-    label_columns = [column for column in frame.columns if column not in L.KEYS]
+    labels = implementation(task).labels(tables, (cutoff,), horizon_days, as_of)
+    frame, label_columns = labels.frame, list(labels.columns)
     frame = frame.assign(
         event_timestamp=pd.to_datetime(frame["event_timestamp"], utc=True).astype("datetime64[us, UTC]")
     )
@@ -366,7 +361,7 @@ def gate_checks(
             detail,
         )
     )
-    current = LABEL_DEFINITIONS.get(task)
+    current = registry.get(task).label_definition
     cand_label = _lineage(candidate, "label_definition")
     champ_label = _lineage(champion, "label_definition") if champion else None
     same_label = cand_label == current and (champion is None or champ_label == cand_label)
@@ -511,7 +506,7 @@ def _evaluate_pair(
     targets = [
         t for t in cand.targets if t in evaluation_set.labels and (pair is None or t in pair[1].targets)
     ]
-    experiment_id = ensure_experiment(client, EXPERIMENTS[task], artifact_root)
+    experiment_id = ensure_experiment(client, registry.get(task).experiment, artifact_root)
     tags = {
         "cxpredict.kind": "promotion",
         "task": task,
@@ -547,7 +542,7 @@ def promote(
     """
     if force and not (reason and reason.strip()):
         raise PromotionError("--force needs --reason: the audit trail records why the gate was overridden")
-    name = MODEL_NAMES[task]
+    name = registry.get(task).model_name
     actor = actor or default_actor()
     config = config or GateConfig()
     with tracking_session(target) as client:
@@ -669,7 +664,7 @@ def rollback(
 ) -> RollbackResult:
     """Move ``champion`` back to the previous champion in the audit trail's line of succession
     (a rollback pops: two rollbacks after two promotions restore the first champion)."""
-    name = MODEL_NAMES[task]
+    name = registry.get(task).model_name
     uri = target.tracking_uri if isinstance(target, TrackingTarget) else target
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     for _ in range(max_attempts):

@@ -36,24 +36,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
 
-from cxpredict.settings import Workspace, resolve_workspace
+from cxpredict import tasks as registry
+from cxpredict.workspace import Workspace
 from training import explain, model_card, plots
 from training.config import TrainConfig
 from training.datasets import TaskDataset
 from training.models import FittedTask
-from training.registry import AliasConflict, move_alias
+from training.model_registry import AliasConflict, move_alias
 
-EXPERIMENTS = {"churn": "cx-churn", "next_purchase": "cx-next-purchase", "unmet_needs": "cx-unmet-needs"}
-MODEL_NAMES = EXPERIMENTS
-FEATURE_SERVICES = {"churn": "churn", "next_purchase": "next_purchase", "unmet_needs": "unmet_needs"}
-LABEL_DEFINITIONS = {
-    "churn": "known at t (first seen < t) and no purchase and no engagement event in (t, t+H]; "
-    "transactions-only data: no purchase in (t, t+H]",
-    "next_purchase": "purchase in (t, t+H]; days to the first purchase after t, censored at as_of; "
-    "category of that purchase when within (t, t+H]",
-    "unmet_needs": "per category k: a search, product_view or wishlist_add event in k in (t, t+H] "
-    "and no purchase in k in (t, t+H]",
-}
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 MODEL_CARD = "model_card.md"
@@ -71,20 +61,14 @@ class TrackingTarget:
     staging_dir: Path | None
 
 
-def resolve_tracking(ws_or_uri: Workspace | Path | str | None) -> TrackingTarget:
-    """``MLFLOW_TRACKING_URI`` if set; else a URI given as a string with a scheme; else the workspace's
-    SQLite database with artifacts inside the workspace."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return TrackingTarget(env, None, None)
-    if isinstance(ws_or_uri, str) and ("://" in ws_or_uri or ws_or_uri.startswith("sqlite:")):
-        return TrackingTarget(str(ws_or_uri), None, None)
-    ws = ws_or_uri if isinstance(ws_or_uri, Workspace) else resolve_workspace(ws_or_uri)
-    folder = ws.mlflow_dir
-    (folder / "artifacts").mkdir(parents=True, exist_ok=True)
-    return TrackingTarget(
-        f"sqlite:///{(folder / 'mlflow.db').as_posix()}", (folder / "artifacts").as_uri(), folder / "staging"
-    )
+def resolve_tracking(ws: Workspace, uri: str | None = None) -> TrackingTarget:
+    """``MLFLOW_TRACKING_URI`` if set; else ``uri`` when given; else the workspace's SQLite store
+    (``Workspace.tracking_uri``) with artifacts inside the workspace."""
+    chosen = os.environ.get("MLFLOW_TRACKING_URI") or uri
+    if chosen:
+        return TrackingTarget(chosen, None, None)
+    (ws.mlflow_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+    return TrackingTarget(ws.tracking_uri, (ws.mlflow_dir / "artifacts").as_uri(), ws.mlflow_dir / "staging")
 
 
 @contextmanager
@@ -162,8 +146,8 @@ def run_params(
         **dataset.plan.describe(),
         "task": fitted.task,
         "n_cutoffs": str(len(dataset.plan.all)),
-        "label_definition": LABEL_DEFINITIONS[fitted.task],
-        "feature_service": FEATURE_SERVICES[fitted.task],
+        "label_definition": registry.get(fitted.task).label_definition,
+        "feature_service": registry.get(fitted.task).feature_service,
         "feature_count": str(len(names)),
         "features": _features_param(names),
         "data_hash": hash_,
@@ -266,8 +250,8 @@ def card_text(
         model_name=name,
         version=model_version,
         run_id=run_id,
-        label_definition=LABEL_DEFINITIONS[fitted.task],
-        feature_service=FEATURE_SERVICES[fitted.task],
+        label_definition=registry.get(fitted.task).label_definition,
+        feature_service=registry.get(fitted.task).feature_service,
         data_hash=hash_,
         code_version=version,
         generated_at=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
@@ -275,7 +259,7 @@ def card_text(
     return model_card.render(inputs)
 
 
-def promote(client: mlflow.MlflowClient, name: str, version: str, beats_baselines: bool) -> tuple[bool, str]:
+def alias_trained_version(client: mlflow.MlflowClient, name: str, version: str, beats_baselines: bool) -> tuple[bool, str]:
     """Alias the version ``challenger``; make it ``champion`` only if none exists and it beats the
     baselines. Returns (is champion now, decision in words). Both moves are locked and recorded in
     the registry's audit trail (``registry.move_alias``); a champion set concurrently wins."""
@@ -315,9 +299,10 @@ def log_task(
 ) -> LoggedTask:
     """One MLflow run for a fitted task: params, metrics, plots, the pyfunc model, registry aliases."""
     version = code_version()
-    name = MODEL_NAMES[fitted.task]
+    spec = registry.get(fitted.task)
+    name = spec.model_name
     with tracking_session(target) as client:
-        experiment_id = ensure_experiment(client, EXPERIMENTS[fitted.task], target.artifact_root)
+        experiment_id = ensure_experiment(client, spec.experiment, target.artifact_root)
         tags = {"task": fitted.task, "as_of": dataset.plan.as_of.isoformat(), "code_version": version}
         run_name = f"{fitted.task}-{dataset.plan.as_of.date()}"
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
@@ -367,8 +352,8 @@ def log_task(
             "task": fitted.task,
             "as_of": dataset.plan.as_of.isoformat(),
             "horizon_days": str(dataset.plan.horizon_days),
-            "label_definition": LABEL_DEFINITIONS[fitted.task],
-            "feature_service": FEATURE_SERVICES[fitted.task],
+            "label_definition": spec.label_definition,
+            "feature_service": spec.feature_service,
             "data_hash": hash_,
             "code_version": version,
             "run_id": run.info.run_id,
@@ -381,7 +366,7 @@ def log_task(
             client.set_model_version_tag(name, model_version, key, value)
         card = card_text(fitted, dataset, name, model_version, run.info.run_id, hash_, version)
         client.log_text(run.info.run_id, card, MODEL_CARD)
-        champion, decision = promote(client, name, model_version, beats)
+        champion, decision = alias_trained_version(client, name, model_version, beats)
         client.set_model_version_tag(name, model_version, "champion_decision", decision)
     uri = f"models:/{name}/{model_version}"
     return LoggedTask(run.info.run_id, name, model_version, uri, champion, decision)
@@ -390,14 +375,14 @@ def log_task(
 def load_model(target: TrackingTarget, task: str, alias: str = CHAMPION) -> mlflow.pyfunc.PyFuncModel:
     """``models:/cx-<task>@<alias>`` as a pyfunc model."""
     with tracking_session(target):
-        return mlflow.pyfunc.load_model(f"models:/{MODEL_NAMES[task]}@{alias}")
+        return mlflow.pyfunc.load_model(f"models:/{registry.get(task).model_name}@{alias}")
 
 
 def version_info(target: TrackingTarget, task: str, alias: str = CHAMPION) -> dict[str, str] | None:
     """Version number and tags behind an alias, or None when the alias is not set."""
     with tracking_session(target) as client:
         try:
-            version = client.get_model_version_by_alias(MODEL_NAMES[task], alias)
+            version = client.get_model_version_by_alias(registry.get(task).model_name, alias)
         except MlflowException:
             return None
         return {"version": str(version.version), **version.tags}

@@ -36,6 +36,8 @@ from feast.types import Float64, String, UnixTimestamp
 from pydantic import BaseModel, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cxpredict import tasks
+
 MANIFEST_FILE = "manifest.json"
 SNAPSHOT_GLOB = "snapshot_date=*/data.parquet"
 REALTIME_VIEW = "realtime"
@@ -66,13 +68,6 @@ REALTIME_FEATURES: tuple[str, ...] = (
 (epoch seconds) of the last event, last engagement event, last ticket event and last survey answer,
 and the last NPS / CSAT scores answered (null when none): the signals that arrive between two
 snapshots."""
-
-TASK_FAMILIES: dict[str, tuple[str, ...]] = {
-    "churn": ("purchase", "engagement", "service", "voice", "marketing", "profile"),
-    "next_purchase": ("purchase", "engagement", "marketing", "profile", "needs", "voice"),
-    "unmet_needs": ("needs", "engagement", "service", "purchase", "profile"),
-}
-"""The families each model task reads; a family absent from the manifest is left out."""
 
 DEFAULT_RATIOS: tuple[tuple[str, str, str], ...] = tuple(
     spec
@@ -405,7 +400,8 @@ def build_repo(
         )
 
     services: dict[str, FeatureService] = {}
-    for task, families in TASK_FAMILIES.items():
+    for spec in tasks.all_tasks():
+        task, families = spec.feature_service, spec.families
         members: list[BaseFeatureView] = [views[f] for f in families if f in family_views]
         if not members:
             continue

@@ -7,7 +7,7 @@ is ``CXPREDICT_HOME``, the same variable ``feature_store.yaml`` expands.
 
 import os
 
-from cxpredict.settings import HOME_VARIABLE, resolve_workspace
+from cxpredict.workspace import HOME_VARIABLE, resolve_workspace
 from features.feature_repo.definitions import build_repo, ensure_realtime_log, load_manifest
 
 if not os.environ.get(HOME_VARIABLE):

@@ -10,7 +10,7 @@ from datetime import date, datetime, time, timedelta, timezone
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from features.contract import SOURCES
+from features.contract import SOURCES  # noqa: F401  (re-exported for the generator modules)
 
 CATEGORIES: tuple[str, ...] = (
     "electronics",

@@ -7,13 +7,12 @@ output is byte-identical for a seed and memory stays bounded by one block.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
 
-from cxpredict.settings import Workspace
+from cxpredict.progress import Progress, silent
+from cxpredict.workspace import Workspace
 from features.synthetic import rows as build
 from features.synthetic.calendar import campaigns, promotions
 from features.synthetic.config import SOURCES, WorldConfig
@@ -22,7 +21,6 @@ from features.synthetic.raw import SCHEMAS, SourceWriters, identifier_only, inje
 from features.synthetic.truth import customers_truth, incidents_truth, write_world
 from features.synthetic.world import sample_latents, simulate_block
 
-Progress = Any  # a rich.progress.Progress, or a callable(done_customers, total_customers)
 
 
 class GenerateSummary(BaseModel):
@@ -38,27 +36,6 @@ class GenerateSummary(BaseModel):
     raw_dir: str
     truth_dir: str
 
-    def to_table(self):  # -> rich.table.Table
-        from rich.table import Table
-
-        grid = Table(title=f"generated {self.customers:,} customers ({self.churned:,} churned) "
-                           f"in {self.seconds:.1f} s")
-        for header in ("source", "rows", "malformed", "duplicates", "identifier-only"):
-            grid.add_column(header, justify="left" if header == "source" else "right")
-        for source in SOURCES:
-            grid.add_row(source, f"{self.rows[source]:,}", f"{sum(self.malformed[source].values()):,}",
-                         f"{self.duplicates[source]:,}", f"{self.identifier_only[source]:,}")
-        return grid
-
-
-def _reporter(progress: Progress | None, total: int) -> Callable[[int], None]:
-    if progress is None:
-        return lambda done: None
-    if hasattr(progress, "add_task"):
-        task = progress.add_task("simulating customers", total=total)
-        return lambda done: progress.update(task, completed=done)
-    return lambda done: progress(done, total)
-
 
 def generate(ws: Workspace, config: WorldConfig, progress: Progress | None = None) -> GenerateSummary:
     """Write ``<ws>/raw/<source>.parquet`` for every source and the truth into ``<ws>/truth``."""
@@ -66,7 +43,11 @@ def generate(ws: Workspace, config: WorldConfig, progress: Progress | None = Non
     ws.ensure()
     promos, camps = promotions(config), campaigns(config)
     width = max(7, len(str(config.customers)))
-    report = _reporter(progress, config.customers)
+    progress = progress or silent
+
+    def report(done: int) -> None:
+        progress("simulating customers", done, config.customers)
+
     raw = SourceWriters(ws.raw_dir, SCHEMAS)
     truth = None
     rows = {s: 0 for s in SOURCES}

@@ -23,7 +23,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from cxpredict.settings import Workspace
+from cxpredict.workspace import Workspace
 from features.synthetic.calendar import promotions
 from features.synthetic.config import CATEGORIES, WorldConfig
 from features.synthetic.rows import DEMAND_SIGNALS, EVENT_TYPES, PURCHASE_CHANNELS

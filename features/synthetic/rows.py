@@ -353,7 +353,7 @@ def events(block: Block, purchases: Purchases, session_counter: int) -> tuple[pa
 def support_tickets(block: Block, sessions: Sessions) -> pa.Table:
     """Incident tickets (well handled, badly resolved or unresolved, with repeat contacts for some
     unresolved ones) and availability tickets from sessions that look for an unmet need."""
-    cfg, lat, hist, rng = block.config, block.lat, block.hist, block.rng
+    cfg, hist, rng = block.config, block.hist, block.rng
     live = hist.incident_day < hist.churn_day[hist.incident_customer]
     customer, bad = hist.incident_customer[live], hist.incident_bad[live]
     opened = block.day0 + hist.incident_day[live] * DAY + rng.integers(8 * 3600, 20 * 3600, customer.size)

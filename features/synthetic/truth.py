@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from cxpredict.settings import Workspace
+from cxpredict.workspace import Workspace
 from features.synthetic.calendar import Promotion
 from features.synthetic.config import WorldConfig
 from features.synthetic.identities import BlockIds
@@ -40,7 +40,7 @@ def customers_truth(config: WorldConfig, lat: Latents, hist: BlockHistory, ids: 
     frame = lat.to_frame()
     frame.insert(0, "customer_id", ids.customer_id.to_numpy(zero_copy_only=False))
     frame["acquisition_channel"] = np.asarray(ACQUISITION_CHANNELS)[lat.acquisition]
-    frame["unmet_needs"] = lat.unmet_count
+    frame["unmet_need_count"] = lat.unmet_count
     frame["total_purchase_rate"] = lat.total_purchase_rate(config.dynamics)
     frame["decline_day"] = np.where(hist.decline_day < config.days, hist.decline_day, -1)
     table = pa.Table.from_pandas(frame, preserve_index=False)

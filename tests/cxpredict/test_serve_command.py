@@ -2,8 +2,8 @@
 
 import stat
 
-from cxpredict.cli import _serve_environment
-from cxpredict.settings import resolve_workspace
+from serving.supervisor import serve_environment as _serve_environment
+from cxpredict.workspace import resolve_workspace
 
 
 def test_without_configured_keys_a_private_key_file_is_created_and_the_key_never_printed(tmp_path, monkeypatch, capsys):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxpredict.settings import Workspace, resolve_workspace
+from cxpredict.workspace import Workspace, resolve_workspace
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 

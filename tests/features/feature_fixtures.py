@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cxpredict.settings import Workspace
+from cxpredict.workspace import Workspace
 
 TS = pa.timestamp("us", tz="UTC")
 S, F, I, B = pa.string(), pa.float64(), pa.int64(), pa.bool_()

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from feature_fixtures import read_snapshot, rich_world, utc, write_canonical
 
-from cxpredict.settings import Workspace, resolve_workspace
+from cxpredict.workspace import Workspace, resolve_workspace
 from features.snapshots import FeatureBuildConfig, build_features
 
 CUTOFF = "2026-03-01"

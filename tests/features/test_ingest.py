@@ -17,7 +17,9 @@ from rich.progress import Progress
 from features import catalog
 from features.catalog import canonical_manifest, read_canonical, read_profile, read_quarantine
 from features.contract import CONTRACTS, ContractError
-from features.ingest import MissingColumnError, MissingSourceError, format_report, ingest
+from cxpredict.render import RichProgress
+from cxpredict.render import ingest_report as format_report
+from features.ingest import MissingColumnError, MissingSourceError, ingest
 
 
 def snapshot(ws) -> dict[str, object]:
@@ -257,7 +259,7 @@ def test_given_a_progress_display_when_ingesting_then_every_stage_task_completes
     console = Console(file=io.StringIO())
 
     with Progress(console=console) as progress:
-        ingest(ws, now=now, progress=progress)
+        ingest(ws, now=now, progress=RichProgress(progress))
         tasks = {task.description: task for task in progress.tasks}
 
     assert set(tasks) == {"ingest transactions", "commit canonical version"}

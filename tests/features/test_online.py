@@ -12,7 +12,7 @@ import pydantic
 import pytest
 from store_fixtures import SNAPSHOTS, write_snapshot, write_world
 
-from cxpredict.settings import Workspace
+from cxpredict.workspace import Workspace
 from features import store as feature_store
 from features.feature_repo.definitions import REALTIME_FEATURES
 from features.online import EntityKeyEncoder, OnlineReader

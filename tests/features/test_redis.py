@@ -10,7 +10,7 @@ import pytest
 import redis
 from store_fixtures import SNAPSHOTS, write_world
 
-from cxpredict.settings import Workspace
+from cxpredict.workspace import Workspace
 from features import store as feature_store
 from features.feature_repo.definitions import RepoSettings
 from features.online import OnlineReader

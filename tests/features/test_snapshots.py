@@ -10,7 +10,9 @@ import pytest
 from feature_fixtures import read_snapshot, rich_world, utc, write_canonical
 from rich.progress import Progress
 
-from cxpredict.settings import Workspace, resolve_workspace
+from cxpredict.render import RichProgress
+
+from cxpredict.workspace import Workspace, resolve_workspace
 from features.snapshots import FeatureBuildConfig, build_features, snapshot_calendar
 
 TWO_MONTHS = FeatureBuildConfig(lookback_months=2)
@@ -136,7 +138,7 @@ def test_given_a_changed_source_set_then_families_of_removed_sources_disappear(w
 
 def test_given_a_rich_progress_then_it_advances_once_per_snapshot_and_family(ws):
     with Progress(disable=True) as progress:
-        summary = build_features(ws, utc("2026-03-01"), TWO_MONTHS, progress=progress)
+        summary = build_features(ws, utc("2026-03-01"), TWO_MONTHS, progress=RichProgress(progress))
     (task,) = progress.tasks
     assert task.total == task.completed == 3 * len(summary.features)
 

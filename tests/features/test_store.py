@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from store_fixtures import SNAPSHOTS, write_world
 
-from cxpredict.settings import HOME_VARIABLE, Workspace
+from cxpredict.workspace import HOME_VARIABLE, Workspace
 from features import store as feature_store
 from features.feature_repo.definitions import RepoSettings, build_repo, load_manifest
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from cxpredict.settings import resolve_workspace
+from cxpredict.workspace import resolve_workspace
 from features.synthetic import (
     CATEGORIES,
     SOURCES,
@@ -56,7 +56,7 @@ def world(tmp_path_factory):
     ws = resolve_workspace(tmp_path_factory.mktemp("world"))
     calls: list[tuple[int, int]] = []
     summary = generate(ws, WorldConfig(customers=3000, seed=11, days=730, end=END),
-                       progress=lambda done, total: calls.append((done, total)))
+                       progress=lambda stage, done, total, note="": calls.append((done, total)))
     return ws, summary, calls
 
 
@@ -189,8 +189,8 @@ def test_given_churned_customers_then_they_are_silent_after_churn_and_fading_bef
 def test_given_unmet_needs_and_bad_service_then_customers_churn_more(truth):
     customers = truth.customers
     bad = truth.incidents[truth.incidents["bad"]]["customer_id"].unique()
-    troubled = (customers["unmet_needs"] > 0) & customers["customer_id"].isin(bad)
-    content = (customers["unmet_needs"] == 0) & ~customers["customer_id"].isin(truth.incidents["customer_id"])
+    troubled = (customers["unmet_need_count"] > 0) & customers["customer_id"].isin(bad)
+    content = (customers["unmet_need_count"] == 0) & ~customers["customer_id"].isin(truth.incidents["customer_id"])
 
     churned = customers["churn_at"].notna()
 

@@ -5,7 +5,7 @@ from datetime import date
 
 import pytest
 
-from cxpredict.settings import resolve_workspace
+from cxpredict.workspace import resolve_workspace
 from features.catalog import read_canonical, read_profile
 from features.ingest import ingest
 from features.synthetic import WorldConfig, generate

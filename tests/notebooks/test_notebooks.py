@@ -243,7 +243,7 @@ def test_given_notebook_02_then_every_task_has_logged_runs_against_baselines_and
 
 @pytest.mark.slow
 def test_given_notebook_03_then_the_campaign_holds_exactly_the_consenting_at_risk_customers_with_a_need(run):
-    from cxpredict.settings import resolve_workspace
+    from cxpredict.workspace import resolve_workspace
     from features.catalog import read_profile
     from training.run import withheld_consent
 

@@ -83,7 +83,7 @@ def ensure_champions(ws) -> dict[str, str]:
     target = resolve_tracking(ws)
     versions = {}
     with tracking_session(target) as client:
-        for task, name in MODEL_NAMES.items():
+        for task, name in ((s.name, s.model_name) for s in registry.all_tasks()):
             info = version_info(target, task, CHAMPION)
             if info is None:
                 latest = max(int(v.version) for v in client.search_model_versions(f"name='{name}'"))

@@ -32,7 +32,8 @@ def test_pinned_versions_are_parsed_and_validated(monkeypatch):
 @pytest.mark.slow
 def test_a_bento_serves_the_versions_it_was_built_with_after_the_alias_moves(private_workspace, tmp_path, monkeypatch):
     from serving.bento import build, champion_versions
-    from training.tracking import MODEL_NAMES, resolve_tracking, tracking_session
+    from cxpredict import tasks as registry
+    from training.tracking import resolve_tracking, tracking_session
 
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     champions = ensure_champions(private_workspace)
@@ -47,9 +48,9 @@ def test_a_bento_serves_the_versions_it_was_built_with_after_the_alias_moves(pri
     assert {f"{task}_version": version for task, version in versions.items()}.items() <= labels.items()
     # when the churn champion moves to a new version afterwards
     with tracking_session(resolve_tracking(private_workspace)) as client:
-        current = client.get_model_version_by_alias(MODEL_NAMES["churn"], "champion")
-        new = client.create_model_version(MODEL_NAMES["churn"], current.source, current.run_id)
-        client.set_registered_model_alias(MODEL_NAMES["churn"], "champion", new.version)
+        current = client.get_model_version_by_alias(registry.get("churn").model_name, "champion")
+        new = client.create_model_version(registry.get("churn").model_name, current.source, current.run_id)
+        client.set_registered_model_alias(registry.get("churn").model_name, "champion", new.version)
     # then the served Bento still answers with the pinned version
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

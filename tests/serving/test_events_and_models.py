@@ -93,14 +93,15 @@ def _hammer(url: str, ids: list[str], stop: threading.Event, seen: list) -> None
 
 
 def test_a_promoted_champion_is_swapped_in_under_load_without_failing_a_request(private_workspace, known_ids, tmp_path):
-    from training.tracking import MODEL_NAMES, resolve_tracking, tracking_session
+    from cxpredict import tasks as registry
+    from training.tracking import resolve_tracking, tracking_session
 
     reload_s = 0.5
     server = start_server(private_workspace, tmp_path / "swap.log", reload_seconds=reload_s)
     try:
         target = resolve_tracking(private_workspace)
         with tracking_session(target) as client:
-            champion = client.get_model_version_by_alias(MODEL_NAMES["churn"], "champion")
+            champion = client.get_model_version_by_alias(registry.get("churn").model_name, "champion")
         # given four clients calling /predict continuously
         stop, seen = threading.Event(), []
         threads = [threading.Thread(target=_hammer, args=(server.url, known_ids[i::4][:10], stop, seen)) for i in range(4)]
@@ -109,8 +110,8 @@ def test_a_promoted_champion_is_swapped_in_under_load_without_failing_a_request(
         time.sleep(1.5)
         # when a new version of the churn model becomes champion
         with tracking_session(target) as client:
-            new = client.create_model_version(MODEL_NAMES["churn"], champion.source, champion.run_id)
-            client.set_registered_model_alias(MODEL_NAMES["churn"], "champion", new.version)
+            new = client.create_model_version(registry.get("churn").model_name, champion.source, champion.run_id)
+            client.set_registered_model_alias(registry.get("churn").model_name, "champion", new.version)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(v == str(new.version) for _, _, v in seen):
             time.sleep(0.2)
@@ -134,10 +135,11 @@ def test_a_promoted_champion_is_swapped_in_under_load_without_failing_a_request(
 
 
 def test_no_champion_is_reported_by_the_block_and_readyz(private_workspace, known_ids, tmp_path):
-    from training.tracking import MODEL_NAMES, resolve_tracking, tracking_session
+    from cxpredict import tasks as registry
+    from training.tracking import resolve_tracking, tracking_session
 
     with tracking_session(resolve_tracking(private_workspace)) as client:
-        client.delete_registered_model_alias(MODEL_NAMES["unmet_needs"], "champion")
+        client.delete_registered_model_alias(registry.get("unmet_needs").model_name, "champion")
     server = start_server(private_workspace, tmp_path / "nochampion.log", wait_ready=False)
     try:
         with server.client() as client:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from training.cutoffs import plan_cutoffs
-from training.labels import churn_labels
+from training.tasks import churn
 from training.pipeline import build_dataset
 
 
@@ -108,7 +108,7 @@ def test_given_the_held_out_cutoff_then_its_features_ignore_the_future_and_its_l
     past_only, _ = build_dataset("churn", past, kit.features_for(past), config)
     pd.testing.assert_frame_equal(_by_customer(dataset.test), _by_customer(past_only.test))
 
-    labels_full = churn_labels(tables, [t], 90, kit.AS_OF).sort_values("customer_id", ignore_index=True)
-    labels_future = churn_labels(_after(tables, t), [t], 90, kit.AS_OF)
+    labels_full = churn.labels(tables, [t], 90, kit.AS_OF).frame.sort_values("customer_id", ignore_index=True)
+    labels_future = churn.labels(_after(tables, t), [t], 90, kit.AS_OF).frame
     pd.testing.assert_frame_equal(labels_full, labels_future.sort_values("customer_id", ignore_index=True))
     assert 0.05 < labels_full["churn"].mean() < 0.95  # both classes present: the comparison has teeth

@@ -17,19 +17,14 @@ import pytest
 from typer.testing import CliRunner
 
 from cxpredict.cli import app
-from cxpredict.settings import resolve_workspace
+from cxpredict.workspace import resolve_workspace
 from training import labels as L
 from training.config import TrainConfig
 from training.pipeline import build_dataset, train
-from training.run import (
-    feast_features_for,
-    known_customers,
-    load_tables,
-    parse_tasks,
-    service_features,
-    summary_table,
-    truth_oracle_for,
-)
+from cxpredict import tasks as registry
+from training.data import feast_features_for, known_customers, load_tables, task_features
+from training.metrics import summary_table
+from training.oracle import truth_oracle_for
 from training.tracking import resolve_tracking, tracking_session
 
 pytestmark = pytest.mark.slow
@@ -63,18 +58,21 @@ def quality(tmp_path_factory):
         as_of=QUALITY_AS_OF, tasks=("churn", "next_purchase"), lightgbm={"num_threads": 1}, shap_sample=300
     )
     tables = load_tables(ws, QUALITY_AS_OF)
-    return train(None, tables, feast_features_for(ws), config, truth_oracle_for(ws, config.horizons, False))
+    return train(None, tables, feast_features_for(ws), config, truth_oracle_for(ws, config.horizon, False))
 
 
 # --------------------------------------------------------------------------- task names
 
 
 def test_given_cli_task_names_when_parsing_then_they_map_to_the_feature_services():
-    assert parse_tasks("next-purchase") == ("next_purchase",)
-    assert parse_tasks("unmet_needs") == ("unmet_needs",)
-    assert parse_tasks("all") == ("churn", "next_purchase", "unmet_needs")
+    def parse(name):
+        return tuple(spec.feature_service for spec in registry.parse(name))
+
+    assert parse("next-purchase") == ("next_purchase",)
+    assert parse("unmet_needs") == ("unmet_needs",)
+    assert parse("all") == ("churn", "next_purchase", "unmet_needs")
     with pytest.raises(ValueError, match="unknown task"):
-        parse_tasks("upsell")
+        parse("upsell")
 
 
 # --------------------------------------------------------------------------- reading as of
@@ -137,7 +135,7 @@ def test_given_the_feature_store_when_retrieving_fast_or_for_all_services_then_v
             ),
         }
     )
-    together = service_features(ws, entity, ["churn", "next_purchase", "unmet_needs"])
+    together = task_features(ws, entity, ["churn", "next_purchase", "unmet_needs"])
     for task in ("churn", "next_purchase", "unmet_needs"):
         fast = feast_features_for(ws)(entity, task)
         feast = get_training_features(ws, entity, task)
@@ -206,7 +204,7 @@ def _churn_inputs(world):
     """Real feature rows of the trained world's held-out cutoff, and the champion churn model."""
     from training.scoring import load_models, model_inputs
 
-    model = load_models(world.ws, tasks=("churn",))["churn"]
+    model = load_models(resolve_tracking(world.ws), tasks=("churn",))["churn"]
     cutoff = pd.Timestamp("2026-07-01", tz="UTC")
     customers = known_customers(world.ws, cutoff)
     entity = pd.DataFrame({"customer_id": customers, "event_timestamp": cutoff})
@@ -257,7 +255,7 @@ def test_given_the_same_features_under_other_customer_ids_then_predictions_are_i
 
 
 def test_given_registered_champions_when_evaluating_then_the_held_out_auc_is_reproduced(trained_world):
-    from training.run import evaluate_workspace
+    from training.evaluate import evaluate_workspace
 
     world, results = trained_world
     evaluations = evaluate_workspace(world.ws, as_of=world.train_as_of)

@@ -6,13 +6,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.labels import (
-    LabelsUnavailable,
-    churn_labels,
-    need_column,
-    next_purchase_labels,
-    unmet_needs_labels,
-)
+from training.labels import LabelsUnavailable
+from training.tasks import churn, next_purchase, unmet_needs
+
+need_column = unmet_needs.need_column
+
+
+def churn_labels(*args):
+    return churn.labels(*args).frame
+
+
+def next_purchase_labels(*args):
+    return next_purchase.labels(*args).frame
+
+
+def unmet_needs_labels(*args):
+    labels = unmet_needs.labels(*args)
+    return labels.frame, dict(labels.extra["needs"])
 
 T = pd.Timestamp("2025-03-01", tz="UTC")
 AS_OF = T + pd.Timedelta(days=60)

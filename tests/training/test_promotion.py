@@ -24,10 +24,10 @@ import pytest
 from rich.console import Console
 from worlds import blank_database, shuffled_labels, with_profile, workspace_from
 
-from training.commands import card_command, models_command, promote_command, rollback_command
+from shown import card_command, models_command, promote_command, rollback_command
 from training.pipeline import build_dataset, fit_task
 from training.promotion import PromotionError, evaluation_sets
-from training.registry import alias_version, history_problems, read_history
+from training.model_registry import alias_version, history_problems, read_history
 from training.tracking import log_task, resolve_tracking
 
 pytestmark = pytest.mark.slow
@@ -235,7 +235,7 @@ RACER = textwrap.dedent(
     from pathlib import Path
     import pandas as pd
     from rich.console import Console
-    from training.commands import promote_command
+    from shown import promote_command
     from training.promotion import EvaluationSet
 
     ws, version, folder = sys.argv[1], sys.argv[2], Path(sys.argv[3])

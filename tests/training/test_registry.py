@@ -11,10 +11,13 @@ import time
 import mlflow
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 from worlds import blank_database, workspace_from
 
+from cxpredict import render
+from cxpredict.cli import app
 from training.commands import models_command
-from training.registry import (
+from training.model_registry import (
     AliasConflict,
     AuditEntry,
     RegistryBusy,
@@ -26,7 +29,8 @@ from training.registry import (
     registry_lock,
     snapshot,
 )
-from training.tracking import MODEL_NAMES, resolve_tracking
+from cxpredict import tasks as task_registry
+from training.tracking import resolve_tracking
 
 
 def entry(seq, action, from_version, to_version, alias="champion"):
@@ -126,7 +130,7 @@ def registry(tmp_path_factory):
 def test_given_a_registry_when_listing_then_each_version_shows_aliases_metrics_and_lineage(registry):
     _, client = registry
 
-    data = snapshot(client, MODEL_NAMES)
+    data = snapshot(client, {s.name: s.model_name for s in task_registry.all_tasks()})
 
     churn = next(task for task in data["tasks"] if task["task"] == "churn")
     assert [row["version"] for row in churn["versions"]] == ["3", "2", "1"]
@@ -149,9 +153,10 @@ def test_given_a_registry_when_running_models_json_then_it_prints_the_snapshot_a
     ws, _ = registry
     out = io.StringIO()
 
-    models_command(ws, as_json=True, history=True, console=Console(file=out, width=40))
+    result = CliRunner().invoke(app, ["models", "--json", "--history", "--workspace", str(ws.root)])
 
-    printed = json.loads(out.getvalue())
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
     churn = next(task for task in printed["tasks"] if task["task"] == "churn")
     assert churn["aliases"]["champion"] == "2"
     moves = [
@@ -164,8 +169,8 @@ def test_given_a_registry_when_running_models_as_a_table_then_versions_and_histo
     ws, _ = registry
     out = io.StringIO()
 
-    models_command(ws, history=True, console=Console(file=out, width=220))
-    plain = models_command(ws, console=Console(file=io.StringIO(), width=220))
+    Console(file=out, width=220).print(render.models(models_command(ws, history=True), history=True))
+    plain = models_command(ws)
 
     text = out.getvalue()
     assert "churn (cx-churn)" in text and "cx-churn: alias moves" in text

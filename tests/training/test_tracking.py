@@ -10,10 +10,10 @@ import mlflow
 import pandas as pd
 import pytest
 
-from cxpredict.settings import resolve_workspace
+from cxpredict.workspace import resolve_workspace
 from training.pipeline import train
 from training.scoring import load_models, score
-from training.tracking import promote, resolve_tracking, tracking_session
+from training.tracking import alias_trained_version, resolve_tracking, tracking_session
 
 CUSTOMER_ID = re.compile(r"C\d{7}")
 TEXT_SUFFIXES = {".json", ".csv", ".txt", ".yaml", ".py", ""}
@@ -103,7 +103,7 @@ def test_given_no_champion_when_a_version_does_not_beat_baselines_then_it_waits_
         versions = [client.create_model_version("cx-promotion-check", source).version for _ in range(3)]
 
         beats = [False, True, True]
-        decisions = [promote(client, "cx-promotion-check", str(v), b) for v, b in zip(versions, beats)]
+        decisions = [alias_trained_version(client, "cx-promotion-check", str(v), b) for v, b in zip(versions, beats)]
 
     assert [champion for champion, _ in decisions] == [False, True, False]
     assert client.get_model_version_by_alias("cx-promotion-check", "champion").version == versions[1]
@@ -154,7 +154,7 @@ def test_given_logged_models_when_scanning_artifacts_then_no_customer_identifier
 def test_given_champions_when_batch_scoring_then_one_row_per_customer_with_every_output(
     registry, small_world, kit
 ):
-    models = load_models(registry.ws)
+    models = load_models(resolve_tracking(registry.ws))
     customers = small_world.tables["customers"]["customer_id"]
     entity = pd.DataFrame({"customer_id": customers, "event_timestamp": kit.AS_OF})
     features = kit.features_for(small_world.tables)(entity, "churn")

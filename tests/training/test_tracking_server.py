@@ -28,10 +28,10 @@ import pytest
 from rich.console import Console
 from worlds import blank_database, with_profile, workspace_from
 
-from training.commands import card_command, models_command, promote_command, rollback_command
+from shown import card_command, models_command, promote_command, rollback_command
 from training.pipeline import build_dataset, fit_task
 from training.promotion import evaluation_sets
-from training.registry import AliasConflict, alias_version, move_alias, read_history
+from training.model_registry import AliasConflict, alias_version, move_alias, read_history
 from training.tracking import log_task, resolve_tracking
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]

@@ -20,7 +20,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from cxpredict.settings import Workspace, resolve_workspace
+from cxpredict.workspace import Workspace, resolve_workspace
 
 CHANNELS = np.array(["organic", "paid_search", "referral"], dtype=object)
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from cxpredict.settings import DEFAULT_HOME, HOME_VARIABLE, resolve_workspace
+from cxpredict.workspace import DEFAULT_HOME, HOME_VARIABLE, resolve_workspace
 
 
 def test_option_wins_over_environment(tmp_path, monkeypatch):

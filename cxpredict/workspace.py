@@ -1,4 +1,4 @@
-"""Settings and the workspace: the one folder that holds every piece of state a run writes.
+"""The workspace: the one folder that holds every piece of state a run writes.
 
 Two workspaces never share state, so tests and parallel experiments each get their own. The
 location comes from ``--workspace``, else ``CXPREDICT_HOME``, else ``./.cxpredict``; nothing here
@@ -55,6 +55,11 @@ class Workspace(BaseModel):
     def mlflow_dir(self) -> Path:
         """MLflow tracking database and artifacts, when no ``MLFLOW_TRACKING_URI`` is set."""
         return self.root / "mlflow"
+
+    @property
+    def tracking_uri(self) -> str:
+        """The workspace's own MLflow store (SQLite), used when ``MLFLOW_TRACKING_URI`` is not set."""
+        return f"sqlite:///{(self.mlflow_dir / 'mlflow.db').as_posix()}"
 
     @property
     def reports_dir(self) -> Path:

@@ -1,0 +1,294 @@
+"""Everything the command line shows: rich tables and progress bars for the results that
+``features``, ``training`` and ``serving`` return. Nothing here computes or writes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console, Group
+from rich.json import JSON
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cxpredict import tasks as registry
+
+
+class RichProgress:
+    """``cxpredict.progress.Progress`` drawn as one rich bar per stage."""
+
+    def __init__(self, bars: Progress) -> None:
+        self.bars, self.ids = bars, {}
+
+    def __call__(self, stage: str, done: int, total: int, note: str = "") -> None:
+        if stage not in self.ids:
+            self.ids[stage] = self.bars.add_task(note or stage, total=total)
+        self.bars.update(self.ids[stage], completed=done, total=total, description=note or stage)
+
+
+@contextmanager
+def progress(console: Console) -> Iterator[RichProgress]:
+    """Transient bars for long work, so the summaries after them stay readable."""
+    columns = (SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console, transient=True) as bars:
+        yield RichProgress(bars)
+
+
+def generated(summary) -> Table:
+    grid = Table(title=f"generated {summary.customers:,} customers ({summary.churned:,} churned) "
+                       f"in {summary.seconds:.1f} s")  # fmt: skip
+    for header in ("source", "rows", "malformed", "duplicates", "identifier-only"):
+        grid.add_column(header, justify="left" if header == "source" else "right")
+    for source, rows in summary.rows.items():
+        grid.add_row(source, f"{rows:,}", f"{sum(summary.malformed[source].values()):,}",
+                     f"{summary.duplicates[source]:,}", f"{summary.identifier_only[source]:,}")  # fmt: skip
+    return grid
+
+
+def ingest_report(report) -> Group:
+    """Rows read/accepted/quarantined/duplicates and reconciliation per source, then quarantined rows
+    by rule (so a reader sees at once what to fix upstream)."""
+    table = Table(title=f"Ingest {report.version}", show_footer=False)
+    numbers = ("read", "accepted", "quarantined", "duplicates", "linked")
+    for name in ("source", *numbers, "reconciled"):
+        table.add_column(name, justify="left" if name == "source" else "right")
+    for s in report.sources.values():
+        status = "[green]yes[/]" if s.reconciled else "[red]NO[/]"
+        counts = (s.read, s.accepted, s.quarantined, s.duplicates, sum(s.linked.values()))
+        table.add_row(s.source, *(f"{n:,}" for n in counts), status)
+    table.caption = (f"{report.identity.links:,} identifier links, "
+                     f"{report.identity.ambiguous_identifiers:,} ambiguous identifiers, "
+                     f"{report.profile_rows:,} customers in the profile, {report.seconds:.1f} s")  # fmt: skip
+    rules = Table(title="Quarantined rows by rule")
+    for name in ("source", "rule", "rows"):
+        rules.add_column(name, justify="right" if name == "rows" else "left")
+    for s in report.sources.values():
+        for rule, n in sorted(s.rules.items(), key=lambda item: -item[1]):
+            rules.add_row(s.source, rule, f"{n:,}")
+    return Group(table, rules) if rules.row_count else Group(table)
+
+
+def features_built(build, materialized) -> Group:
+    table = Table(title=f"Features as of {build.as_of:%Y-%m-%d}")
+    table.add_column("family")
+    table.add_column("features", justify="right")
+    for family, count in build.features.items():
+        table.add_row(family, str(count))
+    summary = (
+        f"{build.customers:,} customers at the latest snapshot, {sum(build.features.values())} features; "
+        f"snapshots built {build.snapshots_built}, kept {build.snapshots_skipped}; "
+        f"{materialized.customers or 0:,} customers materialised online ({materialized.method} path); "
+        f"{build.seconds + materialized.seconds:.1f} s"
+    )
+    return Group(table, summary)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def metrics_table(title: str, summary) -> Table:
+    """Models as rows of ``training.metrics.summary_table``."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("model")
+    for column in summary.columns:
+        table.add_column(column.replace("_", " "), justify="right")
+    for model, row in summary.iterrows():
+        cells = [f"{int(v):,}" if name == "rows" and v == v else _fmt(float(v)) for name, v in row.items()]
+        table.add_row(str(model), *cells)
+    return table
+
+
+def trained(result) -> object:
+    from training.metrics import summary_table
+
+    name = registry.get(result.task).cli_name
+    if result.status != "trained":
+        return f"[yellow]{name}: not trained[/yellow] — {result.reason}"
+    parts: list[object] = [metrics_table(f"{name} — held-out cutoff", summary_table(result.metrics))]
+    if result.model_version:
+        parts.append(f"{result.model_name} version {result.model_version}: {result.decision}")
+    parts += [f"[dim]{note}[/dim]" for note in (result.fitted.notes if result.fitted else [])]
+    return Group(*parts)
+
+
+def evaluated(result) -> object:
+    from training.metrics import summary_table
+
+    name = registry.get(result.task).cli_name
+    if result.status != "evaluated":
+        return f"[yellow]{name}:[/yellow] {result.reason}"
+    title = f"{name} version {result.version} (@{result.alias}) — cutoff {result.cutoff:%Y-%m-%d}"
+    return metrics_table(title, summary_table(result.metrics))
+
+
+def scored(summary) -> str:
+    versions = ", ".join(f"{task} v{version}" for task, version in summary.versions.items())
+    return (
+        f"{summary.customers:,} customers scored into {summary.path} ({versions}); "
+        f"{summary.not_scored:,} without profiling consent left unscored; {summary.seconds:.1f} s"
+    )
+
+
+def decided(result) -> Group:
+    """A promotion or rollback: the comparison table (when the gate ran) and the decision."""
+    style = "green" if result.exit_code == 0 else "red"
+    table = [comparison_table(result)] if getattr(result, "checks", None) else []
+    return Group(*table, f"[{style}]{result.decision}[/{style}]")
+
+
+def comparison_table(result) -> Table:
+    """Candidate vs champion: evaluation metrics, then every gate check with PASS/FAIL."""
+    champion = f"champion v{result.champion_before}" if result.champion_before else "champion (none)"
+    title = f"{result.model}: candidate v{result.candidate} vs {champion}"
+    if result.evaluation_cutoff:
+        title += f" on cutoff {result.evaluation_cutoff}"
+    table = Table(title=title, title_justify="left")
+    for column in ("", f"candidate v{result.candidate}", champion, "requirement", "result"):
+        table.add_column(column)
+    cand, champ = result.metrics.get("candidate", {}), result.metrics.get("champion", {})
+    for name in ("auc", "ece", "brier", "log_loss", "pr_auc", "rows"):
+        if name in cand:
+            digits = "{:,.0f}" if name == "rows" else "{:.4f}"
+            other = digits.format(champ[name]) if name in champ else "–"
+            table.add_row(name, digits.format(cand[name]), other, "", "")
+    table.add_section()
+    for check in result.checks:
+        verdict = "[green]PASS[/green]" if check.passed else "[red]FAIL[/red]"
+        table.add_row(check.name, check.candidate, check.champion, check.requirement, verdict)
+    return table
+
+
+def _num(value: object, digits: int = 3) -> str:
+    return (
+        "–"
+        if value is None
+        else f"{value:.{digits}f}"
+        if isinstance(value, float)
+        else f"{value:,}"
+        if isinstance(value, int)
+        else str(value)
+    )
+
+
+def versions_table(task: dict[str, object]) -> Table:
+    table = Table(title=f"{task['task']} ({task['model']})", title_justify="left")
+    columns = (
+        "version",
+        "aliases",
+        "as of",
+        "H",
+        "rows train",
+        "AUC",
+        "logistic",
+        "RF",
+        "oracle",
+        "ECE",
+        "features",
+        "data hash",
+        "code",
+        "last gate",
+    )
+    for column in columns:
+        table.add_column(
+            column, justify="right" if column not in ("aliases", "features", "last gate") else "left"
+        )
+    for row in task["versions"]:
+        gate = row["last_gate"]
+        table.add_row(
+            row["version"],
+            ", ".join(row["aliases"]),
+            (row["as_of"] or "–")[:10],
+            _num(row["horizon_days"]),
+            _num(row["rows_train"]),
+            _num(row["auc"]),
+            _num(row["auc_logistic"]),
+            _num(row["auc_rf_heuristic"]),
+            _num(row["auc_oracle"]),
+            _num(row["ece"]),
+            f"{row['feature_service'] or '–'} ({_num(row['feature_count'])})",
+            (row["data_hash"] or "–")[:10],
+            (row["code_version"] or "–")[:8],
+            "–"
+            if not gate
+            else ("passed" if gate.get("passed") else "refused: " + ", ".join(gate.get("failed", []))),
+        )
+    return table
+
+
+def history_table(task: dict[str, object]) -> Table:
+    table = Table(title=f"{task['model']}: alias moves", title_justify="left")
+    for column in ("#", "when (UTC)", "alias", "action", "from", "to", "actor", "forced", "reason"):
+        table.add_column(column)
+    for entry in task["history"]:
+        table.add_row(
+            str(entry["seq"]),
+            entry["at"],
+            entry["alias"],
+            entry["action"],
+            entry["from_version"] or "–",
+            entry["to_version"] or "–",
+            entry["actor"],
+            "yes" if entry["forced"] else "",
+            entry["reason"],
+        )
+    return table
+
+
+def models(data: dict[str, object], history: bool) -> Group:
+    parts: list[object] = []
+    for task in data["tasks"]:
+        if not task["versions"]:
+            parts.append(f"[dim]{task['task']} ({task['model']}): no registered version[/dim]")
+            continue
+        parts.append(versions_table(task))
+        if history:
+            parts.append(history_table(task))
+        parts += [f"[yellow]warning: {problem}[/yellow]" for problem in task["history_problems"]]
+    return Group(*parts)
+
+
+def _promotions(decisions: list) -> Group:
+    return Group(*(decision if isinstance(decision, str) else decided(decision) for decision in decisions))
+
+
+def _demo_scores(payload: tuple) -> Group:
+    alias, summary = payload
+    warning = [] if alias == "champion" else [
+        "[yellow]not every task has a champion[/yellow]: the demo scores and serves the versions just trained "
+        "(alias challenger)"
+    ]  # fmt: skip
+    return Group(*warning, scored(summary))
+
+
+def _demo_server(found: dict) -> Group:
+    server = found["server"]
+    if not found["answered"]:
+        return Group()
+    lines: list[object] = []
+    if not found["ready"]["ready"]:
+        lines.append(f"[yellow]not ready:[/yellow] {'; '.join(found['ready']['reasons'])}")
+    lines.append(f"POST {server.url}/predict {found['request']}  → {found['status']}")
+    lines.append(JSON(found["answer"]))
+    lines.append(f"\nAPI: {server.url}  docs: {server.url}/docs  health: {server.url}/readyz  metrics: "
+                 f"{server.url}/metrics\nAPI keys: {found['key_file']}   server log: {server.log_path}   "
+                 "[bold]Ctrl-C stops the server[/bold]")  # fmt: skip
+    return Group(*lines)
+
+
+def demo_step(kind: str, payload: object) -> object:
+    """What one step of ``serving.demo.run_demo`` shows, by its kind."""
+    shown = {
+        "generated": generated,
+        "ingest": ingest_report,
+        "features": lambda built: features_built(*built),
+        "trained": lambda results: Group(*(trained(result) for result in results)),
+        "promoted": _promotions,
+        "scored": _demo_scores,
+        "serving": _demo_server,
+    }
+    return shown[kind](payload)

@@ -1,0 +1,110 @@
+"""Starting and watching the API server: its environment, API keys and process (``cxpredict serve``
+and the demo). The service itself is ``serving.service``."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from cxpredict.workspace import Workspace
+
+READY_TIMEOUT_S = 180.0
+
+
+def api_keys_file(ws: Workspace) -> Path:
+    """The workspace's API keys file, created with one random key when no key is configured.
+
+    The key is written to a file readable by the owner only and never printed, so it does not end
+    up in terminal logs; callers read it from the file."""
+    path = ws.serving_dir / "api_keys"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# API keys of this workspace's server, one per line\n{secrets.token_urlsafe(24)}\n")
+        path.chmod(0o600)
+    return path
+
+
+def first_key(env: dict[str, str]) -> str:
+    """A key the server accepts, from its environment (for the demo's own request)."""
+    key = (env.get("CXPREDICT_API_KEYS") or "").split(",")[0].strip()
+    if key or not env.get("CXPREDICT_API_KEYS_FILE"):
+        return key
+    lines = Path(env["CXPREDICT_API_KEYS_FILE"]).read_text().splitlines()
+    return next(line.split("#")[0].strip() for line in lines if line.split("#")[0].strip())
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+def serve_command(port: int, host: str) -> list[str]:
+    return [sys.executable, "-m", "bentoml", "serve", "serving.service:CXPredict", "--port", str(port), "--host", host]
+
+
+def serve_environment(ws: Workspace, alias: str, reload_seconds: float, workers: int | None = None) -> dict[str, str]:
+    """The server's environment: workspace, alias, poll period, worker count and API keys (a key file
+    is created in the workspace when no key is configured)."""
+    env = dict(os.environ, CXPREDICT_HOME=str(ws.root), CXPREDICT_MODEL_ALIAS=alias)
+    env["CXPREDICT_RELOAD_SECONDS"] = str(reload_seconds)
+    overrides = [part for part in env.get("BENTOML_CONFIG_OPTIONS", "").split() if part]
+    env["BENTOML_CONFIG_OPTIONS"] = " ".join([*overrides, f"services.cxpredict.workers={workers or default_workers()}"])
+    env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if not env.get("CXPREDICT_API_KEYS") and not env.get("CXPREDICT_API_KEYS_FILE"):
+        env["CXPREDICT_API_KEYS_FILE"] = str(api_keys_file(ws))
+    return env
+
+
+class Server:
+    """An API server in its own process group, its output appended to ``<ws>/serving/server.log``."""
+
+    def __init__(self, ws: Workspace, env: dict[str, str], port: int, host: str = "127.0.0.1") -> None:
+        self.url = f"http://{host}:{port}"
+        self.log_path = ws.serving_dir / "server.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            serve_command(port, host), env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def wait_answering(self, timeout_s: float = READY_TIMEOUT_S) -> bool:
+        """Until ``/readyz`` answers (ready or not) or the process exits; False when it exited."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code in (200, 503):
+                    return True
+            except httpx.TransportError:
+                time.sleep(0.5)
+        return self.process.poll() is None
+
+    def serve_until_interrupted(self, on_interrupt=lambda: None) -> None:
+        """Wait in the foreground until the server exits or Ctrl-C / SIGTERM, then stop it."""
+
+        def interrupted(*_: object) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, interrupted)
+        try:
+            self.process.wait()
+        except KeyboardInterrupt:
+            on_interrupt()
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """SIGTERM to the group (graceful), SIGKILL after 30 s."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self._log.close()

@@ -1,0 +1,73 @@
+"""Churn: no purchase and no engagement in (t, t+H] for a customer known at t.
+
+One calibrated LightGBM head (``churn_probability``, with ``churn_risk_band``) against the
+recency/frequency heuristic and the logistic baseline. Without an events source, engagement cannot
+be observed and churn means "no purchase".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from training import labels as L
+from training.model_bundle import risk_bands
+from training.tasks import TaskLabels
+from training.tasks.common import Driver, rounded
+
+NAME = "churn"
+EXPLAINED = True
+OUTPUT = "churn_probability"
+
+
+class Block(BaseModel):
+    probability: float
+    risk_band: Literal["low", "medium", "high"]
+    drivers: list[Driver]
+
+
+def labels(
+    tables: Mapping[str, pd.DataFrame | None],
+    cutoffs: Sequence[pd.Timestamp],
+    horizon_days: int,
+    as_of: pd.Timestamp,
+    model_spec: Mapping[str, object] | None = None,
+) -> TaskLabels:
+    """``churn`` = 1 when the customer has no purchase and no engagement event in (t, t+H]."""
+    seen, entity, end = L.prepare(tables, cutoffs, horizon_days, as_of, NAME)
+    active = (L.first_after(entity, L.purchases(seen))["at"] <= end).to_numpy()
+    if "events" in seen:
+        active |= (L.first_after(entity, seen["events"])["at"] <= end).to_numpy()
+    frame = entity.assign(churn=(~active).astype(np.int64))
+    return TaskLabels(frame, ("churn",), {"churn": OUTPUT})
+
+
+def fit(dataset, task_labels: TaskLabels, config):
+    from training.models import FittedTask, fit_binary_heads
+
+    fitted: FittedTask = fit_binary_heads(dataset, {"churn": OUTPUT}, config)
+    fitted.bundle.spec["risk_bands"] = list(config.risk_bands)
+    return fitted
+
+
+def oracle(exact: pd.DataFrame, transactions_only: bool) -> pd.DataFrame:
+    return exact[["customer_id"]].assign(churn=exact["churn_txn_only" if transactions_only else "churn"])
+
+
+def blocks(outputs: Mapping[str, np.ndarray], drivers: list[list[dict]], spec: Mapping) -> list[dict]:
+    probability, band = outputs[OUTPUT], outputs["churn_risk_band"]
+    return [
+        {"probability": rounded(probability[i]), "risk_band": band[i], "drivers": drivers[i]}
+        for i in range(len(probability))
+    ]
+
+
+def prior(spec: Mapping) -> dict:
+    head = next(head for head in spec["heads"] if head["output"] == OUTPUT)
+    probability = float(head["prior"])
+    band = risk_bands(np.array([probability]), spec["risk_bands"])[0]
+    return {"probability": rounded(probability), "risk_band": band, "drivers": []}
