@@ -99,7 +99,7 @@ def champion_versions(ws) -> dict[str, str] | str:
 
 def customer_pool(ws) -> list[str]:
     """Every customer known at the features' as-of date (a few have withheld consent: kept)."""
-    from training.run import default_as_of, known_customers
+    from training.data import default_as_of, known_customers
 
     return [str(c) for c in known_customers(ws, default_as_of(ws)).tolist()]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -30,8 +29,27 @@ console = Console(width=None if sys.stdout.isatty() else 150)
 """Piped output (logs, CI, README captures) gets a wide page instead of rich's 80-column default."""
 errors = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
-TaskName = Enum("TaskName", {spec.cli_name: spec.cli_name for spec in registry.all_tasks()}, type=str)
-TaskOrAll = Enum("TaskOrAll", {**{t.value: t.value for t in TaskName}, "all": "all"}, type=str)
+
+
+def _task_names(incomplete: str = "") -> list[str]:
+    """Registered task names (read when asked, so a task registered by a plugin is offered too)."""
+    return [name for name in [spec.cli_name for spec in registry.all_tasks()] + ["all"] if name.startswith(incomplete)]
+
+
+def _one_task(value: str) -> str:
+    try:
+        return registry.get(value).name
+    except registry.UnknownTask as error:
+        raise typer.BadParameter(str(error)) from error
+
+
+def _tasks(value: str) -> tuple[str, ...]:
+    try:
+        return tuple(spec.name for spec in registry.parse(value))
+    except registry.UnknownTask as error:
+        raise typer.BadParameter(str(error)) from error
+
+
 WorkspaceOption = Annotated[
     Optional[Path],
     typer.Option("--workspace", "-w", show_default=False,
@@ -114,10 +132,6 @@ def _refusal(what: str, *kinds: type[BaseException]):
         raise typer.Exit(code=2) from error
 
 
-def _tasks(choice: Enum) -> tuple[str, ...]:
-    return tuple(spec.name for spec in registry.parse(choice.value))
-
-
 @app.command()
 def generate(
     customers: Annotated[int, typer.Option(min=10, help="Number of customers in the world.")] = 20_000,
@@ -178,7 +192,8 @@ def features(as_of: DayOption = None, workspace: WorkspaceOption = None) -> None
 
 @app.command()
 def train(
-    task: Annotated[TaskOrAll, typer.Argument(help="The task to train, or all.")] = TaskOrAll.all,
+    task: Annotated[str, typer.Argument(help="A registered task, or all.", callback=_tasks, metavar="TASK",
+                                        autocompletion=_task_names)] = "all",
     as_of: DayOption = None,
     horizon_days: Annotated[
         Optional[int], typer.Option(min=1, max=730, help="Label horizon H in days (default: each task's own).")
@@ -193,7 +208,7 @@ def train(
     _quiet()
     ws = _workspace(workspace)
     with _refusal("cannot train"), render.progress(console) as progress:
-        results = train_workspace(ws, _tasks(task), _day(as_of), horizon_days, tune, progress=progress)
+        results = train_workspace(ws, task, _day(as_of), horizon_days, tune, progress=progress)
     for result in results.values():
         console.print(render.trained(result))
     if not any(result.status == "trained" for result in results.values()):
@@ -202,7 +217,8 @@ def train(
 
 @app.command()
 def evaluate(
-    task: Annotated[TaskOrAll, typer.Option("--task", help="The task to evaluate, or all.")] = TaskOrAll.all,
+    task: Annotated[str, typer.Option("--task", help="A task or all.", callback=_tasks,
+                                      autocompletion=_task_names)] = "all",
     alias: AliasOption = "champion",
     as_of: DayOption = None,
     workspace: WorkspaceOption = None,
@@ -214,7 +230,7 @@ def evaluate(
     _quiet()
     ws = _workspace(workspace)
     with _refusal("cannot evaluate"):
-        results = evaluate_workspace(ws, _tasks(task), alias, _day(as_of))
+        results = evaluate_workspace(ws, task, alias, _day(as_of))
     for result in results.values():
         console.print(render.evaluated(result))
     if not any(result.status == "evaluated" for result in results.values()):
@@ -289,7 +305,8 @@ def serve(
 
 @app.command()
 def promote(
-    task: Annotated[TaskName, typer.Argument(help="The task whose candidate to gate.")],
+    task: Annotated[str, typer.Argument(help="The task whose candidate to gate.", callback=_one_task, metavar="TASK",
+                                        autocompletion=_task_names)],
     version: Annotated[Optional[str], typer.Option(help="Candidate version (default: the challenger).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Move champion even if the gate refuses.")] = False,
     reason: Annotated[Optional[str], typer.Option(help="Why (required with --force; recorded).")] = None,
@@ -308,14 +325,15 @@ def promote(
     gate = GateConfig(**{name: value for name, value in limits.items() if value is not None})
     ws = _workspace(workspace)
     with _refusal("cannot promote"):
-        result = promote_command(ws, _tasks(task)[0], version, force, reason, gate, actor=actor)
+        result = promote_command(ws, task, version, force, reason, gate, actor=actor)
     console.print(render.decided(result))
     raise typer.Exit(code=result.exit_code)
 
 
 @app.command()
 def rollback(
-    task: Annotated[TaskName, typer.Argument(help="The task whose champion to move back.")],
+    task: Annotated[str, typer.Argument(help="The task whose champion to move back.", callback=_one_task, metavar="TASK",
+                                        autocompletion=_task_names)],
     reason: Annotated[Optional[str], typer.Option(help="Why (recorded in the audit trail).")] = None,
     actor: ActorOption = None,
     workspace: WorkspaceOption = None,
@@ -326,7 +344,7 @@ def rollback(
 
     ws = _workspace(workspace)
     with _refusal("cannot roll back"):
-        result = rollback_command(ws, _tasks(task)[0], reason=reason, actor=actor)
+        result = rollback_command(ws, task, reason=reason, actor=actor)
     console.print(render.decided(result))
     raise typer.Exit(code=result.exit_code)
 

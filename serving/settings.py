@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from cxpredict import tasks as registry
 
 MAX_CUSTOMERS = 1000
-"""Largest ``customer_ids`` list one request may carry (DESIGN §5)."""
+"""Largest ``customer_ids`` list one request may carry."""
 PINNED_FILE = Path(__file__).resolve().parents[1] / "pinned_models.json"
 """Written only into a Bento's sources by ``serving.bento``; absent from the repository."""
 

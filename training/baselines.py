@@ -1,4 +1,4 @@
-"""Baselines every model is compared with in the same run (DESIGN §4).
+"""Baselines every model is compared with in the same run.
 
 - ``rf_heuristic``: recency/frequency only: a logistic fit on log(1 + days since last purchase)
   and log(1 + purchase count) (missing recency = never bought, flagged by an indicator). Two

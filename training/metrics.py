@@ -122,3 +122,52 @@ def summary_table(metrics: pd.DataFrame, models: Sequence[str] = ("model", "rf_h
     if "oracle" in table.index:
         table["auc_ratio_to_oracle"] = table["auc"] / table.loc["oracle", "auc"]
     return table
+
+
+def _grouped(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row order by score and the start of each run of equal scores (ties share a rank)."""
+    order = np.argsort(p, kind="stable")
+    sorted_p = p[order]
+    starts = np.flatnonzero(np.r_[True, sorted_p[1:] != sorted_p[:-1]])
+    return order, starts
+
+
+def _weighted_aucs(y: np.ndarray, grouped: tuple[np.ndarray, np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """AUC under each row of ``weights`` (resamples x rows), ties counted half."""
+    order, starts = grouped
+    w = weights[:, order]
+    positives = np.add.reduceat(w * y[order], starts, axis=1)
+    negatives = np.add.reduceat(w * (1 - y[order]), starts, axis=1)
+    below = np.cumsum(negatives, axis=1) - negatives
+    wins = np.sum(positives * (below + 0.5 * negatives), axis=1)
+    return wins / (positives.sum(axis=1) * negatives.sum(axis=1))
+
+
+def bootstrap_auc_difference(
+    y: np.ndarray, a: np.ndarray, b: np.ndarray, resamples: int = 200, seed: int = 0, level: float = 0.95
+) -> dict[str, float]:
+    """AUC(a) - AUC(b) on the same rows, with a bootstrap interval over rows (customers).
+
+    Poisson(1) weights resample every row the same way for both scores, so the interval is of the
+    paired difference: a difference whose interval holds 0 is within the noise of this sample.
+    Returns ``diff``, ``low``, ``high`` (NaN when y has a single class).
+    """
+    y = np.asarray(y, dtype=np.float64)
+    if not _both_classes(y):
+        return {"diff": float("nan"), "low": float("nan"), "high": float("nan")}
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    ga, gb = _grouped(a), _grouped(b)
+    diffs = []
+    chunk = max(1, 4_000_000 // max(len(y), 1))
+    for start in range(0, resamples, chunk):
+        weights = rng.poisson(1.0, size=(min(chunk, resamples - start), len(y))).astype(np.float64)
+        diffs.append(_weighted_aucs(y, ga, weights) - _weighted_aucs(y, gb, weights))
+    spread = np.concatenate(diffs)
+    spread = spread[np.isfinite(spread)]
+    tail = (1 - level) / 2
+    return {
+        "diff": auc(y, a) - auc(y, b),
+        "low": float(np.quantile(spread, tail)),
+        "high": float(np.quantile(spread, 1 - tail)),
+    }

@@ -60,7 +60,8 @@ class FittedTask:
         return float(hit["value"].iloc[0]) if len(hit) else float("nan")
 
     def headline(self) -> dict[str, float]:
-        """AUC of the model and baselines on the held-out cutoff (means over needs for unmet_needs)."""
+        """AUC of the model and baselines on the held-out cutoff (means over the targets of a task with
+        several binary heads)."""
         targets = [evaluation.target for evaluation in self.evaluations]
         rows = self.metrics.loc[self.metrics["target"].isin(targets) & (self.metrics["metric"] == "auc")]
         return rows.groupby("model")["value"].mean().to_dict()

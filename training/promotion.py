@@ -72,7 +72,7 @@ LABEL = "label"
 
 
 class GateConfig(BaseModel):
-    """Promotion thresholds. Defaults are the product's (DESIGN §7: calibration error <= 0.02)."""
+    """Promotion thresholds: the one home of the gate's defaults (the command line reads them here)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

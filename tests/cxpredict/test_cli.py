@@ -42,7 +42,7 @@ def test_given_a_single_champion_when_rolling_back_then_it_is_refused_and_nothin
 def test_given_force_without_a_reason_when_promoting_then_it_exits_2_naming_the_reason(workspace):
     result = run("promote", "churn", "--force", "--workspace", str(workspace.root))
     assert result.exit_code == 2
-    assert "reason" in result.stdout.lower()
+    assert "reason" in result.stderr.lower()
 
 
 def test_given_an_unknown_task_when_promoting_then_the_task_argument_is_named(tmp_path):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -19,7 +18,7 @@ import pyarrow.parquet as pq
 from cxpredict.workspace import Workspace
 
 TS = pa.timestamp("us", tz="UTC")
-S, F, I, B = pa.string(), pa.float64(), pa.int64(), pa.bool_()
+S, F, I, B = pa.string(), pa.float64(), pa.int64(), pa.bool_()  # noqa: E741 (pyarrow type letters)
 CONTRACT: dict[str, dict[str, pa.DataType]] = {
     "customers": {
         "customer_id": S, "signup_at": TS, "birth_year": I, "region": S, "acquisition_channel": S,

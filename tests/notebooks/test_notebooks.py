@@ -121,10 +121,13 @@ def api_server(notebook_workspace) -> Iterator[dict[str, str]]:
 
     import httpx
 
+    from cxpredict import tasks as registry
     from training.tracking import resolve_tracking, version_info
 
-    target = resolve_tracking(notebook_workspace)
-    alias = "champion" if all(version_info(target, task) for task in ("churn", "next_purchase", "unmet_needs")) else "challenger"
+    from cxpredict.workspace import resolve_workspace
+
+    target = resolve_tracking(resolve_workspace(notebook_workspace))
+    alias = "champion" if all(version_info(target, task) for task in registry.names()) else "challenger"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -245,7 +248,7 @@ def test_given_notebook_02_then_every_task_has_logged_runs_against_baselines_and
 def test_given_notebook_03_then_the_campaign_holds_exactly_the_consenting_at_risk_customers_with_a_need(run):
     from cxpredict.workspace import resolve_workspace
     from features.catalog import read_profile
-    from training.run import withheld_consent
+    from training.data import withheld_consent
 
     ws = resolve_workspace(run.workspace)
     reports = ws.reports_dir

@@ -78,7 +78,8 @@ def start_server(ws, log: Path, *, reload_seconds: float = 0, wait_ready: bool =
 
 def ensure_champions(ws) -> dict[str, str]:
     """Every task gets a champion (the latest version where training left none): serving needs one."""
-    from training.tracking import CHAMPION, MODEL_NAMES, resolve_tracking, tracking_session, version_info
+    from cxpredict import tasks as registry
+    from training.tracking import CHAMPION, resolve_tracking, tracking_session, version_info
 
     target = resolve_tracking(ws)
     versions = {}
@@ -123,7 +124,7 @@ def known_ids(served_workspace) -> list[str]:
     """Customers with features in the online store and profiling consent, in a fixed order."""
     from features.store import open_store
     from features.online import OnlineReader, EVENT_TIME
-    from training.run import known_customers, withheld_consent
+    from training.data import known_customers, withheld_consent
     from datetime import UTC, datetime
 
     features_as_of = datetime(2026, 11, 1, tzinfo=UTC)

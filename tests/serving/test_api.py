@@ -94,7 +94,8 @@ def test_unknown_customer_gets_a_flagged_cold_start_from_population_priors(api, 
 
 
 def test_customer_without_profiling_consent_gets_no_scores_and_a_reason(api, served_workspace):
-    from training.run import NO_CONSENT, withheld_consent
+    from training.data import withheld_consent
+    from training.scoring import NO_CONSENT
 
     refused = sorted(withheld_consent(served_workspace, datetime(2026, 11, 1, tzinfo=UTC)))
     assert refused, "the generated world has customers who refused profiling"

@@ -1,4 +1,4 @@
-"""Labels on hand-made timelines equal hand-computed values (DESIGN §4)."""
+"""Labels on hand-made timelines equal hand-computed values."""
 
 from __future__ import annotations
 

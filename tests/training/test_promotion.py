@@ -231,14 +231,14 @@ def test_given_gate_evaluations_when_scanning_what_they_logged_then_no_customer_
 
 RACER = textwrap.dedent(
     """
-    import io, json, sys, time
+    import json, sys, time
     from pathlib import Path
     import pandas as pd
-    from rich.console import Console
-    from shown import promote_command
-    from training.promotion import EvaluationSet
+    from cxpredict.workspace import resolve_workspace
+    from training.commands import promote_command
+    from training.promotion import EvaluationSet, GateConfig
 
-    ws, version, folder = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    ws, version, folder = resolve_workspace(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
     meta = json.loads((folder / "meta.json").read_text())
     evaluation = EvaluationSet(
         task="churn", cutoff=pd.Timestamp(meta["cutoff"]), horizon_days=meta["horizon"],
@@ -249,8 +249,8 @@ RACER = textwrap.dedent(
     while not (folder / "go").exists():
         time.sleep(0.01)
     result = promote_command(
-        ws, "churn", version=version, ece_bound=0.05, actor=f"racer-{version}",
-        evaluation_set=lambda task, horizon: evaluation, console=Console(file=io.StringIO()),
+        ws, "churn", version=version, gate=GateConfig(ece_bound=0.05), actor=f"racer-{version}",
+        evaluation_set=lambda task, horizon: evaluation,
     )
     moved = {"moved": result.moved, "before": result.champion_before, "after": result.champion_after}
     print(json.dumps(moved))

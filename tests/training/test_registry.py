@@ -151,7 +151,6 @@ def test_given_a_registry_when_listing_then_each_version_shows_aliases_metrics_a
 
 def test_given_a_registry_when_running_models_json_then_it_prints_the_snapshot_as_json(registry):
     ws, _ = registry
-    out = io.StringIO()
 
     result = CliRunner().invoke(app, ["models", "--json", "--history", "--workspace", str(ws.root)])
 

@@ -32,8 +32,8 @@ def registry(small_world, kit, tmp_path_factory):
         patch.chdir(cwd)
         patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        first = train(ws, small_world.tables, features_for, kit.config(), oracle, data_hash_="hash-1")
-        second = train(ws, small_world.tables, features_for, kit.config(seed=1, tasks=("churn",)), oracle)
+        first = train(resolve_tracking(ws), small_world.tables, features_for, kit.config(), oracle, data_hash_="hash-1")
+        second = train(resolve_tracking(ws), small_world.tables, features_for, kit.config(seed=1, tasks=("churn",)), oracle)
     return SimpleNamespace(ws=ws, cwd=cwd, first=first, second=second, target=resolve_tracking(ws))
 
 
@@ -174,5 +174,5 @@ def test_given_champions_when_batch_scoring_then_one_row_per_customer_with_every
 def test_given_a_tracking_uri_variable_when_resolving_then_it_wins(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
 
-    assert resolve_tracking(tmp_path).tracking_uri == "http://127.0.0.1:5000"
-    assert resolve_tracking(tmp_path).artifact_root is None
+    assert resolve_tracking(resolve_workspace(tmp_path)).tracking_uri == "http://127.0.0.1:5000"
+    assert resolve_tracking(resolve_workspace(tmp_path)).artifact_root is None

@@ -1,0 +1,96 @@
+"""The house rules that keep the code easy to extend, checked on the source itself.
+
+- Layers: the ground floor (``cxpredict.workspace``, ``cxpredict.tasks``, ``cxpredict.progress``)
+  imports nothing of the product; ``features`` nothing of ``training`` or ``serving``; ``training``
+  nothing of ``serving``; nothing below the command line imports it or its renderer.
+- One home per task: no product module but the registry and the task's own implementation module
+  names a task (a task is added by one module plus one registry entry, nothing else).
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import tokenize
+from pathlib import Path
+
+import pytest
+
+from cxpredict import tasks as registry
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("cxpredict", "features", "training", "serving")
+GROUND = ("cxpredict/workspace.py", "cxpredict/tasks.py", "cxpredict/progress.py", "cxpredict/__init__.py")
+TOP = ("cxpredict.cli", "cxpredict.render")
+WORLD = ROOT / "features" / "synthetic"
+"""The generated world says who churns in its own truth (a fact of the world, not a task); each task's
+``oracle`` maps that truth to its labels."""
+FORBIDDEN = {
+    "features": ("training", "serving", *TOP),
+    "training": ("serving", *TOP),
+    "serving": TOP,
+}
+
+
+def product_files() -> list[Path]:
+    return sorted(path for package in PACKAGES for path in (ROOT / package).rglob("*.py"))
+
+
+def imported(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    return names
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+@pytest.mark.parametrize("path", product_files(), ids=lambda path: str(path.relative_to(ROOT)))
+def test_given_a_product_module_then_it_imports_nothing_from_a_layer_above_it(path):
+    relative = path.relative_to(ROOT).as_posix()
+    names = imported(path)
+    if relative in GROUND:
+        above = [n for n in names if any(_under(n, p) for p in ("features", "training", "serving", *TOP))]
+    else:
+        top = relative.split("/")[0]
+        above = [n for n in names if any(_under(n, p) for p in FORBIDDEN.get(top, ()))]
+    assert not above, f"{relative} imports {sorted(above)} from a layer above it"
+
+
+def _task_words() -> dict[str, set[str]]:
+    """Per task, the words that name it: code name, command-line name and model name."""
+    return {spec.name: {spec.name, spec.cli_name, spec.model_name} for spec in registry.all_tasks()}
+
+
+def _strings_and_names(path: Path) -> list[tuple[int, str]]:
+    found = []
+    for token in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+        if token.type == tokenize.STRING:
+            try:
+                found.append((token.start[0], str(ast.literal_eval(token.string))))
+            except (ValueError, SyntaxError):  # f-strings: their literal parts still count
+                found.append((token.start[0], token.string))
+        elif token.type in (tokenize.NAME, tokenize.COMMENT):
+            found.append((token.start[0], token.string))
+    return found
+
+
+@pytest.mark.parametrize("task", registry.names())
+def test_given_the_product_code_then_only_the_registry_and_the_task_module_name_the_task(task):
+    words = _task_words()[task]
+    allowed = {ROOT / "cxpredict" / "tasks.py", ROOT / (registry.get(task).implementation.replace(".", "/") + ".py")}
+    offenders = []
+    for path in product_files():
+        if path in allowed or (path.is_relative_to(WORLD) and "_" not in task):
+            continue
+        for line, text in _strings_and_names(path):
+            exact = text in words
+            multiword = "_" in task and any(word in text for word in words)
+            if exact or multiword:
+                offenders.append(f"{path.relative_to(ROOT)}:{line}: {text[:60]!r}")
+    assert not offenders, "task named outside its module and the registry:\n" + "\n".join(offenders)
