@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # LightGBM's OpenMP threads spin-wait on a shared 2-core machine unless told to sleep.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install demo test test-fast lock benchmarks clean
+.PHONY: install demo test test-fast lint lock benchmarks clean
 
 $(UV):
 	$(PYTHON) -m pip install --user --quiet uv
@@ -30,6 +30,10 @@ test: install ## the whole test suite
 
 test-fast: install ## the suite without slow end-to-end tests and without PostgreSQL/Redis
 	$(VENV)/bin/pytest -m "not slow and not services" $(PYTEST_ARGS)
+
+lint: install ## ruff: lint rules and formatting (CI runs this before the tests)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 lock: | $(UV) ## re-resolve the lock file after changing pyproject.toml
 	$(UV) lock --python $(PYTHON)

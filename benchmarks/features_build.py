@@ -35,13 +35,30 @@ AS_OF = datetime(2026, 11, 1, tzinfo=UTC)
 US_PER_DAY = 86_400_000_000
 CATEGORIES = np.array(["electronics", "home", "fashion", "beauty", "sports", "grocery", "toys", "books"])
 EVENT_TYPES = np.array(
-    ["session_start", "page_view", "search", "product_view", "add_to_cart", "wishlist_add", "checkout_start",
-     "checkout_complete", "app_open", "login"]
+    [
+        "session_start",
+        "page_view",
+        "search",
+        "product_view",
+        "add_to_cart",
+        "wishlist_add",
+        "checkout_start",
+        "checkout_complete",
+        "app_open",
+        "login",
+    ]
 )
 EVENT_P = np.array([0.0, 0.40, 0.15, 0.25, 0.08, 0.03, 0.04, 0.02, 0.02, 0.01])
 CHUNK = 100_000
-PER_CUSTOMER = {"orders": 22.0, "lines_extra": 1.7, "sessions": 15.0, "events_extra": 5.0, "tickets": 1.5,
-                "surveys": 3.0, "marketing": 30.0}
+PER_CUSTOMER = {
+    "orders": 22.0,
+    "lines_extra": 1.7,
+    "sessions": 15.0,
+    "events_extra": 5.0,
+    "tickets": 1.5,
+    "surveys": 3.0,
+    "marketing": 30.0,
+}
 """Mean rows per customer over a full two years; a customer who joined later gets proportionally fewer."""
 
 
@@ -80,16 +97,20 @@ class World:
         first_us = np.maximum(life_start, self.start_us)
         span = self.end_us - first_us
         share = span / (DAYS * US_PER_DAY)
-        self._write("customers", {
-            "customer_id": _ids("C", ids),
-            "signup_at": pa.array(life_start).cast(pa.timestamp("us", tz="UTC")),
-            "birth_year": pa.array(rng.integers(1945, 2006, n)),
-            "region": pa.array(rng.choice(["north", "south", "east", "west"], n)),
-            "acquisition_channel": pa.array(rng.choice(["search", "social", "store", "referral"], n)),
-            "loyalty_tier": pa.array(rng.choice(["none", "silver", "gold"], n, p=[0.6, 0.3, 0.1])),
-            "email": pa.nulls(n, pa.string()), "phone": pa.nulls(n, pa.string()),
-            "loyalty_card": pa.nulls(n, pa.string()),
-        })
+        self._write(
+            "customers",
+            {
+                "customer_id": _ids("C", ids),
+                "signup_at": pa.array(life_start).cast(pa.timestamp("us", tz="UTC")),
+                "birth_year": pa.array(rng.integers(1945, 2006, n)),
+                "region": pa.array(rng.choice(["north", "south", "east", "west"], n)),
+                "acquisition_channel": pa.array(rng.choice(["search", "social", "store", "referral"], n)),
+                "loyalty_tier": pa.array(rng.choice(["none", "silver", "gold"], n, p=[0.6, 0.3, 0.1])),
+                "email": pa.nulls(n, pa.string()),
+                "phone": pa.nulls(n, pa.string()),
+                "loyalty_card": pa.nulls(n, pa.string()),
+            },
+        )
 
         def per_customer(mean: float) -> tuple[np.ndarray, np.ndarray]:
             counts = rng.poisson(mean * activity * share)
@@ -104,17 +125,20 @@ class World:
         m = line_owner.size
         returned = rng.random(m) < 0.04
         amount = np.round(rng.gamma(2.0, 20.0, m), 2)
-        self._write("transactions", {
-            "customer_id": _ids("C", ids[line_owner]),
-            "timestamp": pa.array(line_ts).cast(pa.timestamp("us", tz="UTC")),
-            "amount": pa.array(np.where(returned, -amount, amount)),
-            "order_id": _ids("O", order_no),
-            "channel": pa.array(rng.choice(["online", "store", "app"], m, p=[0.5, 0.3, 0.2])),
-            "category": pa.array(CATEGORIES[rng.integers(0, CATEGORIES.size, m)]),
-            "quantity": pa.array(1 + rng.poisson(0.5, m)),
-            "discount": pa.array(np.where(rng.random(m) < 0.3, rng.choice([0.1, 0.2, 0.3], m), 0.0)),
-            "returned": pa.array(returned),
-        })
+        self._write(
+            "transactions",
+            {
+                "customer_id": _ids("C", ids[line_owner]),
+                "timestamp": pa.array(line_ts).cast(pa.timestamp("us", tz="UTC")),
+                "amount": pa.array(np.where(returned, -amount, amount)),
+                "order_id": _ids("O", order_no),
+                "channel": pa.array(rng.choice(["online", "store", "app"], m, p=[0.5, 0.3, 0.2])),
+                "category": pa.array(CATEGORIES[rng.integers(0, CATEGORIES.size, m)]),
+                "quantity": pa.array(1 + rng.poisson(0.5, m)),
+                "discount": pa.array(np.where(rng.random(m) < 0.3, rng.choice([0.1, 0.2, 0.3], m), 0.0)),
+                "returned": pa.array(returned),
+            },
+        )
 
         owner, sess_ts = per_customer(PER_CUSTOMER["sessions"])
         per_session = 1 + rng.poisson(PER_CUSTOMER["events_extra"], owner.size)
@@ -124,62 +148,82 @@ class World:
         ev_ts = np.repeat(sess_ts, per_session) + offset * 60_000_000
         kinds = np.where(offset == 0, 0, rng.choice(EVENT_TYPES.size, ev_owner.size, p=EVENT_P))
         app = np.repeat(rng.random(owner.size) < 0.3, per_session)
-        self._write("events", {
-            "customer_id": _ids("C", ids[ev_owner]),
-            "timestamp": pa.array(ev_ts).cast(pa.timestamp("us", tz="UTC")),
-            "event_type": pa.array(EVENT_TYPES[kinds]),
-            "session_id": _ids("S", session_no),
-            "channel": pa.array(np.where(app, "app", "web")),
-            "category": pa.array(CATEGORIES[rng.integers(0, CATEGORIES.size, ev_owner.size)]),
-            "device_id": pa.nulls(ev_owner.size, pa.string()),
-        })
+        self._write(
+            "events",
+            {
+                "customer_id": _ids("C", ids[ev_owner]),
+                "timestamp": pa.array(ev_ts).cast(pa.timestamp("us", tz="UTC")),
+                "event_type": pa.array(EVENT_TYPES[kinds]),
+                "session_id": _ids("S", session_no),
+                "channel": pa.array(np.where(app, "app", "web")),
+                "category": pa.array(CATEGORIES[rng.integers(0, CATEGORIES.size, ev_owner.size)]),
+                "device_id": pa.nulls(ev_owner.size, pa.string()),
+            },
+        )
 
         owner, opened = per_customer(PER_CUSTOMER["tickets"])
         k = owner.size
         resolved = opened + rng.integers(3_600_000_000, 10 * US_PER_DAY, k)
         open_now = rng.random(k) < 0.1
-        self._write("support_tickets", {
-            "customer_id": _ids("C", ids[owner]),
-            "opened_at": pa.array(opened).cast(pa.timestamp("us", tz="UTC")),
-            "topic": pa.array(rng.choice(["delivery", "product_quality", "billing", "returns", "account",
-                                          "availability"], k)),
-            "channel": pa.array(rng.choice(["phone", "email", "chat", "store", "app"], k)),
-            "resolved_at": pa.array(np.where(open_now, 0, resolved), mask=open_now).cast(
-                pa.timestamp("us", tz="UTC")),
-            "satisfaction": pa.array(rng.integers(1, 6, k), mask=open_now),
-            "sentiment": pa.array(np.round(rng.uniform(-1, 1, k), 3)),
-        })
+        self._write(
+            "support_tickets",
+            {
+                "customer_id": _ids("C", ids[owner]),
+                "opened_at": pa.array(opened).cast(pa.timestamp("us", tz="UTC")),
+                "topic": pa.array(
+                    rng.choice(
+                        ["delivery", "product_quality", "billing", "returns", "account", "availability"], k
+                    )
+                ),
+                "channel": pa.array(rng.choice(["phone", "email", "chat", "store", "app"], k)),
+                "resolved_at": pa.array(np.where(open_now, 0, resolved), mask=open_now).cast(
+                    pa.timestamp("us", tz="UTC")
+                ),
+                "satisfaction": pa.array(rng.integers(1, 6, k), mask=open_now),
+                "sentiment": pa.array(np.round(rng.uniform(-1, 1, k), 3)),
+            },
+        )
 
         owner, ts = per_customer(PER_CUSTOMER["surveys"])
         k = owner.size
         nps = rng.random(k) < 0.5
-        self._write("surveys", {
-            "customer_id": _ids("C", ids[owner]),
-            "timestamp": pa.array(ts).cast(pa.timestamp("us", tz="UTC")),
-            "kind": pa.array(np.where(nps, "nps", "csat")),
-            "score": pa.array(np.where(nps, rng.integers(0, 11, k), rng.integers(1, 6, k))),
-            "comment": pa.nulls(k, pa.string()),
-        })
+        self._write(
+            "surveys",
+            {
+                "customer_id": _ids("C", ids[owner]),
+                "timestamp": pa.array(ts).cast(pa.timestamp("us", tz="UTC")),
+                "kind": pa.array(np.where(nps, "nps", "csat")),
+                "score": pa.array(np.where(nps, rng.integers(0, 11, k), rng.integers(1, 6, k))),
+                "comment": pa.nulls(k, pa.string()),
+            },
+        )
 
         owner, ts = per_customer(PER_CUSTOMER["marketing"])
         k = owner.size
-        self._write("marketing", {
-            "customer_id": _ids("C", ids[owner]),
-            "timestamp": pa.array(ts).cast(pa.timestamp("us", tz="UTC")),
-            "campaign_id": _ids("K", rng.integers(0, 500, k)),
-            "channel": pa.array(rng.choice(["email", "sms", "push"], k)),
-            "action": pa.array(rng.choice(["sent", "opened", "clicked", "unsubscribed"], k,
-                                          p=[0.6, 0.28, 0.11, 0.01])),
-        })
+        self._write(
+            "marketing",
+            {
+                "customer_id": _ids("C", ids[owner]),
+                "timestamp": pa.array(ts).cast(pa.timestamp("us", tz="UTC")),
+                "campaign_id": _ids("K", rng.integers(0, 500, k)),
+                "channel": pa.array(rng.choice(["email", "sms", "push"], k)),
+                "action": pa.array(
+                    rng.choice(["sent", "opened", "clicked", "unsubscribed"], k, p=[0.6, 0.28, 0.11, 0.01])
+                ),
+            },
+        )
 
         asked = rng.random(n) < 0.8
         who = np.flatnonzero(asked)
-        self._write("consents", {
-            "customer_id": _ids("C", ids[who]),
-            "timestamp": pa.array(first_us[who]).cast(pa.timestamp("us", tz="UTC")),
-            "purpose": pa.array(rng.choice(["profiling", "marketing"], who.size)),
-            "granted": pa.array(rng.random(who.size) < 0.9),
-        })
+        self._write(
+            "consents",
+            {
+                "customer_id": _ids("C", ids[who]),
+                "timestamp": pa.array(first_us[who]).cast(pa.timestamp("us", tz="UTC")),
+                "purpose": pa.array(rng.choice(["profiling", "marketing"], who.size)),
+                "granted": pa.array(rng.random(who.size) < 0.9),
+            },
+        )
 
     def close(self) -> None:
         for writer in self.writers.values():
@@ -188,7 +232,10 @@ class World:
         for source, writer in self.writers.items():
             names = writer.schema.names
             empty = {"email", "phone", "loyalty_card", "device_id", "comment"}
-            manifest["sources"][source] = {"rows": self.rows[source], "columns_supplied": [c for c in names if c not in empty]}
+            manifest["sources"][source] = {
+                "rows": self.rows[source],
+                "columns_supplied": [c for c in names if c not in empty],
+            }
         (self.folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
@@ -206,8 +253,16 @@ def build(workspace: Path) -> None:
     from features.snapshots import FeatureBuildConfig, build_features
 
     summary = build_features(workspace, AS_OF, FeatureBuildConfig(threads=2))
-    print(json.dumps({"seconds": summary.seconds, "customers": summary.customers,
-                      "features": summary.features, "snapshots_built": summary.snapshots_built}))
+    print(
+        json.dumps(
+            {
+                "seconds": summary.seconds,
+                "customers": summary.customers,
+                "features": summary.features,
+                "snapshots_built": summary.snapshots_built,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -226,13 +281,26 @@ def main() -> None:
         print(f"generated {rows} in {time.perf_counter() - started:.0f}s")
     shutil.rmtree(args.workspace / "features", ignore_errors=True)
     started = time.perf_counter()
-    child = subprocess.run([sys.executable, __file__, "--workspace", str(args.workspace), "--child"],
-                           check=True, capture_output=True, text=True)
+    child = subprocess.run(
+        [sys.executable, __file__, "--workspace", str(args.workspace), "--child"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = json.loads(child.stdout.strip().splitlines()[-1])
-    print(json.dumps({**result, "wall_seconds": round(wall, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
-                      "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 2), "load_average_1m": os.getloadavg()[0]}))
+    print(
+        json.dumps(
+            {
+                **result,
+                "wall_seconds": round(wall, 1),
+                "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+                "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 2),
+                "load_average_1m": os.getloadavg()[0],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

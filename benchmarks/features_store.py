@@ -34,7 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 FAMILIES: dict[str, list[tuple[str, str]]] = {
-    "purchase": [(f"purchase_{m}_{w}d", "double") for m in ("count", "amount", "items") for w in (7, 30, 90, 365)]
+    "purchase": [
+        (f"purchase_{m}_{w}d", "double") for m in ("count", "amount", "items") for w in (7, 30, 90, 365)
+    ]
     + [
         ("days_since_last_purchase", "double"),
         ("purchase_gap_mean_days", "double"),
@@ -69,7 +71,9 @@ FAMILIES: dict[str, list[tuple[str, str]]] = {
         ("voice_response_rate", "double"),
     ],
     "marketing": [
-        (f"marketing_{m}_{w}d", "double") for m in ("sent", "opens", "clicks", "unsubscribes") for w in (7, 30, 90)
+        (f"marketing_{m}_{w}d", "double")
+        for m in ("sent", "opens", "clicks", "unsubscribes")
+        for w in (7, 30, 90)
     ],
     "profile": [
         ("profile_tenure_days", "double"),
@@ -133,7 +137,11 @@ def write_world(root: Path, n: int, snapshots: list[datetime], seed: int = 7) ->
         "categories": ["electronics", "home", "fashion"],
         "snapshots": [s.strftime("%Y-%m-%dT%H:%M:%SZ") for s in snapshots],
         "families": {
-            family: {"sources": [family], "path": family, "features": [{"name": f, "dtype": d} for f, d in feats]}
+            family: {
+                "sources": [family],
+                "path": family,
+                "features": [{"name": f, "dtype": d} for f, d in feats],
+            }
             for family, feats in FAMILIES.items()
         },
     }
@@ -168,7 +176,9 @@ def main() -> None:
     parser.add_argument("--pit-rows", type=int, default=0, help="entity rows for point-in-time retrieval")
     parser.add_argument("--pit-feast", action="store_true", help="time Feast's get_historical_features too")
     parser.add_argument("--workspace", type=Path, default=None)
-    parser.add_argument("--existing", action="store_true", help="reuse --workspace, already written and materialised")
+    parser.add_argument(
+        "--existing", action="store_true", help="reuse --workspace, already written and materialised"
+    )
     args = parser.parse_args()
 
     from cxpredict.workspace import Workspace
@@ -186,8 +196,10 @@ def main() -> None:
     else:
         began = time.perf_counter()
         n_features = write_world(scratch, args.customers, snapshots)
-        print(f"world: {args.customers:,} customers x {n_features} features x {len(snapshots)} snapshots "
-              f"written in {time.perf_counter() - began:.1f} s ({scratch})")
+        print(
+            f"world: {args.customers:,} customers x {n_features} features x {len(snapshots)} snapshots "
+            f"written in {time.perf_counter() - began:.1f} s ({scratch})"
+        )
         feature_store.apply_repo(ws)
 
     if args.feast_materialize:
@@ -198,15 +210,19 @@ def main() -> None:
         cpu = time.process_time()
         report = feature_store.materialize_latest(small, end=end, fast=False)
         cpu = time.process_time() - cpu
-        print(f"materialise Feast default: {limit:,} customers in {report.seconds:.1f} s wall ({cpu:.1f} s CPU) = "
-              f"{limit / report.seconds:,.0f} customers/s")
+        print(
+            f"materialise Feast default: {limit:,} customers in {report.seconds:.1f} s wall ({cpu:.1f} s CPU) = "
+            f"{limit / report.seconds:,.0f} customers/s"
+        )
     if not args.existing:
         cpu = time.process_time()
         report = feature_store.materialize_latest(ws, end=end, fast=True)
         cpu = time.process_time() - cpu
-        print(f"materialise fast path:     {report.customers:,} customers in {report.seconds:.1f} s wall "
-              f"({cpu:.1f} s CPU, 2 threads) = {report.customers / report.seconds:,.0f} customers/s "
-              f"({report.values:,} values)")
+        print(
+            f"materialise fast path:     {report.customers:,} customers in {report.seconds:.1f} s wall "
+            f"({cpu:.1f} s CPU, 2 threads) = {report.customers / report.seconds:,.0f} customers/s "
+            f"({report.values:,} values)"
+        )
 
     if not args.skip_online:
         store = feature_store.open_store(ws)
@@ -218,7 +234,9 @@ def main() -> None:
         gc.freeze()  # as a serving process does after start-up: full GC passes over the imports cost ~100 ms
         print("online reads: gc.freeze() after warm-up (same for both readers)")
         for size in (1, 100):
-            picks = [[f"C{i:08d}" for i in rng.choice(args.customers, size, replace=False)] for _ in range(64)]
+            picks = [
+                [f"C{i:08d}" for i in rng.choice(args.customers, size, replace=False)] for _ in range(64)
+            ]
             cycle = iter(range(10**9))
 
             def sdk(size=size, picks=picks, cycle=cycle):
@@ -231,15 +249,23 @@ def main() -> None:
 
             def sdk_stored(picks=picks, cycle=cycle):
                 ids = picks[next(cycle) % len(picks)]
-                store.get_online_features(features=stored, entity_rows=[{"customer_id": c} for c in ids]).to_dict()
+                store.get_online_features(
+                    features=stored, entity_rows=[{"customer_id": c} for c in ids]
+                ).to_dict()
 
             def fast(picks=picks, cycle=cycle):
                 reader.read(picks[next(cycle) % len(picks)], "churn", request_time=request_time)
 
             label = f"online read {size:>3} customer(s)"
-            print(f"{label}, Feast SDK, churn service: {percentiles(time_calls(sdk, args.online_iterations))}")
-            print(f"{label}, Feast SDK, stored only:   {percentiles(time_calls(sdk_stored, args.online_iterations))}")
-            print(f"{label}, fast reader, churn:       {percentiles(time_calls(fast, args.online_iterations))}")
+            print(
+                f"{label}, Feast SDK, churn service: {percentiles(time_calls(sdk, args.online_iterations))}"
+            )
+            print(
+                f"{label}, Feast SDK, stored only:   {percentiles(time_calls(sdk_stored, args.online_iterations))}"
+            )
+            print(
+                f"{label}, fast reader, churn:       {percentiles(time_calls(fast, args.online_iterations))}"
+            )
 
     if args.pit_rows:
         rng = np.random.default_rng(2)
@@ -255,13 +281,17 @@ def main() -> None:
         )
         began = time.perf_counter()
         fast_frame = feature_store.get_training_features_fast(ws, entity_df, "churn")
-        print(f"point-in-time {n:,} rows, narrow-pick DuckDB path: {time.perf_counter() - began:.1f} s "
-              f"({fast_frame.shape[1]} columns)")
+        print(
+            f"point-in-time {n:,} rows, narrow-pick DuckDB path: {time.perf_counter() - began:.1f} s "
+            f"({fast_frame.shape[1]} columns)"
+        )
         if args.pit_feast:
             began = time.perf_counter()
             frame = feature_store.get_training_features(ws, entity_df, "churn")
-            print(f"point-in-time {n:,} rows, Feast DuckDB offline store: {time.perf_counter() - began:.1f} s "
-                  f"({frame.shape[1]} columns)")
+            print(
+                f"point-in-time {n:,} rows, Feast DuckDB offline store: {time.perf_counter() - began:.1f} s "
+                f"({frame.shape[1]} columns)"
+            )
 
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     if args.workspace is None:

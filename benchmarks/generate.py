@@ -35,8 +35,6 @@ DATA = re.compile(r"<!-- generate-data (.*?) -->", re.S)
 TARGETS = {100_000: 60.0, 1_000_000: 600.0}
 
 
-
-
 def measure(customers: int, seed: int, days: int, end: date, workspace: Path) -> dict:
     ws = resolve_workspace(workspace)
     load_before = os.getloadavg()[0]
@@ -82,8 +80,13 @@ def render(results: dict[str, dict], host: dict[str, str]) -> str:
             f"{r['rows']['events']:,} | {r['rows']['transactions']:,} | {r['load_before']} / {r['load_after']} | "
             f"{r['measured']} |"
         )
-    lines += ["", "Rows per source of the largest run: " + ", ".join(
-        f"{s} {results[max(results, key=int)]['rows'][s]:,}" for s in SOURCES) + ".", ""]
+    lines += [
+        "",
+        "Rows per source of the largest run: "
+        + ", ".join(f"{s} {results[max(results, key=int)]['rows'][s]:,}" for s in SOURCES)
+        + ".",
+        "",
+    ]
     lines.append(f"<!-- generate-data {json.dumps(results, sort_keys=True)} -->")
     lines.append(CLOSE)
     return "\n".join(lines)

@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from report import DOC, machine, write_section  # noqa: E402
+
 OPEN, CLOSE = "<!-- serving -->", "<!-- /serving -->"
 TASKS = ("churn", "next_purchase", "unmet_needs")
 READER_SERVICES = (*TASKS, "realtime_signals")
@@ -67,8 +68,6 @@ class Plan:
 
 
 QUICK = Plan(warmup_hundred=40, single=600, hundred_c1=60, hundred_c8=80, sustained_s=5.0, feast_calls=10)
-
-
 
 
 def load_average() -> float:
@@ -119,8 +118,13 @@ class Server:
         executable = Path(sys.executable).parent / "cxpredict"
         command = [str(executable), "serve", "--workspace", str(ws_root), "--port", str(port)]
         command += ["--reload-seconds", "0", "--workers", str(workers)]
-        env = {**os.environ, "CXPREDICT_API_KEYS": key, "OMP_WAIT_POLICY": "PASSIVE",
-               "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+        env = {
+            **os.environ,
+            "CXPREDICT_API_KEYS": key,
+            "OMP_WAIT_POLICY": "PASSIVE",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+        }
         self.port, self.log_path = port, log_path
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
@@ -256,8 +260,15 @@ class Run:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
-async def drive(port: int, requests: list[bytes], concurrency: int, run: Run, total: int | None = None,
-                seconds: float | None = None, offset: int = 0) -> None:
+async def drive(
+    port: int,
+    requests: list[bytes],
+    concurrency: int,
+    run: Run,
+    total: int | None = None,
+    seconds: float | None = None,
+    offset: int = 0,
+) -> None:
     """Closed loop: ``concurrency`` workers, each on its own keep-alive connection, send the next request
     as soon as the previous answer is read, until ``total`` requests were sent or ``seconds`` passed."""
     issued = [0]
@@ -311,8 +322,17 @@ async def drive(port: int, requests: list[bytes], concurrency: int, run: Run, to
     run.seconds = perf() - began
 
 
-def measure(server: Server, name: str, requests: list[bytes], size: int, concurrency: int, *,
-            warmup: int, total: int | None = None, seconds: float | None = None) -> Run:
+def measure(
+    server: Server,
+    name: str,
+    requests: list[bytes],
+    size: int,
+    concurrency: int,
+    *,
+    warmup: int,
+    total: int | None = None,
+    seconds: float | None = None,
+) -> Run:
     """Warm up with ``warmup`` requests of the same shape, then measure one phase."""
     warm = Run(f"{name} warm-up", size, concurrency)
     asyncio.run(drive(server.port, requests, concurrency, warm, total=warmup))
@@ -466,39 +486,80 @@ def verdicts(result: dict) -> list[tuple[str, str, str, bool | None]]:
     ratio = c1["p99_ms"] / feast["sdk_p99_ms"]
     every_error = sum(p["errors"] for p in phases.values())
     return [
-        ("1 customer/request, concurrency 8: p50", f"≤ {ONE_P50_MS:g} ms", f"{one['p50_ms']:.2f} ms",
-         one["p50_ms"] <= ONE_P50_MS),
-        ("1 customer/request, concurrency 8: p99", f"≤ {ONE_P99_MS:g} ms", f"{one['p99_ms']:.2f} ms",
-         one["p99_ms"] <= ONE_P99_MS),
-        ("100 customers/request, concurrency 1: p99", f"≤ {HUNDRED_P99_MS:g} ms",
-         f"{c1['p99_ms']:.1f} ms (p50 {c1['p50_ms']:.1f})", c1["p99_ms"] <= HUNDRED_P99_MS),
-        ("100 customers/request, concurrency 8: p99", "— (reported)",
-         f"{c8['p99_ms']:.1f} ms (p50 {c8['p50_ms']:.1f}, {c8['rate']:.0f} req/s)", None),
-        (f"sustained {held['seconds']:.0f} s, 1 customer/request, concurrency 8: throughput",
-         f"≥ {RATE_TARGET:g} req/s",
-         f"{held['rate']:.0f} req/s (median 1-s window {held['rate_median_1s']:.0f}, "
-         f"slowest {held['rate_min_1s']})",
-         held["rate"] >= RATE_TARGET),
-        ("errors (sustained phase; every phase)", "0",
-         f"{held['errors']} of {held['requests']:,}; {every_error} in all",
-         held["errors"] == 0 and every_error == 0),
-        ("100 customers, p99: service over HTTP (c=1; features + 3 models + drivers) vs Feast SDK "
-         "(3 services, features only)", "service < Feast",
-         f"{c1['p99_ms']:.1f} vs {feast['sdk_p99_ms']:.1f} ms ({ratio:.2f}×)", ratio < 1.0),
+        (
+            "1 customer/request, concurrency 8: p50",
+            f"≤ {ONE_P50_MS:g} ms",
+            f"{one['p50_ms']:.2f} ms",
+            one["p50_ms"] <= ONE_P50_MS,
+        ),
+        (
+            "1 customer/request, concurrency 8: p99",
+            f"≤ {ONE_P99_MS:g} ms",
+            f"{one['p99_ms']:.2f} ms",
+            one["p99_ms"] <= ONE_P99_MS,
+        ),
+        (
+            "100 customers/request, concurrency 1: p99",
+            f"≤ {HUNDRED_P99_MS:g} ms",
+            f"{c1['p99_ms']:.1f} ms (p50 {c1['p50_ms']:.1f})",
+            c1["p99_ms"] <= HUNDRED_P99_MS,
+        ),
+        (
+            "100 customers/request, concurrency 8: p99",
+            "— (reported)",
+            f"{c8['p99_ms']:.1f} ms (p50 {c8['p50_ms']:.1f}, {c8['rate']:.0f} req/s)",
+            None,
+        ),
+        (
+            f"sustained {held['seconds']:.0f} s, 1 customer/request, concurrency 8: throughput",
+            f"≥ {RATE_TARGET:g} req/s",
+            f"{held['rate']:.0f} req/s (median 1-s window {held['rate_median_1s']:.0f}, "
+            f"slowest {held['rate_min_1s']})",
+            held["rate"] >= RATE_TARGET,
+        ),
+        (
+            "errors (sustained phase; every phase)",
+            "0",
+            f"{held['errors']} of {held['requests']:,}; {every_error} in all",
+            held["errors"] == 0 and every_error == 0,
+        ),
+        (
+            "100 customers, p99: service over HTTP (c=1; features + 3 models + drivers) vs Feast SDK "
+            "(3 services, features only)",
+            "service < Feast",
+            f"{c1['p99_ms']:.1f} vs {feast['sdk_p99_ms']:.1f} ms ({ratio:.2f}×)",
+            ratio < 1.0,
+        ),
     ]
 
 
-PHASE_COLUMNS = ("phase", "requests", "errors", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
-                 "server CPU/req", "server cores busy", "client CPU/req", "load before/after")
+PHASE_COLUMNS = (
+    "phase",
+    "requests",
+    "errors",
+    "req/s",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "max ms",
+    "server CPU/req",
+    "server cores busy",
+    "client CPU/req",
+    "load before/after",
+)
 
 
 def phase_rows(result: dict) -> list[list[str]]:
     return [
         [
             f"{p['customers_per_request']} customer(s), c={p['concurrency']}, {p['seconds']:.0f} s",
-            f"{p['requests']:,}", str(p["errors"]), f"{p['rate']:.0f}",
-            *(f"{p[k]:.2f}" for k in ("p50_ms", "p90_ms", "p99_ms")), f"{p['max_ms']:.1f}",
-            f"{p['server_cpu_ms_per_request']:.2f} ms", f"{p['server_cores']:.2f}",
+            f"{p['requests']:,}",
+            str(p["errors"]),
+            f"{p['rate']:.0f}",
+            *(f"{p[k]:.2f}" for k in ("p50_ms", "p90_ms", "p99_ms")),
+            f"{p['max_ms']:.1f}",
+            f"{p['server_cpu_ms_per_request']:.2f} ms",
+            f"{p['server_cores']:.2f}",
             f"{p['client_cpu_us_per_request']:.0f} µs",
             f"{p['load_before']} / {p['load_after']}",
         ]
@@ -553,14 +614,28 @@ def render(result: dict) -> str:
         f"({feast['calls']} calls, `gc.freeze()` after warm-up as the server does; load "
         f"{feast['load_before']} / {feast['load_after']}):",
         "",
-        *markdown(("100 customers", "p50 ms", "p99 ms"), [
-            [f"Feast SDK `get_online_features`, services churn + next_purchase + unmet_needs "
-             f"(p50 per service: {by_service})", f"{feast['sdk_p50_ms']:.1f}", f"{feast['sdk_p99_ms']:.1f}"],
-            ["CX Predict fast reader (`OnlineReader.read`: the three services + realtime_signals, one read)",
-             f"{feast['reader_p50_ms']:.2f}", f"{feast['reader_p99_ms']:.2f}"],
-            ["the service over HTTP, concurrency 1 (features + 3 models + drivers)",
-             f"{c1['p50_ms']:.1f}", f"{c1['p99_ms']:.1f}"],
-        ], "lrr"),
+        *markdown(
+            ("100 customers", "p50 ms", "p99 ms"),
+            [
+                [
+                    f"Feast SDK `get_online_features`, services churn + next_purchase + unmet_needs "
+                    f"(p50 per service: {by_service})",
+                    f"{feast['sdk_p50_ms']:.1f}",
+                    f"{feast['sdk_p99_ms']:.1f}",
+                ],
+                [
+                    "CX Predict fast reader (`OnlineReader.read`: the three services + realtime_signals, one read)",
+                    f"{feast['reader_p50_ms']:.2f}",
+                    f"{feast['reader_p99_ms']:.2f}",
+                ],
+                [
+                    "the service over HTTP, concurrency 1 (features + 3 models + drivers)",
+                    f"{c1['p50_ms']:.1f}",
+                    f"{c1['p99_ms']:.1f}",
+                ],
+            ],
+            "lrr",
+        ),
         "",
         f"Ratios, service / Feast SDK for 100 customers: p50 {c1['p50_ms'] / feast['sdk_p50_ms']:.2f}×, "
         f"p99 {c1['p99_ms'] / feast['sdk_p99_ms']:.2f}×.",
@@ -583,8 +658,6 @@ def render(result: dict) -> str:
         lines += ["", note]
     lines += ["", CLOSE]
     return "\n".join(lines)
-
-
 
 
 def print_report(result: dict) -> None:
@@ -616,8 +689,11 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     ws = resolve_workspace(args.workspace)
     versions = champion_versions(ws) if ws.root.exists() else f"no workspace at {ws.root}"
     if isinstance(versions, str):
-        print(f"{versions}: this benchmark serves trained champion models. Make them with `make demo` "
-              f"(or `cxpredict demo --workspace {ws.root}`), then run it again.", file=sys.stderr)
+        print(
+            f"{versions}: this benchmark serves trained champion models. Make them with `make demo` "
+            f"(or `cxpredict demo --workspace {ws.root}`), then run it again.",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     if not free_port(args.port):
         print(f"port {args.port} is in use: choose another with --port", file=sys.stderr)
@@ -663,8 +739,11 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                 run = measure(server, name, requests, size, concurrency, warmup=warmup, **budget)
                 result["phases"][name] = summary(run)
                 p = result["phases"][name]
-                print(f"{name}: {p['requests']} requests, {p['errors']} errors, {p['rate']} req/s, "
-                      f"p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms", flush=True)
+                print(
+                    f"{name}: {p['requests']} requests, {p['errors']} errors, {p['rate']} req/s, "
+                    f"p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms",
+                    flush=True,
+                )
                 if p["errors"]:
                     print(f"  errors: {p['error_kinds']}\n{server.log_tail()}", flush=True)
         finally:
@@ -681,7 +760,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, default=Path(".cxpredict"))
     parser.add_argument("--port", type=int, default=3199)
-    parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4), help="server worker processes")
+    parser.add_argument(
+        "--workers", type=int, default=min(os.cpu_count() or 1, 4), help="server worker processes"
+    )
     parser.add_argument("--quick", action="store_true", help="shorten every phase (smoke run, no doc)")
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument("--note", action="append", default=[], help="a sentence added under the tables")

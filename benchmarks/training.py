@@ -29,12 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from report import DOC, machine, write_section  # noqa: E402
+
 OPEN, CLOSE = "<!-- training -->", "<!-- /training -->"
 END = date(2026, 11, 1)
 AS_OF = datetime(2026, 11, 1, tzinfo=UTC)
 TRAIN_TARGET_S, SCORE_TARGET_S = 300.0, 120.0
-
-
 
 
 def peak_rss_mib() -> int:
@@ -48,8 +47,12 @@ def cpu_seconds() -> float:
 
 def _child(*args: str) -> dict:
     """Run a phase of this script in a fresh process; its last stdout line is its JSON result."""
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "MLFLOW_DISABLE_TELEMETRY": "true",
-           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    env = {
+        **os.environ,
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     done = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -116,7 +119,11 @@ def phase_train(workspace: Path) -> dict:
     load_before = os.getloadavg()[0]
     began = time.perf_counter()
     results = run.train_workspace(
-        ws, as_of=AS_OF, progress=lambda stage, done, total, note="": note and marks.append((note, round(time.perf_counter() - began, 1)))
+        ws,
+        as_of=AS_OF,
+        progress=lambda stage, done, total, note="": (
+            note and marks.append((note, round(time.perf_counter() - began, 1)))
+        ),
     )
     seconds = time.perf_counter() - began
     quality = {}
@@ -158,7 +165,10 @@ def phase_score(workspace: Path, tracking: Path | None) -> dict:
     load_before = os.getloadavg()[0]
     began = time.perf_counter()
     summary = score_workspace(
-        ws, None, out, tracking_uri=resolve_tracking(resolve_workspace(tracking)).tracking_uri if tracking else None
+        ws,
+        None,
+        out,
+        tracking_uri=resolve_tracking(resolve_workspace(tracking)).tracking_uri if tracking else None,
     )
     seconds = time.perf_counter() - began
     size = out.stat().st_size
@@ -202,7 +212,11 @@ def prepare_million(source: Path, workspace: Path, copies: int = 10) -> int:
     with duckdb.connect(config={"threads": 2}) as con:
         con.execute("SET TimeZone = 'UTC'")
         for name, entry in manifest.sources.items():
-            columns = ["customer_id", TIME_COLUMNS[name], *(["purpose", "granted"] if name == "consents" else [])]
+            columns = [
+                "customer_id",
+                TIME_COLUMNS[name],
+                *(["purpose", "granted"] if name == "consents" else []),
+            ]
             columns = [c for c in columns if c in entry.columns_supplied]
             rest = "".join(f", {c}" for c in columns[1:])
             src = current_version(origin) / f"{name}.parquet"
@@ -211,9 +225,15 @@ def prepare_million(source: Path, workspace: Path, copies: int = 10) -> int:
                 f"range({copies}) t(k)) TO '{version / f'{name}.parquet'}' (FORMAT parquet)"
             )
             listed[name] = {"rows": entry.rows * copies, "columns_supplied": columns}
-        (version / "manifest.json").write_text(json.dumps({
-            "version": "replicated", "created_at": datetime.now(UTC).isoformat(), "sources": listed,
-        }))
+        (version / "manifest.json").write_text(
+            json.dumps(
+                {
+                    "version": "replicated",
+                    "created_at": datetime.now(UTC).isoformat(),
+                    "sources": listed,
+                }
+            )
+        )
         ws.canonical_dir.symlink_to(Path(".canonical-versions") / "replicated", target_is_directory=True)
         for path in sorted(origin.features_dir.glob("*/snapshot_date=*/data.parquet")):
             target = ws.features_dir / path.relative_to(origin.features_dir)
@@ -270,7 +290,12 @@ def render(result: dict) -> str:
         "",
         f"Of the training time, {train['oracle_seconds']:.1f} s is the generator's oracle (evaluation only; "
         "absent on real data). Steps (cumulative seconds): "
-        + ", ".join(f"{message} {at}" for message, at in train["marks"] if message.endswith(("features", "fitting", "MLflow", "done"))) + ".",
+        + ", ".join(
+            f"{message} {at}"
+            for message, at in train["marks"]
+            if message.endswith(("features", "fitting", "MLflow", "done"))
+        )
+        + ".",
         "",
         "Quality on the held-out cutoff (AUC and ECE are means over binary targets; for unmet needs, over the needs):",
         "",
@@ -298,28 +323,36 @@ def render(result: dict) -> str:
             f"{_f(logistic)} | {_f(oracle)} | {_f(model / oracle if oracle else None, 3)} | {_f(ece)} | {verdict} |"
         )
     if result.get("million"):
-        lines += ["", "The 1,000,000-customer scoring world is the 100,000-customer world replicated 10× with "
-                  "distinct ids (same feature schema and 13 monthly snapshots per family; canonical ids, times "
-                  "and consents replicated), scored with the champions trained above."]
+        lines += [
+            "",
+            "The 1,000,000-customer scoring world is the 100,000-customer world replicated 10× with "
+            "distinct ids (same feature schema and 13 monthly snapshots per family; canonical ids, times "
+            "and consents replicated), scored with the champions trained above.",
+        ]
     for note in result.get("notes", []):
         lines += ["", note]
     lines += ["", CLOSE]
     return "\n".join(lines)
 
 
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--workspace", type=Path, default=Path("/tmp/cxpredict-bench-training/ws100k"))
-    parser.add_argument("--million", action="store_true",
-                        help="also score 1,000,000 customers: the world replicated 10x with distinct ids")
+    parser.add_argument(
+        "--million",
+        action="store_true",
+        help="also score 1,000,000 customers: the world replicated 10x with distinct ids",
+    )
     parser.add_argument("--million-workspace", type=Path, default=Path("/tmp/cxpredict-bench-training/ws1m"))
     parser.add_argument("--note", action="append", default=[], help="a sentence added under the tables")
     parser.add_argument("--no-doc", action="store_true")
-    parser.add_argument("--render", type=Path, default=None,
-                        help="rewrite the doc section from a saved JSON result (this script's output) instead of running")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        help="rewrite the doc section from a saved JSON result (this script's output) instead of running",
+    )
     parser.add_argument("--phase", choices=["prepare", "train", "score"], help=argparse.SUPPRESS)
     parser.add_argument("--tracking", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -341,8 +374,9 @@ def main() -> None:
         return
     result: dict = {"machine": machine(), "customers": args.customers, "notes": args.note}
     if not (args.workspace / "features" / "manifest.json").exists():
-        result["prepare"] = _child("--phase", "prepare", "--workspace", str(args.workspace),
-                                   "--customers", str(args.customers))
+        result["prepare"] = _child(
+            "--phase", "prepare", "--workspace", str(args.workspace), "--customers", str(args.customers)
+        )
         print("prepared", result["prepare"], flush=True)
     result["train"] = _child("--phase", "train", "--workspace", str(args.workspace))
     print("trained", json.dumps(result["train"]), flush=True)
@@ -350,10 +384,13 @@ def main() -> None:
     print("scored", result["score"], flush=True)
     if args.million:
         began = time.perf_counter()
-        prepare_million(args.workspace, args.million_workspace, copies=max(1, round(1_000_000 / args.customers)))
+        prepare_million(
+            args.workspace, args.million_workspace, copies=max(1, round(1_000_000 / args.customers))
+        )
         print("replicated to 1M in", round(time.perf_counter() - began, 1), "s", flush=True)
-        result["million"] = _child("--phase", "score", "--workspace", str(args.million_workspace),
-                                   "--tracking", str(args.workspace))
+        result["million"] = _child(
+            "--phase", "score", "--workspace", str(args.million_workspace), "--tracking", str(args.workspace)
+        )
         print("scored 1M", result["million"], flush=True)
     result["measured"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(json.dumps(result, indent=2))

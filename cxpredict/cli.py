@@ -30,10 +30,13 @@ console = Console(width=None if sys.stdout.isatty() else 150)
 errors = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
 
-
 def _task_names(incomplete: str = "") -> list[str]:
     """Registered task names (read when asked, so a task registered by a plugin is offered too)."""
-    return [name for name in [spec.cli_name for spec in registry.all_tasks()] + ["all"] if name.startswith(incomplete)]
+    return [
+        name
+        for name in [spec.cli_name for spec in registry.all_tasks()] + ["all"]
+        if name.startswith(incomplete)
+    ]
 
 
 def _one_task(value: str) -> str:
@@ -73,7 +76,9 @@ def _version(show: bool) -> None:
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
 ) -> None:
     """Predictive customer experience on Feast, MLflow, LightGBM and BentoML."""
 
@@ -91,7 +96,9 @@ def _day(value: str | None) -> datetime | None:
     try:
         return datetime.strptime(value.strip(), "%Y-%m-%d").replace(tzinfo=timezone.utc)
     except ValueError as error:
-        raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD or 'latest'", param_hint="--as-of") from error
+        raise typer.BadParameter(
+            f"{value!r} is not a date YYYY-MM-DD or 'latest'", param_hint="--as-of"
+        ) from error
 
 
 def _today() -> datetime:
@@ -137,7 +144,9 @@ def generate(
     customers: Annotated[int, typer.Option(min=10, help="Number of customers in the world.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same world.")] = 1,
     days: Annotated[int, typer.Option(min=120, help="Length of the history in days.")] = 730,
-    end: Annotated[Optional[str], typer.Option(help="End of the history, exclusive, YYYY-MM-DD (default: today).")] = None,
+    end: Annotated[
+        Optional[str], typer.Option(help="End of the history, exclusive, YYYY-MM-DD (default: today).")
+    ] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Generate a synthetic omnichannel retailer: raw sources into raw/, ground truth into truth/."""
@@ -158,7 +167,9 @@ def ingest(
     transactions: Annotated[Optional[Path], typer.Option(help=SOURCE_HELP.format("transactions"))] = None,
     customers: Annotated[Optional[Path], typer.Option(help=SOURCE_HELP.format("customers"))] = None,
     events: Annotated[Optional[Path], typer.Option(help=SOURCE_HELP.format("events"))] = None,
-    support_tickets: Annotated[Optional[Path], typer.Option(help=SOURCE_HELP.format("support tickets"))] = None,
+    support_tickets: Annotated[
+        Optional[Path], typer.Option(help=SOURCE_HELP.format("support tickets"))
+    ] = None,
     surveys: Annotated[Optional[Path], typer.Option(help=SOURCE_HELP.format("surveys"))] = None,
     marketing: Annotated[Optional[Path], typer.Option(help=SOURCE_HELP.format("marketing"))] = None,
     consents: Annotated[Optional[Path], typer.Option(help=SOURCE_HELP.format("consents"))] = None,
@@ -192,13 +203,20 @@ def features(as_of: DayOption = None, workspace: WorkspaceOption = None) -> None
 
 @app.command()
 def train(
-    task: Annotated[str, typer.Argument(help="A registered task, or all.", callback=_tasks, metavar="TASK",
-                                        autocompletion=_task_names)] = "all",
+    task: Annotated[
+        str,
+        typer.Argument(
+            help="A registered task, or all.", callback=_tasks, metavar="TASK", autocompletion=_task_names
+        ),
+    ] = "all",
     as_of: DayOption = None,
     horizon_days: Annotated[
-        Optional[int], typer.Option(min=1, max=730, help="Label horizon H in days (default: each task's own).")
+        Optional[int],
+        typer.Option(min=1, max=730, help="Label horizon H in days (default: each task's own)."),
     ] = None,
-    tune: Annotated[int, typer.Option(min=0, help="Optuna trials on the validation cutoff (0: no tuning).")] = 0,
+    tune: Annotated[
+        int, typer.Option(min=0, help="Optuna trials on the validation cutoff (0: no tuning).")
+    ] = 0,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Train on rolling cutoffs (Feast point-in-time features), log runs and register models in MLflow."""
@@ -217,8 +235,9 @@ def train(
 
 @app.command()
 def evaluate(
-    task: Annotated[str, typer.Option("--task", help="A task or all.", callback=_tasks,
-                                      autocompletion=_task_names)] = "all",
+    task: Annotated[
+        str, typer.Option("--task", help="A task or all.", callback=_tasks, autocompletion=_task_names)
+    ] = "all",
     alias: AliasOption = "champion",
     as_of: DayOption = None,
     workspace: WorkspaceOption = None,
@@ -260,7 +279,9 @@ def score(
 def demo(
     customers: Annotated[int, typer.Option(min=100, help="Customers in the generated world.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed of the world.")] = 1,
-    serve_api: Annotated[bool, typer.Option("--serve/--no-serve", help="End by serving the API (Ctrl-C stops it).")] = True,
+    serve_api: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="End by serving the API (Ctrl-C stops it).")
+    ] = True,
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the API.")] = 3000,
     workspace: WorkspaceOption = None,
 ) -> None:
@@ -271,7 +292,9 @@ def demo(
     _quiet()
     ws = _workspace(workspace)
     with render.progress(console) as progress, _refusal("the demo stopped"):
-        for title, kind, payload in run_demo(ws, customers, seed, _today(), progress, port if serve_api else None):
+        for title, kind, payload in run_demo(
+            ws, customers, seed, _today(), progress, port if serve_api else None
+        ):
             console.rule(title)
             console.print(render.demo_step(kind, payload))
     if serve_api and payload["answered"]:
@@ -285,10 +308,17 @@ def demo(
 @app.command()
 def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the HTTP API.")] = 3000,
-    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Interface to listen on (0.0.0.0 for every interface).")
+    ] = "127.0.0.1",
     alias: AliasOption = "champion",
-    reload_seconds: Annotated[float, typer.Option(min=0, help="How often to check the alias for a new version (0: never).")] = 30.0,
-    workers: Annotated[Optional[int], typer.Option(min=1, show_default=False, help="Worker processes (default: one per CPU, at most 4).")] = None,
+    reload_seconds: Annotated[
+        float, typer.Option(min=0, help="How often to check the alias for a new version (0: never).")
+    ] = 30.0,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(min=1, show_default=False, help="Worker processes (default: one per CPU, at most 4)."),
+    ] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Serve every task's model over HTTP (BentoML), with the champion versions."""
@@ -305,9 +335,18 @@ def serve(
 
 @app.command()
 def promote(
-    task: Annotated[str, typer.Argument(help="The task whose candidate to gate.", callback=_one_task, metavar="TASK",
-                                        autocompletion=_task_names)],
-    version: Annotated[Optional[str], typer.Option(help="Candidate version (default: the challenger).")] = None,
+    task: Annotated[
+        str,
+        typer.Argument(
+            help="The task whose candidate to gate.",
+            callback=_one_task,
+            metavar="TASK",
+            autocompletion=_task_names,
+        ),
+    ],
+    version: Annotated[
+        Optional[str], typer.Option(help="Candidate version (default: the challenger).")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Move champion even if the gate refuses.")] = False,
     reason: Annotated[Optional[str], typer.Option(help="Why (required with --force; recorded).")] = None,
     tolerance: Annotated[Optional[float], typer.Option(help="Largest AUC drop against the champion.")] = None,
@@ -332,8 +371,15 @@ def promote(
 
 @app.command()
 def rollback(
-    task: Annotated[str, typer.Argument(help="The task whose champion to move back.", callback=_one_task, metavar="TASK",
-                                        autocompletion=_task_names)],
+    task: Annotated[
+        str,
+        typer.Argument(
+            help="The task whose champion to move back.",
+            callback=_one_task,
+            metavar="TASK",
+            autocompletion=_task_names,
+        ),
+    ],
     reason: Annotated[Optional[str], typer.Option(help="Why (recorded in the audit trail).")] = None,
     actor: ActorOption = None,
     workspace: WorkspaceOption = None,
@@ -353,7 +399,10 @@ def rollback(
 def models(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     history: Annotated[bool, typer.Option("--history", help="Show every alias move.")] = False,
-    card: Annotated[Optional[tuple[str, str]], typer.Option(help="Print the model card of TASK VERSION.", show_default=False)] = None,
+    card: Annotated[
+        Optional[tuple[str, str]],
+        typer.Option(help="Print the model card of TASK VERSION.", show_default=False),
+    ] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Every task's registered versions, aliases, key metrics, as-of and training rows."""

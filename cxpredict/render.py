@@ -9,7 +9,14 @@ from contextlib import contextmanager
 
 from rich.console import Console, Group
 from rich.json import JSON
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from cxpredict import tasks as registry

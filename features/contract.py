@@ -363,8 +363,9 @@ def conform(frame: pd.DataFrame, source: str) -> pd.DataFrame:
         if column.name in frame.columns:
             columns[column.name] = frame[column.name].astype(dtype)
         else:
-            columns[column.name] = pd.Series(pd.NA if column.kind != "double" else np.nan,
-                                              index=frame.index, dtype=dtype)
+            columns[column.name] = pd.Series(
+                pd.NA if column.kind != "double" else np.nan, index=frame.index, dtype=dtype
+            )
     return pd.DataFrame(columns, index=frame.index)
 
 

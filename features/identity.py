@@ -210,7 +210,8 @@ def stitch(parsed: dict[str, ParsedSource], previous: Evidence, key: str) -> Sti
     for source, p in parsed.items():
         valid = p.valid
         evidence = evidence.combine(
-            evidence_from_rows(source, p.canonical["customer_id"][valid], hashed[source][valid]))
+            evidence_from_rows(source, p.canonical["customer_id"][valid], hashed[source][valid])
+        )
     graph = build_graph(evidence)
 
     out: dict[str, ParsedSource] = {}

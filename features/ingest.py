@@ -247,7 +247,7 @@ def merge_events(existing: pd.DataFrame | None, batch: pd.DataFrame) -> Merge:
     """Append the batch rows not identical to an earlier canonical or batch row (event-like tables)."""
     base = existing if existing is not None else batch.iloc[:0]
     combined = pd.concat([base, batch], ignore_index=True)
-    duplicate = combined.duplicated(keep="first").to_numpy()[len(base):]
+    duplicate = combined.duplicated(keep="first").to_numpy()[len(base) :]
     fresh = batch[~duplicate]
     return Merge(pd.concat([base, fresh], ignore_index=True), len(fresh), int(duplicate.sum()))
 
@@ -270,8 +270,8 @@ def merge_customers(existing: pd.DataFrame | None, batch: pd.DataFrame, supplied
     identical = same_customer.copy()
     for column in combined.columns:
         identical &= _null_safe_equal(ordered[column], previous[column])
-    duplicate = pd.Series(identical, index=ordered.index).sort_index().to_numpy()[len(base):]
-    seen_before = pd.Series(same_customer, index=ordered.index).sort_index().to_numpy()[len(base):]
+    duplicate = pd.Series(identical, index=ordered.index).sort_index().to_numpy()[len(base) :]
+    seen_before = pd.Series(same_customer, index=ordered.index).sort_index().to_numpy()[len(base) :]
     fresh = batch[~duplicate]
     table = pd.concat([base, fresh], ignore_index=True)
     table = table.drop_duplicates("customer_id", keep="last", ignore_index=True)
@@ -343,8 +343,14 @@ def ingest(ws: Workspace, paths: dict[str, Path] | None = None, now: datetime | 
 
 
 def _write_sources(
-    ws: Workspace, staged: catalog.StagedVersion, previous: Path | None, files: dict[str, Path],
-    raws: dict[str, pd.DataFrame], stitched: Stitched, manifest: catalog.Manifest | None, stages: _Stages,
+    ws: Workspace,
+    staged: catalog.StagedVersion,
+    previous: Path | None,
+    files: dict[str, Path],
+    raws: dict[str, pd.DataFrame],
+    stitched: Stitched,
+    manifest: catalog.Manifest | None,
+    stages: _Stages,
 ) -> tuple[dict[str, SourceReport], dict[str, pd.DataFrame | None]]:
     """Merge each ingested source into its canonical and quarantine tables in the staged version."""
     reports: dict[str, SourceReport] = {}
@@ -415,7 +421,8 @@ def _finish(staged: catalog.StagedVersion, old: catalog.Manifest | None, reports
             r = reports[source]
             seen_files = sorted(set(before) | {r.file})
             sources[source] = catalog.SourceManifest(
-                rows=r.canonical_rows, columns_supplied=r.columns_supplied, files=seen_files)
+                rows=r.canonical_rows, columns_supplied=r.columns_supplied, files=seen_files
+            )
         elif old and source in old.sources:
             sources[source] = old.sources[source]
     report = IngestReport(

@@ -190,7 +190,9 @@ def feature_kinds(view: FeatureView) -> list[tuple[str, str]]:
     for feature in view.features:
         dtype = str(feature.dtype)
         if dtype not in ("Float64", "String"):
-            raise TypeError(f"fast materialisation handles Float64/String features, not {dtype} ({feature.name})")
+            raise TypeError(
+                f"fast materialisation handles Float64/String features, not {dtype} ({feature.name})"
+            )
         kinds.append((feature.name, "string" if dtype == "String" else "double"))
     return sorted(kinds)
 
@@ -236,7 +238,9 @@ def plan_view(store: FeatureStore, view: FeatureView) -> ViewPlan:
     config = store.config
     return ViewPlan(
         view=view,
-        table_name=compute_table_id(config.project, view, config.registry.enable_online_feature_view_versioning),
+        table_name=compute_table_id(
+            config.project, view, config.registry.enable_online_feature_view_versioning
+        ),
         join_key=view.entity_columns[0].name,
         kinds=feature_kinds(view),
     )
@@ -257,9 +261,11 @@ class KeyCache:
 def key_order(table: pa.Table, join_key: str) -> pa.Table:
     """Rows in serialised-key order (length prefix, then UTF-8 bytes), so inserts append to the B-trees."""
     ids = table.column(join_key)
-    return table.append_column("__len", pc.binary_length(ids)).sort_by(
-        [("__len", "ascending"), (join_key, "ascending")]
-    ).drop_columns(["__len"])
+    return (
+        table.append_column("__len", pc.binary_length(ids))
+        .sort_by([("__len", "ascending"), (join_key, "ascending")])
+        .drop_columns(["__len"])
+    )
 
 
 def _encoded_chunks(
@@ -290,7 +296,9 @@ def _encoded_chunks(
     sink.put(None)
 
 
-def write_latest(store: FeatureStore, views: list[FeatureView], start: datetime, end: datetime) -> tuple[int, int]:
+def write_latest(
+    store: FeatureStore, views: list[FeatureView], start: datetime, end: datetime
+) -> tuple[int, int]:
     """Materialise the latest row per customer in ``[start, end]`` of each view; returns (customers, values).
 
     ``customers`` is the largest number of customers written for one view. A worker thread pulls

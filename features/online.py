@@ -118,7 +118,11 @@ class ServicePlan:
 def _python_value(blob: bytes):
     """A non-double value as Feast's reader returns it (strings directly from the protobuf)."""
     value = ValueProto.FromString(blob)
-    return value.string_val if value.WhichOneof("val") == "string_val" else feast_value_type_to_python_type(value)
+    return (
+        value.string_val
+        if value.WhichOneof("val") == "string_val"
+        else feast_value_type_to_python_type(value)
+    )
 
 
 def decode_values(blobs: tuple[bytes, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
@@ -254,9 +258,11 @@ class OnlineReader:
         if n:
             keys = [self._encoder(c) for c in ids]
             unique = list(dict.fromkeys(keys))
-            rows = self._connection().execute(
-                self._statement(plan, len(unique)), unique * len(plan.tables)
-            ).fetchall()
+            rows = (
+                self._connection()
+                .execute(self._statement(plan, len(unique)), unique * len(plan.tables))
+                .fetchall()
+            )
             if rows:
                 if len(unique) < n:
                     found = np.full((len(unique), len(plan.stored)), None, dtype=object)
@@ -302,7 +308,9 @@ class OnlineReader:
             for name in feature_service:
                 part = self._sdk(customer_ids, name, request_time, event_times)
                 if EVENT_TIME in merged and EVENT_TIME in part:
-                    part[EVENT_TIME] = [max(a or 0, b or 0) or None for a, b in zip(merged[EVENT_TIME], part[EVENT_TIME])]
+                    part[EVENT_TIME] = [
+                        max(a or 0, b or 0) or None for a, b in zip(merged[EVENT_TIME], part[EVENT_TIME])
+                    ]
                 merged.update(part)
             return merged
         rows = [{"customer_id": c} for c in customer_ids]
@@ -341,7 +349,12 @@ def merge_plans(plans: list[ServicePlan]) -> ServicePlan:
         return tuple(dict.fromkeys(item for plan in plans for item in getattr(plan, field)))
 
     return ServicePlan(
-        union("outputs"), union("stored"), union("tables"), tuple(derived.values()), union("every"), union("untimed")
+        union("outputs"),
+        union("stored"),
+        union("tables"),
+        tuple(derived.values()),
+        union("every"),
+        union("untimed"),
     )
 
 
@@ -364,7 +377,9 @@ def _nullable(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _compute(derived: DerivedPlan, columns: dict[str, np.ndarray], request_time, n: int) -> dict[str, np.ndarray]:
+def _compute(
+    derived: DerivedPlan, columns: dict[str, np.ndarray], request_time, n: int
+) -> dict[str, np.ndarray]:
     """On-demand features with the same functions the registered on-demand views run."""
     if derived.kind == RATIOS_VIEW:
         return {

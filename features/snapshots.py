@@ -143,7 +143,9 @@ def snapshot_calendar(as_of: datetime, config: FeatureBuildConfig | None = None)
 def discover_sources(canonical_dir: Path) -> dict[str, CanonicalSource]:
     """Canonical sources present as ``<source>.parquet`` (file or folder)."""
     return {
-        s: CanonicalSource(s, canonical_dir / f"{s}.parquet") for s in SOURCES if (canonical_dir / f"{s}.parquet").exists()
+        s: CanonicalSource(s, canonical_dir / f"{s}.parquet")
+        for s in SOURCES
+        if (canonical_dir / f"{s}.parquet").exists()
     }
 
 
@@ -152,7 +154,9 @@ def _canonical_manifest(canonical_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def fingerprint(canonical_dir: Path, sources: Mapping[str, CanonicalSource], config: FeatureBuildConfig) -> str:
+def fingerprint(
+    canonical_dir: Path, sources: Mapping[str, CanonicalSource], config: FeatureBuildConfig
+) -> str:
     """Changes whenever the canonical manifest, a canonical file, or a feature definition changes."""
     digest = hashlib.sha256()
     manifest = canonical_dir / "manifest.json"
@@ -189,7 +193,9 @@ def supplied_columns(
     return out
 
 
-def top_categories(con: duckdb.DuckDBPyConnection, supplied: Mapping[str, frozenset[str]], limit: int) -> tuple[str, ...]:
+def top_categories(
+    con: duckdb.DuckDBPyConnection, supplied: Mapping[str, frozenset[str]], limit: int
+) -> tuple[str, ...]:
     """Top categories by event volume, else by transaction volume, else none."""
     if limit == 0:
         return ()
@@ -206,9 +212,7 @@ def snapshot_path(features_dir: Path, family: str, moment: datetime) -> Path:
 
 def _boundaries(snapshots: list[datetime], windows: tuple[int, ...]) -> tuple[int, ...]:
     offsets = sorted({*TREND_OFFSETS, *windows})
-    return tuple(
-        epoch_us(t) - d * DAY_US for t in snapshots if epoch_us(t) % DAY_US for d in offsets
-    )
+    return tuple(epoch_us(t) - d * DAY_US for t in snapshots if epoch_us(t) % DAY_US for d in offsets)
 
 
 def _read_previous(features_dir: Path) -> dict[str, Any] | None:
@@ -229,7 +233,9 @@ def _parse_iso(value: str) -> datetime:
     return to_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
 
 
-def _connect(scratch: Path, config: FeatureBuildConfig, sources: Mapping[str, CanonicalSource]) -> duckdb.DuckDBPyConnection:
+def _connect(
+    scratch: Path, config: FeatureBuildConfig, sources: Mapping[str, CanonicalSource]
+) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(
         str(scratch / "stage.duckdb"),
         config={
@@ -262,7 +268,9 @@ def _write_snapshot(
         f"make_timestamp({created_us}::BIGINT)::TIMESTAMPTZ AS created_timestamp, * EXCLUDE (customer_id) "
         f"FROM ({family.snapshot_sql(ctx, t)})"
     )
-    con.execute(f"COPY ({select}) TO '{str(tmp).replace(chr(39), chr(39) * 2)}' (FORMAT parquet, COMPRESSION zstd)")
+    con.execute(
+        f"COPY ({select}) TO '{str(tmp).replace(chr(39), chr(39) * 2)}' (FORMAT parquet, COMPRESSION zstd)"
+    )
     final = snapshot_path(features_dir, family.name, moment)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, final)
@@ -292,7 +300,8 @@ def _manifest(
                 "sources": f.used_sources(ctx),
                 "path": f.name,
                 "features": [
-                    {"name": d.name, "dtype": d.dtype, "description": d.description} for d in f.active_features(ctx)
+                    {"name": d.name, "dtype": d.dtype, "description": d.description}
+                    for d in f.active_features(ctx)
                 ],
             }
             for f in families

@@ -40,6 +40,7 @@ from features.feature_repo.definitions import (
 REPO_DIR = Path(__file__).resolve().parent / "feature_repo"
 HOME_PLACEHOLDER = "${CXPREDICT_HOME}"
 
+
 def _substitute(node, root: str):
     """Replace the workspace placeholder in every string of the parsed YAML (what Feast's expandvars does)."""
     if isinstance(node, dict):
@@ -287,8 +288,11 @@ def point_in_time_join(
     join_key = store.get_entity(views[0][0].entities[0]).join_key
     stamps = utc_micros(entity_df["event_timestamp"]).reset_index(drop=True)
     rows = pd.DataFrame(
-        {join_key: entity_df[join_key].reset_index(drop=True), "event_timestamp": stamps,
-         "__row": np.arange(len(entity_df))}  # fmt: skip
+        {
+            join_key: entity_df[join_key].reset_index(drop=True),
+            "event_timestamp": stamps,
+            "__row": np.arange(len(entity_df)),
+        }  # fmt: skip
     )
     columns: dict[str, pa.ChunkedArray] = {}
     with duckdb.connect() as connection:
@@ -353,7 +357,9 @@ def service_features(
             if projection.name in odfvs:
                 if projection.name not in derived:
                     odfv = odfvs[projection.name]
-                    needed = [f.name for s in odfv.source_feature_view_projections.values() for f in s.features]
+                    needed = [
+                        f.name for s in odfv.source_feature_view_projections.values() for f in s.features
+                    ]
                     derived[projection.name] = odfv.feature_transformation.udf(
                         stored[needed].assign(**{REQUEST_TIME: request_time})
                     )
@@ -430,8 +436,14 @@ def _missing(value) -> bool:
 
 def next_counters(current: dict[str, float | None], event: RealtimeEvent, window_start_s: float) -> dict:
     """Counters after ``event``; counters from before the current snapshot (``window_start_s``) restart at 0."""
-    stale = current.get("realtime_window_start_ts") is None or current["realtime_window_start_ts"] < window_start_s
-    base = {name: 0.0 if stale or current.get(name) is None else float(current[name]) for name in REALTIME_FEATURES}
+    stale = (
+        current.get("realtime_window_start_ts") is None
+        or current["realtime_window_start_ts"] < window_start_s
+    )
+    base = {
+        name: 0.0 if stale or current.get(name) is None else float(current[name])
+        for name in REALTIME_FEATURES
+    }
     for name in _SCORES:
         base[name] = None if stale or _missing(current.get(name)) else float(current[name])
     event_s = event.timestamp.timestamp()

@@ -137,7 +137,9 @@ def _ensure_models(ws: Workspace, as_of: pd.Timestamp, done: list[str]) -> str:
 
     target = resolve_tracking(ws)
     aliases = (CHAMPION, CHALLENGER)
-    missing = tuple(task for task in registry.names() if not any(version_info(target, task, alias) for alias in aliases))
+    missing = tuple(
+        task for task in registry.names() if not any(version_info(target, task, alias) for alias in aliases)
+    )
     if missing:
         results = train_workspace(ws, missing, as_of=as_of)
         done += [f"trained {task}: {result.decision or result.reason}" for task, result in results.items()]

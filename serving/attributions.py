@@ -36,7 +36,9 @@ class PathAttributions:
                     parent = float(node["internal_value"])
                     for side in ("left_child", "right_child"):
                         child = node[side]
-                        value = float(child["leaf_value"] if "leaf_index" in child else child["internal_value"])
+                        value = float(
+                            child["leaf_value"] if "leaf_index" in child else child["internal_value"]
+                        )
                         step = [*path, (int(node["split_feature"]), value - parent)]
                         if "leaf_index" in child:
                             leaves[int(child["leaf_index"])] = step

@@ -58,7 +58,9 @@ def requirements() -> str:
             cwd=PROJECT, check=True, capture_output=True, text=True,
         )  # fmt: skip
         return exported.stdout
-    installed = sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata["Name"])
+    installed = sorted(
+        f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata["Name"]
+    )
     return "\n".join(installed) + "\n"
 
 
@@ -67,7 +69,8 @@ def bentofile(versions: Mapping[str, str]) -> dict:
         "service": "serving.service:CXPredict",
         "description": "CX Predict prediction API (churn, next purchase, unmet needs), pinned to "
         + ", ".join(f"{task} v{version}" for task, version in versions.items()),
-        "labels": {f"{task}_version": version for task, version in versions.items()} | {"project": "cxpredict"},
+        "labels": {f"{task}_version": version for task, version in versions.items()}
+        | {"project": "cxpredict"},
         "include": [f"{package}/**/{pattern}" for package in PACKAGES for pattern in SOURCE_PATTERNS]
         + [PINNED_FILE.name],
         "exclude": ["**/__pycache__/**"],

@@ -30,7 +30,9 @@ def load_version(target: TrackingTarget, task: str, version: str, alias: str) ->
     spec = registry.get(task)
     name = spec.model_name
     with tracking_session(target), tempfile.TemporaryDirectory(prefix="cxpredict-model-") as folder:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=folder))
+        local = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=folder)
+        )
         bundle = ModelBundle.load(local / "artifacts" / "bundle")
     return ServedModel.of(task, name, str(version), alias, spec.feature_service, bundle)
 

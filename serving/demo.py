@@ -34,18 +34,30 @@ def run_demo(
 
     world = generate(ws, WorldConfig(customers=customers, seed=seed, end=today.date()), progress)
     yield "1 · generate a synthetic omnichannel retailer", "generated", world
-    yield "2 · ingest: validate, quarantine, de-duplicate, stitch identities, unify profiles", "ingest", ingest(
-        ws, progress=progress
+    yield (
+        "2 · ingest: validate, quarantine, de-duplicate, stitch identities, unify profiles",
+        "ingest",
+        ingest(ws, progress=progress),
     )
-    yield "3 · behavioural features in Feast (offline snapshots, online store)", "features", refresh_features(
-        ws, today, progress
+    yield (
+        "3 · behavioural features in Feast (offline snapshots, online store)",
+        "features",
+        refresh_features(ws, today, progress),
     )
     results = train_workspace(ws, as_of=today, progress=progress)
     yield "4 · train every task (MLflow runs, registered models)", "trained", list(results.values())
-    yield "5 · promote: challenger → champion only through the gate", "promoted", list(_promote_pending(ws, results))
+    yield (
+        "5 · promote: challenger → champion only through the gate",
+        "promoted",
+        list(_promote_pending(ws, results)),
+    )
     alias = _served_alias(ws, results)
     out = ws.reports_dir / f"scores-{today:%Y-%m-%d}.parquet"
-    yield "6 · score every known customer", "scored", (alias, score_workspace(ws, today, out, alias, progress=progress))
+    yield (
+        "6 · score every known customer",
+        "scored",
+        (alias, score_workspace(ws, today, out, alias, progress=progress)),
+    )
     if port is not None:
         yield "7 · serve the prediction API (BentoML)", "serving", start_demo_server(ws, port, out, alias)
 
@@ -88,4 +100,9 @@ def start_demo_server(ws: Workspace, port: int, scores_path, alias: str) -> dict
     answer = httpx.post(
         f"{server.url}/predict", json=body, headers={"Authorization": f"Bearer {first_key(env)}"}, timeout=30
     )
-    return found | {"ready": ready, "request": json.dumps(body), "status": answer.status_code, "answer": answer.text}
+    return found | {
+        "ready": ready,
+        "request": json.dumps(body),
+        "status": answer.status_code,
+        "answer": answer.text,
+    }

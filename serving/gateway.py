@@ -23,7 +23,10 @@ class Readiness:
     """Filled by the service instance when it starts: ``report()`` -> (ready, details)."""
 
     def __init__(self) -> None:
-        self.report: Callable[[], tuple[bool, dict]] = lambda: (False, {"reasons": ["the service is starting"]})
+        self.report: Callable[[], tuple[bool, dict]] = lambda: (
+            False,
+            {"reasons": ["the service is starting"]},
+        )
 
 
 async def _send_json(send, status: int, body: dict, headers: tuple = ()) -> None:
@@ -32,7 +35,11 @@ async def _send_json(send, status: int, body: dict, headers: tuple = ()) -> None
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *headers],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
         }
     )
     await send({"type": "http.response.body", "body": payload})
@@ -67,7 +74,9 @@ class GatewayMiddleware:
             await self.app(scope, receive, send)
             return
         if not self._authorised(scope):
-            error = "missing or invalid API key" if self.digests else "no API keys are configured on this server"
+            error = (
+                "missing or invalid API key" if self.digests else "no API keys are configured on this server"
+            )
             await _send_json(
                 send,
                 401,

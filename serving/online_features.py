@@ -66,15 +66,27 @@ class OnlineFeatures:
         try:
             self.reader.refresh()
         except Exception as error:
-            raise StoreUnavailable(f"the Feast registry could not be read ({type(error).__name__})") from error
+            raise StoreUnavailable(
+                f"the Feast registry could not be read ({type(error).__name__})"
+            ) from error
 
-    def _read(self, ids: list[str], service: str | tuple[str, ...], request_time: datetime, event_times: bool = False) -> dict:
+    def _read(
+        self,
+        ids: list[str],
+        service: str | tuple[str, ...],
+        request_time: datetime,
+        event_times: bool = False,
+    ) -> dict:
         try:
             return self.reader.read(ids, service, request_time, event_times=event_times)
         except Exception as error:
-            raise StoreUnavailable(f"the online feature store could not be read ({type(error).__name__})") from error
+            raise StoreUnavailable(
+                f"the online feature store could not be read ({type(error).__name__})"
+            ) from error
 
-    def read(self, customer_ids: Sequence[str], services: Sequence[str], request_time: datetime) -> RequestFeatures:
+    def read(
+        self, customer_ids: Sequence[str], services: Sequence[str], request_time: datetime
+    ) -> RequestFeatures:
         """The services' features (one read of the union, the realtime counters included), with the
         pushed events folded in."""
         ids = list(customer_ids)
@@ -84,7 +96,9 @@ class OnlineFeatures:
         realtime = {name: columns[name] for name in self.reader.plan(REALTIME_SERVICE).outputs}
         snapshot_s = [None if stamp is None else float(stamp) for stamp in stamps]
         granted = columns.get(CONSENT_FEATURE)
-        consent = [True] * len(ids) if granted is None else [value is None or float(value) > 0 for value in granted]
+        consent = (
+            [True] * len(ids) if granted is None else [value is None or float(value) > 0 for value in granted]
+        )
         merged = overlay(columns, realtime, snapshot_s, request_time.timestamp())
         return RequestFeatures(ids, merged, snapshot_s, consent)
 
@@ -95,4 +109,6 @@ class OnlineFeatures:
             with self._push_lock:
                 return push_event(self.ws, event, store=self.store)
         except Exception as error:
-            raise StoreUnavailable(f"the event could not be pushed to the online store ({type(error).__name__})") from error
+            raise StoreUnavailable(
+                f"the event could not be pushed to the online store ({type(error).__name__})"
+            ) from error

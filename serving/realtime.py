@@ -26,6 +26,8 @@ SURVEYS = "voice_surveys_365d"
 def nps_band(score: float) -> str:
     """As the voice family bands NPS: 0–6 detractor, 7–8 passive, 9–10 promoter."""
     return "detractor" if score <= 6 else "passive" if score <= 8 else "promoter"
+
+
 DAY_S = 86400.0
 
 

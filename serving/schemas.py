@@ -19,7 +19,9 @@ from features.store import ENGAGEMENT_EVENTS, SERVICE_EVENTS, SURVEY_EVENTS
 from serving.settings import MAX_CUSTOMERS
 from training.tasks import implementation
 
-CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")]
+CustomerId = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
+]
 CustomerIds = Annotated[list[CustomerId], Field(min_length=1, max_length=MAX_CUSTOMERS)]
 EventType = Literal[tuple(sorted(ENGAGEMENT_EVENTS | SERVICE_EVENTS | SURVEY_EVENTS))]  # type: ignore[valid-type]
 SurveyKind = Literal["nps", "csat"]
@@ -30,7 +32,9 @@ class CustomerPredictionBase(BaseModel):
     scored: bool = Field(description="False when no score may be given (see reason).")
     reason: str | None = None
     cold_start: bool = Field(description="True: unknown customer, answered from population priors.")
-    features_as_of: datetime | None = Field(description="Snapshot time of the features used (stale features show here).")
+    features_as_of: datetime | None = Field(
+        description="Snapshot time of the features used (stale features show here)."
+    )
 
 
 def _prediction_model() -> type[BaseModel]:

@@ -53,7 +53,9 @@ def metrics() -> dict[str, object]:
             labelnames=["task", "outcome"],
         ),
         "events": Counter(
-            name="cxpredict_events", documentation="Events pushed to the online store.", labelnames=["event_type"]
+            name="cxpredict_events",
+            documentation="Events pushed to the online store.",
+            labelnames=["event_type"],
         ),
         "served": Gauge(
             name="cxpredict_model_served",
@@ -65,7 +67,8 @@ def metrics() -> dict[str, object]:
             name="cxpredict_model_swaps", documentation="Model sets swapped in after an alias moved."
         ),
         "store_errors": Counter(
-            name="cxpredict_feature_store_errors", documentation="Requests refused because the online store failed."
+            name="cxpredict_feature_store_errors",
+            documentation="Requests refused because the online store failed.",
         ),
     }
 
@@ -100,7 +103,10 @@ class _Service:
             self.feature_error = f"the feature store could not be opened: {type(failure).__name__}: {failure}"
             log.error(self.feature_error)
         self.champions = Champions(
-            resolve_tracking(self.ws), self.settings.model_alias, on_swap=self._swapped, pinned=self.settings.pinned()
+            resolve_tracking(self.ws),
+            self.settings.model_alias,
+            on_swap=self._swapped,
+            pinned=self.settings.pinned(),
         )
         self._swapped(ModelSet(), self.champions.current)
         self.champions.watch(self.settings.reload_seconds)
@@ -228,7 +234,9 @@ class _Service:
         if moment > now + FUTURE_TOLERANCE:
             return error(400, "the event is in the future", "timestamp")
         if self.snapshot_as_of is not None and moment < self.snapshot_as_of:
-            return error(400, "the event is older than the feature snapshot, which already holds it", "timestamp")
+            return error(
+                400, "the event is older than the feature snapshot, which already holds it", "timestamp"
+            )
         survey = event_type in SURVEY_EVENTS
         if survey and kind is None:
             return error(400, "a survey_answered event needs kind (nps or csat)", "kind")
@@ -236,8 +244,12 @@ class _Service:
             low, high = SURVEY_SCALES[kind or "nps"]
             return error(400, f"a {kind} score between {low:g} and {high:g} is needed", "score")
         if not survey and (kind is not None or score is not None):
-            return error(400, "kind and score belong to survey_answered events only", "kind" if kind else "score")
-        event = RealtimeEvent(customer_id=customer_id, event_type=event_type, timestamp=moment, kind=kind, score=score)
+            return error(
+                400, "kind and score belong to survey_answered events only", "kind" if kind else "score"
+            )
+        event = RealtimeEvent(
+            customer_id=customer_id, event_type=event_type, timestamp=moment, kind=kind, score=score
+        )
         try:
             counters = self.features.push(event)
         except StoreUnavailable as failure:
@@ -276,7 +288,7 @@ def _task_endpoint(spec: registry.TaskSpec):
 for _spec in registry.all_tasks():
     setattr(_Service, _spec.name, _task_endpoint(_spec))
 
-CXPredict = bentoml.service(name="cxpredict", workers=1, threads=4, traffic={"timeout": 30}, http={"port": 3000})(
-    _Service
-)
+CXPredict = bentoml.service(
+    name="cxpredict", workers=1, threads=4, traffic={"timeout": 30}, http={"port": 3000}
+)(_Service)
 CXPredict.add_asgi_middleware(GatewayMiddleware, readiness=READINESS)

@@ -45,16 +45,30 @@ def default_workers() -> int:
 
 
 def serve_command(port: int, host: str) -> list[str]:
-    return [sys.executable, "-m", "bentoml", "serve", "serving.service:CXPredict", "--port", str(port), "--host", host]
+    return [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service:CXPredict",
+        "--port",
+        str(port),
+        "--host",
+        host,
+    ]
 
 
-def serve_environment(ws: Workspace, alias: str, reload_seconds: float, workers: int | None = None) -> dict[str, str]:
+def serve_environment(
+    ws: Workspace, alias: str, reload_seconds: float, workers: int | None = None
+) -> dict[str, str]:
     """The server's environment: workspace, alias, poll period, worker count and API keys (a key file
     is created in the workspace when no key is configured)."""
     env = dict(os.environ, CXPREDICT_HOME=str(ws.root), CXPREDICT_MODEL_ALIAS=alias)
     env["CXPREDICT_RELOAD_SECONDS"] = str(reload_seconds)
     overrides = [part for part in env.get("BENTOML_CONFIG_OPTIONS", "").split() if part]
-    env["BENTOML_CONFIG_OPTIONS"] = " ".join([*overrides, f"services.cxpredict.workers={workers or default_workers()}"])
+    env["BENTOML_CONFIG_OPTIONS"] = " ".join(
+        [*overrides, f"services.cxpredict.workers={workers or default_workers()}"]
+    )
     env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if not env.get("CXPREDICT_API_KEYS") and not env.get("CXPREDICT_API_KEYS_FILE"):
@@ -71,7 +85,11 @@ class Server:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            serve_command(port, host), env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            serve_command(port, host),
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def wait_answering(self, timeout_s: float = READY_TIMEOUT_S) -> bool:

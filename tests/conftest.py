@@ -93,9 +93,7 @@ def trained_world(featurised_world, tmp_path_factory):
     ws = copy_workspace(featurised_world.ws, tmp_path_factory.mktemp("trained") / "ws")
     saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:
-        results = train_workspace(
-            ws, as_of=TRAIN_AS_OF, lightgbm={"num_threads": 1}, shap_sample=300
-        )
+        results = train_workspace(ws, as_of=TRAIN_AS_OF, lightgbm={"num_threads": 1}, shap_sample=300)
     finally:
         if saved is not None:
             os.environ["MLFLOW_TRACKING_URI"] = saved

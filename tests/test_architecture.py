@@ -83,7 +83,10 @@ def _strings_and_names(path: Path) -> list[tuple[int, str]]:
 @pytest.mark.parametrize("task", registry.names())
 def test_given_the_product_code_then_only_the_registry_and_the_task_module_name_the_task(task):
     words = _task_words()[task]
-    allowed = {ROOT / "cxpredict" / "tasks.py", ROOT / (registry.get(task).implementation.replace(".", "/") + ".py")}
+    allowed = {
+        ROOT / "cxpredict" / "tasks.py",
+        ROOT / (registry.get(task).implementation.replace(".", "/") + ".py"),
+    }
     offenders = []
     for path in product_files():
         if path in allowed or (path.is_relative_to(WORLD) and "_" not in task):

@@ -59,7 +59,9 @@ def test_every_pipeline_step_has_an_entry_point_pinned_to_a_workspace():
 
 
 @pytest.mark.slow
-def test_mlflow_run_of_the_train_entry_point_registers_a_churn_model(featurised_world, copy_workspace, tmp_path):
+def test_mlflow_run_of_the_train_entry_point_registers_a_churn_model(
+    featurised_world, copy_workspace, tmp_path
+):
     # given a featurised workspace of our own and the locked environment's tools on PATH
     ws = copy_workspace(featurised_world.ws, tmp_path / "ws")
     env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}

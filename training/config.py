@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cxpredict import tasks as registry
 
+
 class LightGBMParams(BaseModel):
     """LightGBM settings shared by every model; ``tune`` may override the tree-shape ones."""
 

@@ -166,8 +166,6 @@ def withheld_consent(ws: Workspace, as_of: datetime | pd.Timestamp) -> set[str]:
     return {row[0] for row in rows}
 
 
-
-
 def task_features(ws: Workspace, entity_df: pd.DataFrame, tasks: Sequence[str]) -> dict[str, pd.DataFrame]:
     """Point-in-time features of several tasks for the same entity rows, each view joined once."""
     from features.store import service_features

@@ -61,7 +61,11 @@ def score_targets(
             scores["model"]["auc_ratio_to_oracle"] = m.with_oracle(scores["model"], scores["oracle"])[
                 "auc_ratio_to_oracle"
             ]
-        rows += [(target, name, metric, float(value)) for name, values in scores.items() for metric, value in values.items()]
+        rows += [
+            (target, name, metric, float(value))
+            for name, values in scores.items()
+            for metric, value in values.items()
+        ]
     return pd.DataFrame(rows, columns=["target", "model", "metric", "value"])
 
 
@@ -73,16 +77,29 @@ def _log_evaluation(target: TrackingTarget, result: Evaluation, horizon: int, as
     with tracking_session(target) as client:
         experiment_id = ensure_experiment(client, registry.get(result.task).experiment, target.artifact_root)
         name = f"evaluate-{result.task}-v{result.version}-{result.cutoff.date()}"
-        tags = {"kind": "evaluation", "task": result.task, "model_version": str(result.version), "alias": result.alias}
+        tags = {
+            "kind": "evaluation",
+            "task": result.task,
+            "model_version": str(result.version),
+            "alias": result.alias,
+        }
         with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags) as run:
-            mlflow.log_params({
-                "cutoff": result.cutoff.isoformat(), "horizon_days": str(horizon), "as_of": as_of.isoformat(),
-                "model_version": str(result.version), "alias": result.alias,
-            })
-            mlflow.log_metrics({
-                f"{row.target}.{row.model}.{row.metric}": row.value
-                for row in result.metrics.itertuples(index=False) if np.isfinite(row.value)
-            })
+            mlflow.log_params(
+                {
+                    "cutoff": result.cutoff.isoformat(),
+                    "horizon_days": str(horizon),
+                    "as_of": as_of.isoformat(),
+                    "model_version": str(result.version),
+                    "alias": result.alias,
+                }
+            )
+            mlflow.log_metrics(
+                {
+                    f"{row.target}.{row.model}.{row.metric}": row.value
+                    for row in result.metrics.itertuples(index=False)
+                    if np.isfinite(row.value)
+                }
+            )
             mlflow.log_text(result.metrics.to_csv(index=False), "metrics.csv")
             return run.info.run_id
 
@@ -103,8 +120,14 @@ def evaluate_workspace(
         moment = utc_timestamp(as_of) if as_of is not None else default_as_of(ws)
         found = {task: version_info(target, task, alias) for task in names}
         results = {
-            task: Evaluation(task, "missing", alias, reason=f"no version of {registry.get(task).model_name} has alias {alias!r}")
-            for task, info in found.items() if info is None
+            task: Evaluation(
+                task,
+                "missing",
+                alias,
+                reason=f"no version of {registry.get(task).model_name} has alias {alias!r}",
+            )
+            for task, info in found.items()
+            if info is None
         }
         present = {task: info for task, info in found.items() if info is not None}
         if present:
@@ -113,7 +136,12 @@ def evaluate_workspace(
 
 
 def _evaluate(
-    ws: Workspace, target: TrackingTarget, found: Mapping[str, dict], alias: str, moment: pd.Timestamp, log: bool
+    ws: Workspace,
+    target: TrackingTarget,
+    found: Mapping[str, dict],
+    alias: str,
+    moment: pd.Timestamp,
+    log: bool,
 ) -> dict[str, Evaluation]:
     prepare_store(ws)
     tables = load_tables(ws, moment)

@@ -112,7 +112,9 @@ def binary_targets(metrics: pd.DataFrame) -> list[str]:
     return sorted(metrics.loc[metrics["metric"] == "auc", "target"].unique())
 
 
-def summary_table(metrics: pd.DataFrame, models: Sequence[str] = ("model", "rf_heuristic", "logistic", "oracle")) -> pd.DataFrame:
+def summary_table(
+    metrics: pd.DataFrame, models: Sequence[str] = ("model", "rf_heuristic", "logistic", "oracle")
+) -> pd.DataFrame:
     """Model vs baselines vs oracle on the binary targets (means over targets, e.g. over needs):
     rows = models present, columns auc, pr_auc, ece, brier, rows and the AUC ratio to the oracle."""
     binary = metrics.loc[metrics["target"].isin(binary_targets(metrics))]

@@ -81,7 +81,7 @@ def top_contributions(
 
 
 def risk_bands(probability: np.ndarray, bounds: Sequence[float]) -> np.ndarray:
-    """"low" / "medium" / "high" for probabilities below ``bounds[0]``, below ``bounds[1]``, above."""
+    """ "low" / "medium" / "high" for probabilities below ``bounds[0]``, below ``bounds[1]``, above."""
     band = np.select([probability >= bounds[1], probability >= bounds[0]], ["high", "medium"], "low")
     return band.astype(object)
 

@@ -202,9 +202,7 @@ def fit_binary_head(
     return BinaryHead(spec, booster, BinaryEvaluation(target, test[1], predictions), results)
 
 
-def tuned(
-    dataset: TaskDataset, target: str, config: TrainConfig
-) -> tuple[LightGBMParams, dict[str, object]]:
+def tuned(dataset: TaskDataset, target: str, config: TrainConfig) -> tuple[LightGBMParams, dict[str, object]]:
     if config.tune_trials == 0:
         return config.lightgbm, {}
     train = (dataset.train.X, dataset.train.labels[target].to_numpy())

@@ -45,7 +45,8 @@ def truth_oracle_for(ws: Workspace, horizon_of, transactions_only: bool) -> Orac
         chosen = implementation(task).oracle(exact, transactions_only)
         chosen = chosen.assign(customer_id=chosen["customer_id"].astype(object), event_timestamp=latest)
         keys = entity_df[["customer_id", "event_timestamp"]].assign(
-            customer_id=entity_df["customer_id"].astype(object), event_timestamp=stamps.astype("datetime64[us, UTC]")
+            customer_id=entity_df["customer_id"].astype(object),
+            event_timestamp=stamps.astype("datetime64[us, UTC]"),
         )
         chosen["event_timestamp"] = chosen["event_timestamp"].astype("datetime64[us, UTC]")
         return keys.merge(chosen, on=KEYS, how="left")

@@ -57,7 +57,11 @@ def build_dataset(
     """Labels on the task's cutoff plan joined with point-in-time features."""
     horizon = config.horizon(task)
     plan = plan_cutoffs(
-        config.as_of, horizon, config.n_cutoffs, config.cutoff_step_months, config.align_cutoffs_to_month_start
+        config.as_of,
+        horizon,
+        config.n_cutoffs,
+        config.cutoff_step_months,
+        config.align_cutoffs_to_month_start,
     )
     labels = implementation(task).labels(tables, plan.all, horizon, plan.as_of)
     dataset = build_task_dataset(task, labels.frame, labels.columns, plan, features_for, truth_oracle)
@@ -89,11 +93,17 @@ def train_task(
     except L.LabelsUnavailable as error:
         report(f"{task}: unavailable")
         return TrainResult(task, "unavailable", spec.model_name, reason=error.reason)
-    result = TrainResult(task, "trained", spec.model_name, metrics=fitted.metrics, fitted=fitted, dataset=dataset)
+    result = TrainResult(
+        task, "trained", spec.model_name, metrics=fitted.metrics, fitted=fitted, dataset=dataset
+    )
     if target is not None:
         report(f"{task}: logging to MLflow")
         logged = log_task(target, fitted, dataset, config, hash_ or data_hash(tables))
-        result.run_id, result.model_version, result.model_uri = logged.run_id, logged.model_version, logged.model_uri
+        result.run_id, result.model_version, result.model_uri = (
+            logged.run_id,
+            logged.model_version,
+            logged.model_uri,
+        )
         result.champion, result.decision = logged.champion, logged.decision
     report(f"{task}: done")
     return result

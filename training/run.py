@@ -44,21 +44,35 @@ def train_workspace(
     moment = utc_timestamp(as_of) if as_of is not None else default_as_of(ws)
     names = tuple(tasks) if tasks is not None else registry.names()
     config = TrainConfig(
-        as_of=moment.to_pydatetime(), horizons={task: horizon_days for task in names} if horizon_days else {},
-        tasks=names, tune_trials=tune_trials, **config_overrides,
+        as_of=moment.to_pydatetime(),
+        horizons={task: horizon_days for task in names} if horizon_days else {},
+        tasks=names,
+        tune_trials=tune_trials,
+        **config_overrides,
     )
     for task in config.tasks:
-        check_snapshots(ws, plan_cutoffs(
-            moment, config.horizon(task), config.n_cutoffs, config.cutoff_step_months,
-            config.align_cutoffs_to_month_start,
-        ).all)
+        check_snapshots(
+            ws,
+            plan_cutoffs(
+                moment,
+                config.horizon(task),
+                config.n_cutoffs,
+                config.cutoff_step_months,
+                config.align_cutoffs_to_month_start,
+            ).all,
+        )
     prepare_store(ws)
     tables = load_tables(ws, moment)
     oracle = truth_oracle_for(ws, config.horizon, transactions_only="events" not in tables)
     with project_run(ws) as (parent, parent_uri):
         results = train(
-            resolve_tracking(ws, tracking_uri), tables, feast_features_for(ws), config, oracle,
-            progress=progress, data_hash_=data_hash(tables),
+            resolve_tracking(ws, tracking_uri),
+            tables,
+            feast_features_for(ws),
+            config,
+            oracle,
+            progress=progress,
+            data_hash_=data_hash(tables),
         )
     if parent is not None:
         link_project_run(parent, parent_uri, results)

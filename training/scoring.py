@@ -119,7 +119,11 @@ def score_workspace(
     with project_run(ws):
         target = resolve_tracking(ws, tracking_uri)
     models = load_models(target, alias)
-    missing = [spec.cli_name for spec in registry.all_tasks() if spec.required_for_scoring and spec.name not in models]
+    missing = [
+        spec.cli_name
+        for spec in registry.all_tasks()
+        if spec.required_for_scoring and spec.name not in models
+    ]
     if missing:
         raise LookupError(f"no {alias!r} model for {', '.join(missing)}: run `cxpredict train` first")
     advance = Steps(progress, "scoring", 3)
@@ -142,6 +146,10 @@ def score_workspace(
     advance("written")
     versions = {task: (version_info(target, task, alias) or {}).get("version", "?") for task in models}
     return ScoreSummary(
-        Path(out), len(scored), int(blocked.sum()), versions, list(scored.columns),
+        Path(out),
+        len(scored),
+        int(blocked.sum()),
+        versions,
+        list(scored.columns),
         round(time.perf_counter() - began, 2),
     )

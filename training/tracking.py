@@ -259,7 +259,9 @@ def card_text(
     return model_card.render(inputs)
 
 
-def alias_trained_version(client: mlflow.MlflowClient, name: str, version: str, beats_baselines: bool) -> tuple[bool, str]:
+def alias_trained_version(
+    client: mlflow.MlflowClient, name: str, version: str, beats_baselines: bool
+) -> tuple[bool, str]:
     """Alias the version ``challenger``; make it ``champion`` only if none exists and it beats the
     baselines. Returns (is champion now, decision in words). Both moves are locked and recorded in
     the registry's audit trail (``registry.move_alias``); a champion set concurrently wins."""

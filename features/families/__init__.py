@@ -107,7 +107,12 @@ class Family:
 
     def snapshot_sql(self, ctx: FamilyContext, t_us: int) -> str:
         """One SELECT giving ``customer_id`` plus every active feature for customers known at t."""
-        ctes = [("known", f"SELECT customer_key, customer_id, known_us FROM customers_known WHERE known_us < {t_us}")]
+        ctes = [
+            (
+                "known",
+                f"SELECT customer_key, customer_id, known_us FROM customers_known WHERE known_us < {t_us}",
+            )
+        ]
         ctes += self.aggregates(ctx, t_us)
         with_sql = ",\n".join(f"{name} AS ({sql})" for name, sql in ctes)
         joins = " ".join(f"LEFT JOIN {name} USING (customer_key)" for name, _ in ctes[1:])

@@ -78,9 +78,12 @@ def base_stage_sql(ctx: FamilyContext) -> list[str]:
 
 def _orders_sql(ctx: FamilyContext) -> str:
     channels = "".join(
-        f",\n  {masked_count(f'NOT is_return AND ch = {code}')} AS ch_{c}" for c, code in CHANNEL_CODES.items()
+        f",\n  {masked_count(f'NOT is_return AND ch = {code}')} AS ch_{c}"
+        for c, code in CHANNEL_CODES.items()
     )
-    cats = "".join(f",\n  {masked_count(f'NOT is_return AND cat = {i}')} AS cat_{i}" for i in range(len(ctx.categories)))
+    cats = "".join(
+        f",\n  {masked_count(f'NOT is_return AND cat = {i}')} AS cat_{i}" for i in range(len(ctx.categories))
+    )
     return f"""
 CREATE TABLE stg_orders AS
 WITH lines AS (

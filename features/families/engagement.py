@@ -105,7 +105,9 @@ def _aggregates(ctx: FamilyContext, t: int) -> list[tuple[str, str]]:
         "max(last_ts) AS e_last",
     ]
     body = ",\n    ".join(cols)
-    out = [("eng", f"SELECT customer_key,\n    {body}\n  FROM eng_buckets WHERE b < {t} GROUP BY customer_key")]
+    out = [
+        ("eng", f"SELECT customer_key,\n    {body}\n  FROM eng_buckets WHERE b < {t} GROUP BY customer_key")
+    ]
     if ctx.has(f"{SOURCE}.session_id"):
         out.append(
             (
@@ -121,7 +123,11 @@ def _features(ctx: FamilyContext) -> list[FeatureDef]:
     feats: list[FeatureDef] = []
     for w in _windows(ctx):
         feats.append(
-            FeatureDef(f"engagement_sessions_{w}d", f"sessions in the {w} days before t", f"coalesce(e_sessions_{w}, 0)")
+            FeatureDef(
+                f"engagement_sessions_{w}d",
+                f"sessions in the {w} days before t",
+                f"coalesce(e_sessions_{w}, 0)",
+            )
         )
         feats += [
             FeatureDef(
@@ -139,7 +145,11 @@ def _features(ctx: FamilyContext) -> list[FeatureDef]:
             "CASE WHEN coalesce(e_n_last30, 0) + coalesce(e_n_prev90, 0) > 0 "
             "THEN (coalesce(e_n_last30, 0) + 1) / (coalesce(e_n_prev90, 0) / 3 + 1) END",
         ),
-        FeatureDef("days_since_last_visit", "days from the last event of any type to t", f"({{t}} - e_last) / {DAY_US}"),
+        FeatureDef(
+            "days_since_last_visit",
+            "days from the last event of any type to t",
+            f"({{t}} - e_last) / {DAY_US}",
+        ),
         FeatureDef(
             "engagement_app_share_90d",
             "share of events from the app in the 90 days before t",

@@ -39,7 +39,9 @@ ORDER BY k.customer_key
 def _aggregates(ctx: FamilyContext, t: int) -> list[tuple[str, str]]:
     windows = sorted({*_windows(ctx), RATE_WINDOW})
     cols = [
-        f"{masked_sum(n, f'b >= {ago(t, w)}')} AS m_{n}_{w}" for w in windows for n in ("sent", "opens", "clicks")
+        f"{masked_sum(n, f'b >= {ago(t, w)}')} AS m_{n}_{w}"
+        for w in windows
+        for n in ("sent", "opens", "clicks")
     ]
     cols += ["sum(unsubscribes) AS m_unsub", "max(last_open) AS m_last_open", "max(last_ts) AS m_last"]
     body = ",\n    ".join(cols)

@@ -57,10 +57,17 @@ def _aggregates(ctx: FamilyContext, t: int) -> list[tuple[str, str]]:
         for i in range(n)
         for name, etype in SIGNALS.items()
     )
-    out = [("need_ev_agg", f"SELECT customer_key, {signals} FROM need_ev WHERE {window} GROUP BY customer_key")]
+    out = [
+        ("need_ev_agg", f"SELECT customer_key, {signals} FROM need_ev WHERE {window} GROUP BY customer_key")
+    ]
     if ctx.has("transactions.category"):
         bought = ", ".join(f"sum(cat_{i}) AS n_bought_{i}" for i in range(n))
-        out.append(("need_tx_agg", f"SELECT customer_key, {bought} FROM stg_orders WHERE {window} GROUP BY customer_key"))
+        out.append(
+            (
+                "need_tx_agg",
+                f"SELECT customer_key, {bought} FROM stg_orders WHERE {window} GROUP BY customer_key",
+            )
+        )
     if ctx.has("support_tickets.topic"):
         out.append(
             (

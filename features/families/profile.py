@@ -39,13 +39,19 @@ def _aggregates(ctx: FamilyContext, t: int) -> list[tuple[str, str]]:
         out.append(("prof_agg", "SELECT * FROM prof"))
     if ctx.present("consents"):
         cols = ", ".join(f"arg_max(granted, ts) FILTER (WHERE purpose = '{p}') AS c_{p}" for p in PURPOSES)
-        out.append(("cons_agg", f"SELECT customer_key, {cols} FROM cons WHERE ts < {t} GROUP BY customer_key"))
+        out.append(
+            ("cons_agg", f"SELECT customer_key, {cols} FROM cons WHERE ts < {t} GROUP BY customer_key")
+        )
     return out
 
 
 def _features(ctx: FamilyContext) -> list[FeatureDef]:
     feats = [
-        FeatureDef("profile_tenure_days", "days from when the customer was first known to t", f"({{t}} - known_us) / {DAY_US}"),
+        FeatureDef(
+            "profile_tenure_days",
+            "days from when the customer was first known to t",
+            f"({{t}} - known_us) / {DAY_US}",
+        ),
         FeatureDef(
             "profile_age",
             "age in years at t (year of t minus birth year)",
@@ -54,7 +60,13 @@ def _features(ctx: FamilyContext) -> list[FeatureDef]:
         ),
     ]
     feats += [
-        FeatureDef(f"profile_{a}", f"{a.replace('_', ' ')} (current value)", a, needs=(f"customers.{a}",), dtype="string")
+        FeatureDef(
+            f"profile_{a}",
+            f"{a.replace('_', ' ')} (current value)",
+            a,
+            needs=(f"customers.{a}",),
+            dtype="string",
+        )
         for a in ATTRIBUTES
     ]
     feats += [

@@ -52,15 +52,25 @@ def _aggregates(ctx: FamilyContext, t: int) -> list[tuple[str, str]]:
     cols += [f"{masked_sum(f'ch_{c}', y)} AS p_ch_{c}_y" for c in CHANNEL_CODES]
     cols += [f"{masked_sum(f'cat_{i}', y)} AS p_cat_{i}_y" for i in range(len(ctx.categories))]
     body = ",\n    ".join(cols)
-    return [("pur", f"SELECT customer_key,\n    {body}\n  FROM stg_orders WHERE ts < {t} GROUP BY customer_key")]
+    return [
+        ("pur", f"SELECT customer_key,\n    {body}\n  FROM stg_orders WHERE ts < {t} GROUP BY customer_key")
+    ]
 
 
 def _features(ctx: FamilyContext) -> list[FeatureDef]:
     feats: list[FeatureDef] = []
     for w in ctx.windows:
         feats += [
-            FeatureDef(f"purchase_count_{w}d", f"purchase lines in the {w} days before t", f"coalesce(p_lines_{w}, 0)"),
-            FeatureDef(f"purchase_amount_{w}d", f"spend on purchase lines in the {w} days before t", f"coalesce(p_amt_{w}, 0)"),
+            FeatureDef(
+                f"purchase_count_{w}d",
+                f"purchase lines in the {w} days before t",
+                f"coalesce(p_lines_{w}, 0)",
+            ),
+            FeatureDef(
+                f"purchase_amount_{w}d",
+                f"spend on purchase lines in the {w} days before t",
+                f"coalesce(p_amt_{w}, 0)",
+            ),
             FeatureDef(
                 f"purchase_orders_{w}d",
                 f"distinct orders in the {w} days before t",
@@ -71,8 +81,12 @@ def _features(ctx: FamilyContext) -> list[FeatureDef]:
     mean_gap = "(p_last - p_first) / (p_occ - 1)"
     last_gap = "(p_last2[1] - p_last2[2])"
     feats += [
-        FeatureDef("days_since_last_purchase", "days from the last purchase to t", f"({{t}} - p_last) / {DAY_US}"),
-        FeatureDef("days_since_first_purchase", "days from the first purchase to t", f"({{t}} - p_first) / {DAY_US}"),
+        FeatureDef(
+            "days_since_last_purchase", "days from the last purchase to t", f"({{t}} - p_last) / {DAY_US}"
+        ),
+        FeatureDef(
+            "days_since_first_purchase", "days from the first purchase to t", f"({{t}} - p_first) / {DAY_US}"
+        ),
         FeatureDef(
             "purchase_gap_mean_days",
             "mean days between consecutive purchase occasions before t (null below two occasions)",

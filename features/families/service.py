@@ -48,13 +48,17 @@ def _aggregates(ctx: FamilyContext, t: int) -> list[tuple[str, str]]:
         "max(opened) AS s_last",
     ]
     body = ",\n    ".join(cols)
-    return [("svc_agg", f"SELECT customer_key,\n    {body}\n  FROM svc WHERE opened < {t} GROUP BY customer_key")]
+    return [
+        ("svc_agg", f"SELECT customer_key,\n    {body}\n  FROM svc WHERE opened < {t} GROUP BY customer_key")
+    ]
 
 
 def _features(ctx: FamilyContext) -> list[FeatureDef]:
     resolved = (f"{SOURCE}.resolved_at",)
     feats = [
-        FeatureDef(f"service_tickets_{w}d", f"tickets opened in the {w} days before t", f"coalesce(s_n_{w}, 0)")
+        FeatureDef(
+            f"service_tickets_{w}d", f"tickets opened in the {w} days before t", f"coalesce(s_n_{w}, 0)"
+        )
         for w in _windows(ctx)
     ]
     feats += [
@@ -87,7 +91,9 @@ def _features(ctx: FamilyContext) -> list[FeatureDef]:
             "s_last_sat",
             needs=(*resolved, f"{SOURCE}.satisfaction"),
         ),
-        FeatureDef("days_since_last_ticket", "days from the last ticket opened to t", f"({{t}} - s_last) / {DAY_US}"),
+        FeatureDef(
+            "days_since_last_ticket", "days from the last ticket opened to t", f"({{t}} - s_last) / {DAY_US}"
+        ),
     ]
     return feats
 

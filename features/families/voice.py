@@ -38,7 +38,9 @@ def _aggregates(ctx: FamilyContext, t: int) -> list[tuple[str, str]]:
         ]
     cols += ["max(ts) AS v_last", f"count(*) FILTER (WHERE ts >= {ago(t, 365)}) AS v_n_365"]
     body = ",\n    ".join(cols)
-    return [("voice_agg", f"SELECT customer_key,\n    {body}\n  FROM voice WHERE ts < {t} GROUP BY customer_key")]
+    return [
+        ("voice_agg", f"SELECT customer_key,\n    {body}\n  FROM voice WHERE ts < {t} GROUP BY customer_key")
+    ]
 
 
 def _features(ctx: FamilyContext) -> list[FeatureDef]:
@@ -63,7 +65,9 @@ def _features(ctx: FamilyContext) -> list[FeatureDef]:
             needs=needs,
             dtype="string",
         ),
-        FeatureDef("days_since_last_survey", "days from the last survey answer to t", f"({{t}} - v_last) / {DAY_US}"),
+        FeatureDef(
+            "days_since_last_survey", "days from the last survey answer to t", f"({{t}} - v_last) / {DAY_US}"
+        ),
         FeatureDef("voice_surveys_365d", "survey answers in the 365 days before t", "coalesce(v_n_365, 0)"),
     ]
     return feats

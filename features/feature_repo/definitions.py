@@ -205,7 +205,11 @@ def ensure_realtime_log(feast_dir: Path, join_key: str = "customer_id") -> Path:
     """Create the empty realtime Parquet file if missing (or empty with an older schema), so
     materialisation and PIT joins can read it."""
     path = realtime_log_path(feast_dir)
-    outdated = path.exists() and pq.read_metadata(path).num_rows == 0 and pq.read_schema(path) != realtime_schema(join_key)
+    outdated = (
+        path.exists()
+        and pq.read_metadata(path).num_rows == 0
+        and pq.read_schema(path) != realtime_schema(join_key)
+    )
     if not path.exists() or outdated:
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(realtime_schema(join_key).empty_table(), path)
@@ -245,7 +249,9 @@ def days_now_values(value: np.ndarray, request_s: np.ndarray, snapshots_s: np.nd
     grid = np.asarray(snapshots_s, dtype=float)
     position = np.searchsorted(grid, request_s, side="right") - 1
     known = (position >= 0) & ~np.isnan(request_s)
-    snapshot = grid[np.clip(position, 0, max(len(grid) - 1, 0))] if len(grid) else np.full_like(request_s, np.nan)
+    snapshot = (
+        grid[np.clip(position, 0, max(len(grid) - 1, 0))] if len(grid) else np.full_like(request_s, np.nan)
+    )
     return np.where(known, value + (request_s - snapshot) / 86400.0, np.nan)
 
 
@@ -278,7 +284,10 @@ def _make_recency_udf(specs: tuple[tuple[str, str], ...], snapshots_s: tuple[flo
     def recency_now(inputs: pd.DataFrame) -> pd.DataFrame:
         request_s = epoch_seconds(inputs[REQUEST_TIME])
         return pd.DataFrame(
-            {name: days_now_values(as_float(inputs[source]), request_s, snapshots_s) for name, source in specs},
+            {
+                name: days_now_values(as_float(inputs[source]), request_s, snapshots_s)
+                for name, source in specs
+            },
             index=inputs.index,
         )
 
@@ -334,7 +343,9 @@ def build_repo(
             ttl=settings.ttl,
             schema=[key_field]
             + [
-                Field(name=f.name, dtype=Float64 if f.dtype == "double" else String, description=f.description)
+                Field(
+                    name=f.name, dtype=Float64 if f.dtype == "double" else String, description=f.description
+                )
                 for f in spec.features
             ],
             source=source,

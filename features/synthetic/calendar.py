@@ -55,8 +55,12 @@ def promotions(config: WorldConfig) -> list[Promotion]:
     last_year = int(np.datetime64(config.start_epoch_day + last_day, "D").astype("datetime64[Y]").astype(int))
     last_year += 1970
     found: list[Promotion] = []
-    seasonal = (("spring_sale", "04-01", 7, 0.15), ("summer_sale", "07-01", 14, 0.3),
-                ("black_friday", "11-24", 8, 0.3), ("winter_sale", "12-26", 11, 0.35))
+    seasonal = (
+        ("spring_sale", "04-01", 7, 0.15),
+        ("summer_sale", "07-01", 14, 0.3),
+        ("black_friday", "11-24", 8, 0.3),
+        ("winter_sale", "12-26", 11, 0.35),
+    )
     for year in range(first_year - 1, last_year + 1):
         for name, month_day, length, depth in seasonal:
             start = int(np.datetime64(f"{year}-{month_day}", "D").astype(np.int64)) - config.start_epoch_day

@@ -38,7 +38,9 @@ class Dynamics(BaseModel):
     purchase_rate_shape: float = Field(1.3, gt=0, description="gamma shape: lower = more heterogeneous")
     basket_log_mean: float = 3.7
     basket_log_sd: float = 0.55
-    promo_lift: float = Field(2.5, ge=0, description="extra purchase rate at full price sensitivity in a promo")
+    promo_lift: float = Field(
+        2.5, ge=0, description="extra purchase rate at full price sensitivity in a promo"
+    )
     category_popularity: tuple[float, ...] = (0.12, 0.15, 0.18, 0.12, 0.09, 0.16, 0.08, 0.10)
     category_price: tuple[float, ...] = (3.0, 1.6, 1.0, 0.7, 1.3, 0.6, 0.8, 0.45)
     preference_concentration: float = Field(3.0, gt=0, description="Dirichlet total: lower = pickier")
@@ -119,7 +121,9 @@ class WorldConfig(BaseModel):
     seed: int = 1
     days: int = Field(730, ge=30)
     end: date = Field(default_factory=_today_utc)
-    chunk_size: int = Field(20_000, ge=100, description="customers simulated together (fixed: output depends on it)")
+    chunk_size: int = Field(
+        20_000, ge=100, description="customers simulated together (fixed: output depends on it)"
+    )
     malformed_share: float = Field(0.004, ge=0, le=0.05)
     duplicate_share: float = Field(0.001, ge=0, le=0.05)
     dynamics: Dynamics = Field(default_factory=Dynamics)

@@ -22,7 +22,6 @@ from features.synthetic.truth import customers_truth, incidents_truth, write_wor
 from features.synthetic.world import sample_latents, simulate_block
 
 
-
 class GenerateSummary(BaseModel):
     """What ``generate`` wrote (counts only: no personal data)."""
 
@@ -62,7 +61,9 @@ def generate(ws: Workspace, config: WorldConfig, progress: Progress | None = Non
             lat = sample_latents(config, rng, first, n)
             hist = simulate_block(config, lat, promos, rng)
             dyn = config.dynamics
-            ids = block_ids(lat.index, width, lat.has_app, rng, dyn.loyalty_card_share, dyn.shared_email_share)
+            ids = block_ids(
+                lat.index, width, lat.has_app, rng, dyn.loyalty_card_share, dyn.shared_email_share
+            )
             block = build.Block(config, lat, hist, promos, camps, ids, rng)
             purchases_table, purchases = build.transactions(block, orders)
             orders += purchases.customer.size
@@ -91,8 +92,9 @@ def generate(ws: Workspace, config: WorldConfig, progress: Progress | None = Non
             truth_customers = customers_truth(config, lat, hist, ids)
             truth_incidents = incidents_truth(config, hist, ids)
             if truth is None:
-                truth = SourceWriters(ws.truth_dir, {"customers": truth_customers.schema,
-                                                     "incidents": truth_incidents.schema})
+                truth = SourceWriters(
+                    ws.truth_dir, {"customers": truth_customers.schema, "incidents": truth_incidents.schema}
+                )
             truth.write("customers", truth_customers)
             truth.write("incidents", truth_incidents)
             churned += int((hist.churn_day < config.days).sum())
@@ -106,12 +108,26 @@ def generate(ws: Workspace, config: WorldConfig, progress: Progress | None = Non
     assert truth is not None
     truth.close()
     summary = GenerateSummary(
-        customers=config.customers, churned=churned, rows=rows, malformed=malformed, duplicates=duplicates,
-        identifier_only=anonymous, seconds=round(time.perf_counter() - started, 3),
-        raw_dir=str(ws.raw_dir), truth_dir=str(ws.truth_dir),
+        customers=config.customers,
+        churned=churned,
+        rows=rows,
+        malformed=malformed,
+        duplicates=duplicates,
+        identifier_only=anonymous,
+        seconds=round(time.perf_counter() - started, 3),
+        raw_dir=str(ws.raw_dir),
+        truth_dir=str(ws.truth_dir),
     )
-    write_world(ws.truth_dir, config, promos, {
-        "rows": rows, "malformed": malformed, "duplicates": duplicates, "identifier_only": anonymous,
-        "churned": churned,
-    })
+    write_world(
+        ws.truth_dir,
+        config,
+        promos,
+        {
+            "rows": rows,
+            "malformed": malformed,
+            "duplicates": duplicates,
+            "identifier_only": anonymous,
+            "churned": churned,
+        },
+    )
     return summary

@@ -13,12 +13,58 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-FIRST_NAMES = ("anna", "ben", "chloe", "david", "emma", "felix", "grace", "harry", "isla", "jack", "kate",
-               "liam", "mia", "noah", "olivia", "paul", "quinn", "rosa", "sam", "tara", "umar", "vera",
-               "will", "zoe")
-LAST_NAMES = ("adams", "brown", "clark", "davis", "evans", "fisher", "green", "hall", "irving", "jones",
-              "king", "lewis", "moore", "nash", "owen", "price", "quinn", "reed", "smith", "turner",
-              "underwood", "vaughan", "walker", "young")
+FIRST_NAMES = (
+    "anna",
+    "ben",
+    "chloe",
+    "david",
+    "emma",
+    "felix",
+    "grace",
+    "harry",
+    "isla",
+    "jack",
+    "kate",
+    "liam",
+    "mia",
+    "noah",
+    "olivia",
+    "paul",
+    "quinn",
+    "rosa",
+    "sam",
+    "tara",
+    "umar",
+    "vera",
+    "will",
+    "zoe",
+)
+LAST_NAMES = (
+    "adams",
+    "brown",
+    "clark",
+    "davis",
+    "evans",
+    "fisher",
+    "green",
+    "hall",
+    "irving",
+    "jones",
+    "king",
+    "lewis",
+    "moore",
+    "nash",
+    "owen",
+    "price",
+    "quinn",
+    "reed",
+    "smith",
+    "turner",
+    "underwood",
+    "vaughan",
+    "walker",
+    "young",
+)
 DOMAINS = ("example.com", "example.org", "example.net", "mail.example")
 
 
@@ -54,8 +100,12 @@ class BlockIds:
 
 
 def block_ids(
-    index: np.ndarray, width: int, has_app: np.ndarray, rng: np.random.Generator,
-    loyalty_share: float, shared_email_share: float,
+    index: np.ndarray,
+    width: int,
+    has_app: np.ndarray,
+    rng: np.random.Generator,
+    loyalty_share: float,
+    shared_email_share: float,
 ) -> BlockIds:
     n = index.size
     token = _scramble(index, 2_654_435_761, 12_345, 10**9)
@@ -77,10 +127,14 @@ def block_ids(
         customer_id=customer_ids(index, width),
         email=email.take(pa.array(owner)),
         phone=_join("+447", _digits(_scramble(index, 387_420_489, 777, 10**9), 9)),
-        loyalty_card=pc.if_else(has_card, _join("LC", _digits(_scramble(index, 2_246_822_519, 99, 10**10), 10)), null),
+        loyalty_card=pc.if_else(
+            has_card, _join("LC", _digits(_scramble(index, 2_246_822_519, 99, 10**10), 10)), null
+        ),
         web_device=_join("dev-", _digits(_scramble(2 * index, 3_266_489_917, 5, 10**12), 12)),
         app_device=pc.if_else(
-            pa.array(has_app), _join("dev-", _digits(_scramble(2 * index + 1, 3_266_489_917, 5, 10**12), 12)), null
+            pa.array(has_app),
+            _join("dev-", _digits(_scramble(2 * index + 1, 3_266_489_917, 5, 10**12), 12)),
+            null,
         ),
         shared_email=shared,
     )

@@ -48,7 +48,9 @@ def cutoff_day(config: WorldConfig, cutoff: date | datetime | str) -> int:
         raise ValueError("the cutoff must be a UTC midnight")
     day = (stamp.date() - config.start_at.date()).days
     if not 0 < day <= config.days:
-        raise ValueError(f"cutoff {stamp.date()} is outside the window {config.start_at.date()}..{config.end}")
+        raise ValueError(
+            f"cutoff {stamp.date()} is outside the window {config.start_at.date()}..{config.end}"
+        )
     return day
 
 
@@ -94,7 +96,9 @@ def faded_totals(config: WorldConfig, intensity: np.ndarray, onset: np.ndarray) 
     horizon = intensity.shape[1]
     kappa = (1.0 - dyn.decline_floor) / dyn.decline_days
     p0 = np.concatenate([np.zeros((len(intensity), 1)), np.cumsum(intensity, axis=1)], axis=1)
-    p1 = np.concatenate([np.zeros((len(intensity), 1)), np.cumsum(intensity * np.arange(horizon), axis=1)], axis=1)
+    p1 = np.concatenate(
+        [np.zeros((len(intensity), 1)), np.cumsum(intensity * np.arange(horizon), axis=1)], axis=1
+    )
     onset = np.broadcast_to(onset, (len(intensity), np.shape(onset)[-1]))
     start = np.clip(onset, 0, horizon)
     stop = np.clip(onset + dyn.decline_days, start, horizon)
@@ -104,8 +108,9 @@ def faded_totals(config: WorldConfig, intensity: np.ndarray, onset: np.ndarray) 
     return p0a + (1.0 - kappa + kappa * onset) * (p0e - p0a) - kappa * (p1e - p1a)
 
 
-def _expected_days(config: WorldConfig, intensity: np.ndarray, onset_probability: np.ndarray,
-                   age: np.ndarray) -> np.ndarray:
+def _expected_days(
+    config: WorldConfig, intensity: np.ndarray, onset_probability: np.ndarray, age: np.ndarray
+) -> np.ndarray:
     """E[min(T, cap)] by stepping day by day through fade-out ages (cap = intensity columns).
 
     ``age`` is the fade-out age at the cutoff for customers already fading (≥ decline_days:
@@ -169,16 +174,30 @@ def oracle_probabilities(
 
     promos = promotions(config)
     blocks = [
-        _block_probabilities(config, promos, known.iloc[i : i + ORACLE_BLOCK], handled[i : i + ORACLE_BLOCK],
-                             bad[i : i + ORACLE_BLOCK], day, horizon_days, expected_days_cap)
+        _block_probabilities(
+            config,
+            promos,
+            known.iloc[i : i + ORACLE_BLOCK],
+            handled[i : i + ORACLE_BLOCK],
+            bad[i : i + ORACLE_BLOCK],
+            day,
+            horizon_days,
+            expected_days_cap,
+        )
         for i in range(0, n, ORACLE_BLOCK)
     ]
     return pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame()
 
 
 def _block_probabilities(
-    config: WorldConfig, promos: list, known: pd.DataFrame, handled: np.ndarray, bad: np.ndarray, day: int,
-    horizon_days: int, expected_days_cap: int,
+    config: WorldConfig,
+    promos: list,
+    known: pd.DataFrame,
+    handled: np.ndarray,
+    bad: np.ndarray,
+    day: int,
+    horizon_days: int,
+    expected_days_cap: int,
 ) -> pd.DataFrame:
     dyn = config.dynamics
     lat = Latents.from_frame(known)
@@ -194,8 +213,9 @@ def _block_probabilities(
     visit = session_intensity(config, lat, grid)
 
     horizon = np.arange(horizon_days + 1)[None, :]
-    weights = np.concatenate([onset[:, :horizon_days], 1.0 - onset[:, :horizon_days].sum(axis=1, keepdims=True)],
-                             axis=1)
+    weights = np.concatenate(
+        [onset[:, :horizon_days], 1.0 - onset[:, :horizon_days].sum(axis=1, keepdims=True)], axis=1
+    )
     weights[started] = 0.0
     weights[started, 0] = 1.0
     starts = np.where(started[:, None], -age[:, None], horizon)
@@ -244,11 +264,14 @@ def realised_labels(
     try:
         con.execute("SET TimeZone = 'UTC'")
         params = {"start": start, "stop": stop, "end": end}
-        con.execute(f"""
+        con.execute(
+            f"""
             CREATE TEMP TABLE known AS
             SELECT customer_id, loyalty_card, web_device_id, app_device_id
             FROM read_parquet('{truth_dir / "customers.parquet"}')
-            WHERE signup_at < CAST($start AS TIMESTAMPTZ)""", {"start": start})
+            WHERE signup_at < CAST($start AS TIMESTAMPTZ)""",
+            {"start": start},
+        )
         con.execute(f"""
             CREATE TEMP TABLE buys AS
             SELECT coalesce(t.customer_id, k.customer_id) AS customer_id, t.category,
@@ -271,9 +294,11 @@ def realised_labels(
         )
         signal = f"event_type IN {tuple(DEMAND_SIGNALS)}"
         needs = ", ".join(
-            f"coalesce(ll.look_{c}, false) AND NOT coalesce(bb.buy_{c}, false) AS need_{c}" for c in CATEGORIES
+            f"coalesce(ll.look_{c}, false) AND NOT coalesce(bb.buy_{c}, false) AS need_{c}"
+            for c in CATEGORIES
         )
-        frame = con.execute(f"""
+        frame = con.execute(
+            f"""
             WITH window_buys AS (
                 SELECT customer_id, count(*) AS n FROM buys WHERE ts > $start AND ts <= $stop GROUP BY 1),
             window_looks AS (
@@ -304,7 +329,9 @@ def realised_labels(
             LEFT JOIN window_looks wl USING (customer_id)
             LEFT JOIN next_buy nb USING (customer_id)
             LEFT JOIN need USING (customer_id)
-            ORDER BY k.customer_id""", params).df()
+            ORDER BY k.customer_id""",
+            params,
+        ).df()
     finally:
         con.close()
     return frame

@@ -18,25 +18,77 @@ from features.synthetic.rows import DAY, iso
 
 STRING, TIME = pa.string(), pa.string()
 SCHEMAS: dict[str, pa.Schema] = {
-    "customers": pa.schema([("customer_id", STRING), ("signup_at", TIME), ("birth_year", pa.int64()),
-                            ("region", STRING), ("acquisition_channel", STRING), ("loyalty_tier", STRING),
-                            ("email", STRING), ("phone", STRING), ("loyalty_card", STRING)]),
-    "transactions": pa.schema([("customer_id", STRING), ("timestamp", TIME), ("amount", pa.float64()),
-                               ("order_id", STRING), ("channel", STRING), ("category", STRING),
-                               ("quantity", pa.int64()), ("discount", pa.float64()), ("returned", pa.bool_()),
-                               ("loyalty_card", STRING)]),
-    "events": pa.schema([("customer_id", STRING), ("timestamp", TIME), ("event_type", STRING),
-                         ("session_id", STRING), ("channel", STRING), ("category", STRING),
-                         ("device_id", STRING)]),
-    "support_tickets": pa.schema([("customer_id", STRING), ("opened_at", TIME), ("topic", STRING),
-                                  ("channel", STRING), ("resolved_at", TIME), ("satisfaction", pa.int64()),
-                                  ("sentiment", pa.float64())]),
-    "surveys": pa.schema([("customer_id", STRING), ("timestamp", TIME), ("kind", STRING),
-                          ("score", pa.int64()), ("comment", STRING)]),
-    "marketing": pa.schema([("customer_id", STRING), ("timestamp", TIME), ("campaign_id", STRING),
-                            ("channel", STRING), ("action", STRING), ("email", STRING)]),
-    "consents": pa.schema([("customer_id", STRING), ("timestamp", TIME), ("purpose", STRING),
-                           ("granted", pa.bool_())]),
+    "customers": pa.schema(
+        [
+            ("customer_id", STRING),
+            ("signup_at", TIME),
+            ("birth_year", pa.int64()),
+            ("region", STRING),
+            ("acquisition_channel", STRING),
+            ("loyalty_tier", STRING),
+            ("email", STRING),
+            ("phone", STRING),
+            ("loyalty_card", STRING),
+        ]
+    ),
+    "transactions": pa.schema(
+        [
+            ("customer_id", STRING),
+            ("timestamp", TIME),
+            ("amount", pa.float64()),
+            ("order_id", STRING),
+            ("channel", STRING),
+            ("category", STRING),
+            ("quantity", pa.int64()),
+            ("discount", pa.float64()),
+            ("returned", pa.bool_()),
+            ("loyalty_card", STRING),
+        ]
+    ),
+    "events": pa.schema(
+        [
+            ("customer_id", STRING),
+            ("timestamp", TIME),
+            ("event_type", STRING),
+            ("session_id", STRING),
+            ("channel", STRING),
+            ("category", STRING),
+            ("device_id", STRING),
+        ]
+    ),
+    "support_tickets": pa.schema(
+        [
+            ("customer_id", STRING),
+            ("opened_at", TIME),
+            ("topic", STRING),
+            ("channel", STRING),
+            ("resolved_at", TIME),
+            ("satisfaction", pa.int64()),
+            ("sentiment", pa.float64()),
+        ]
+    ),
+    "surveys": pa.schema(
+        [
+            ("customer_id", STRING),
+            ("timestamp", TIME),
+            ("kind", STRING),
+            ("score", pa.int64()),
+            ("comment", STRING),
+        ]
+    ),
+    "marketing": pa.schema(
+        [
+            ("customer_id", STRING),
+            ("timestamp", TIME),
+            ("campaign_id", STRING),
+            ("channel", STRING),
+            ("action", STRING),
+            ("email", STRING),
+        ]
+    ),
+    "consents": pa.schema(
+        [("customer_id", STRING), ("timestamp", TIME), ("purpose", STRING), ("granted", pa.bool_())]
+    ),
 }
 TIME_COLUMN = {"customers": "signup_at", "support_tickets": "opened_at"}
 IDENTIFIER_COLUMNS = {
@@ -54,10 +106,21 @@ UNKNOWN_ENUM = {
     "marketing": ("action", "bounced"),
     "consents": ("purpose", "third_party_sharing"),
 }
-UNPARSABLE_TIMES = ("2023-13-45T25:61:00Z", "not a date", "31/02/2024 10:00", "2024-02-30T10:00:00Z",
-                    "yesterday")
-MALFORMED_KINDS = ("unparsable_time", "future_time", "missing_id", "negative_amount", "unknown_enum",
-                   "out_of_range_score")
+UNPARSABLE_TIMES = (
+    "2023-13-45T25:61:00Z",
+    "not a date",
+    "31/02/2024 10:00",
+    "2024-02-30T10:00:00Z",
+    "yesterday",
+)
+MALFORMED_KINDS = (
+    "unparsable_time",
+    "future_time",
+    "missing_id",
+    "negative_amount",
+    "unknown_enum",
+    "out_of_range_score",
+)
 
 
 def time_column(source: str) -> str:
@@ -85,14 +148,18 @@ def identifier_only(source: str, table: pa.Table) -> int:
 
 
 def _replace(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
-    return table.set_column(table.schema.get_field_index(name), name, values.cast(table.schema.field(name).type))
+    return table.set_column(
+        table.schema.get_field_index(name), name, values.cast(table.schema.field(name).type)
+    )
 
 
 def _corrupt(source: str, kind: str, rows: pa.Table, rng: np.random.Generator, end_second: int) -> pa.Table:
     n = rows.num_rows
     when = time_column(source)
     if kind == "unparsable_time":
-        return _replace(rows, when, pa.array(np.asarray(UNPARSABLE_TIMES)[rng.integers(0, len(UNPARSABLE_TIMES), n)]))
+        return _replace(
+            rows, when, pa.array(np.asarray(UNPARSABLE_TIMES)[rng.integers(0, len(UNPARSABLE_TIMES), n)])
+        )
     if kind == "future_time":
         future = end_second + rng.integers(10 * 365 * DAY, 30 * 365 * DAY, n)
         rows = _replace(rows, when, iso(future))
@@ -133,7 +200,11 @@ def _candidates(source: str, kind: str, table: pa.Table) -> np.ndarray:
 
 
 def inject_defects(
-    source: str, table: pa.Table, rng: np.random.Generator, malformed_share: float, duplicate_share: float,
+    source: str,
+    table: pa.Table,
+    rng: np.random.Generator,
+    malformed_share: float,
+    duplicate_share: float,
     end_second: int,
 ) -> tuple[pa.Table, dict[str, int], int]:
     """Add corrupted copies (at random places) and exact duplicates (next to their original).
@@ -179,7 +250,9 @@ class SourceWriters:
         self._schemas = schemas
 
     def write(self, name: str, table: pa.Table) -> None:
-        self._writers[name].write_table(table.cast(self._schemas[name]), row_group_size=max(table.num_rows, 1))
+        self._writers[name].write_table(
+            table.cast(self._schemas[name]), row_group_size=max(table.num_rows, 1)
+        )
 
     def close(self) -> dict[str, Path]:
         for name, writer in self._writers.items():

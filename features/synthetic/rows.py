@@ -28,15 +28,69 @@ from features.synthetic.world import (
 )
 
 DAY = 86_400
-HOUR_WEIGHTS = np.array([0.5, 0.3, 0.2, 0.2, 0.2, 0.3, 0.6, 1.0, 1.3, 1.4, 1.5, 1.6,
-                         1.8, 1.6, 1.5, 1.5, 1.6, 1.8, 2.2, 2.6, 2.8, 2.5, 1.8, 1.0])
-EVENT_TYPES = ("session_start", "page_view", "search", "product_view", "add_to_cart", "remove_from_cart",
-               "wishlist_add", "checkout_start", "checkout_complete", "app_open", "login")
+HOUR_WEIGHTS = np.array(
+    [
+        0.5,
+        0.3,
+        0.2,
+        0.2,
+        0.2,
+        0.3,
+        0.6,
+        1.0,
+        1.3,
+        1.4,
+        1.5,
+        1.6,
+        1.8,
+        1.6,
+        1.5,
+        1.5,
+        1.6,
+        1.8,
+        2.2,
+        2.6,
+        2.8,
+        2.5,
+        1.8,
+        1.0,
+    ]
+)
+EVENT_TYPES = (
+    "session_start",
+    "page_view",
+    "search",
+    "product_view",
+    "add_to_cart",
+    "remove_from_cart",
+    "wishlist_add",
+    "checkout_start",
+    "checkout_complete",
+    "app_open",
+    "login",
+)
 DEMAND_SIGNALS = ("search", "product_view", "wishlist_add")
-CATEGORY_EVENTS = ("search", "product_view", "add_to_cart", "remove_from_cart", "wishlist_add",
-                   "checkout_start", "checkout_complete")
-BROWSE_ORDER = ("session_start", "app_open", "login", "page_view", "search", "product_view",
-                "wishlist_add", "add_to_cart", "remove_from_cart", "checkout_start")
+CATEGORY_EVENTS = (
+    "search",
+    "product_view",
+    "add_to_cart",
+    "remove_from_cart",
+    "wishlist_add",
+    "checkout_start",
+    "checkout_complete",
+)
+BROWSE_ORDER = (
+    "session_start",
+    "app_open",
+    "login",
+    "page_view",
+    "search",
+    "product_view",
+    "wishlist_add",
+    "add_to_cart",
+    "remove_from_cart",
+    "checkout_start",
+)
 PURCHASE_SESSION = ("product_view", "add_to_cart", "checkout_start", "checkout_complete")
 INCIDENT_TOPICS = ("delivery", "product_quality", "billing", "returns", "account")
 TICKET_TOPICS = (*INCIDENT_TOPICS, "availability")
@@ -47,8 +101,12 @@ MARKETING_CHANNELS = ("email", "sms", "push")
 PURPOSES = ("profiling", "marketing")
 REGIONS = ("north", "south", "east", "west", "central")
 TIERS = ("bronze", "silver", "gold")
-COMMENTS_LOW = ("delivery was late", "nobody answered my complaint", "could not find what i was looking for",
-                "too expensive")
+COMMENTS_LOW = (
+    "delivery was late",
+    "nobody answered my complaint",
+    "could not find what i was looking for",
+    "too expensive",
+)
 COMMENTS_MID = ("ok", "fine overall", "average experience")
 COMMENTS_HIGH = ("great service", "fast delivery", "love the app")
 
@@ -142,7 +200,9 @@ def _mask(null: np.ndarray | None, order: np.ndarray) -> np.ndarray | None:
 
 def _to_arrow(column: Column, order: np.ndarray) -> pa.Array:
     if isinstance(column, Coded):
-        values = column.values if isinstance(column.values, pa.Array) else pa.array(column.values, pa.string())
+        values = (
+            column.values if isinstance(column.values, pa.Array) else pa.array(column.values, pa.string())
+        )
         return values.take(pa.array(np.asarray(column.codes)[order], mask=_mask(column.null, order)))
     if isinstance(column, Time):
         return iso(np.asarray(column.seconds)[order], _mask(column.null, order))
@@ -244,8 +304,12 @@ def transactions(block: Block, order_counter: int) -> tuple[pa.Table, Purchases]
     second = np.maximum(second, 600)  # keeps the checkout session on the same day
     seconds = block.day0 + day * DAY + second
     quantity = 1 + rng.poisson(0.5, n)
-    list_price = (lat.basket_value[customer] * np.asarray(dyn.category_price)[category]
-                  * np.exp(rng.normal(0.0, 0.45, n)) * (1.0 + 0.3 * (quantity - 1)))
+    list_price = (
+        lat.basket_value[customer]
+        * np.asarray(dyn.category_price)[category]
+        * np.exp(rng.normal(0.0, 0.45, n))
+        * (1.0 + 0.3 * (quantity - 1))
+    )
     depth = promo_depth(block.promos, day)
     in_promo = (depth > 0) & (rng.random(n) < 0.3 + 0.7 * lat.price_sensitivity[customer])
     coupon = ~in_promo & (rng.random(n) < 0.06)
@@ -293,16 +357,20 @@ def events(block: Block, purchases: Purchases, session_counter: int) -> tuple[pa
     start = block.day0 + day * DAY + seconds_of_day(rng, s, 0, 23)
     add = rng.random(s) < np.where(unmet, 0.02, 0.12)
     remove = add & (rng.random(s) < 0.35)
-    counts = np.column_stack([
-        ~app, app,
-        rng.random(s) < 0.2,
-        rng.poisson(0.4, s),
-        rng.random(s) < np.where(unmet, 0.65, 0.3),
-        1 + rng.poisson(0.6, s),
-        rng.random(s) < np.where(unmet, 0.3, 0.04),
-        add, remove,
-        add & ~remove & (rng.random(s) < 0.3),
-    ]).astype(np.int64)
+    counts = np.column_stack(
+        [
+            ~app,
+            app,
+            rng.random(s) < 0.2,
+            rng.poisson(0.4, s),
+            rng.random(s) < np.where(unmet, 0.65, 0.3),
+            1 + rng.poisson(0.6, s),
+            rng.random(s) < np.where(unmet, 0.3, 0.04),
+            add,
+            remove,
+            add & ~remove & (rng.random(s) < 0.3),
+        ]
+    ).astype(np.int64)
     per_session = counts.sum(axis=1)
     row_session = np.repeat(np.arange(s), per_session)
     type_code = np.repeat(np.tile([EVENT_TYPES.index(t) for t in BROWSE_ORDER], s), counts.ravel())
@@ -335,7 +403,9 @@ def events(block: Block, purchases: Purchases, session_counter: int) -> tuple[pa
     _, first_seen = np.unique(device_key, return_index=True)
     first_row = np.zeros(order.size, bool)
     first_row[order[first_seen]] = True
-    identified = np.isin(types, [EVENT_TYPES.index(t) for t in ("login", "checkout_start", "checkout_complete")])
+    identified = np.isin(
+        types, [EVENT_TYPES.index(t) for t in ("login", "checkout_start", "checkout_complete")]
+    )
     anonymous = ~first_row & ~identified & (rng.random(order.size) < dyn.anonymous_event_share)
     device_pool = pa.concat_arrays([block.ids.web_device, block.ids.app_device])
     columns: dict[str, Column] = {
@@ -361,10 +431,10 @@ def support_tickets(block: Block, sessions: Sessions) -> pa.Table:
     n = customer.size
     unresolved = bad & (rng.random(n) < 0.5)
     delay = np.where(bad, rng.integers(5 * DAY, 30 * DAY, n), np.exp(rng.normal(np.log(0.8 * DAY), 0.8, n)))
-    score = np.where(
-        bad, rng.integers(1, 3, n), np.round(1.5 + 4.0 * satisfaction + rng.normal(0.0, 0.7, n))
+    score = np.where(bad, rng.integers(1, 3, n), np.round(1.5 + 4.0 * satisfaction + rng.normal(0.0, 0.7, n)))
+    sentiment = np.where(
+        bad, rng.normal(-0.55, 0.25, n), rng.normal(0.2 + 0.5 * (satisfaction - 0.5), 0.3, n)
     )
-    sentiment = np.where(bad, rng.normal(-0.55, 0.25, n), rng.normal(0.2 + 0.5 * (satisfaction - 0.5), 0.3, n))
     topic = rng.choice(len(INCIDENT_TOPICS), size=n, p=[0.35, 0.2, 0.15, 0.15, 0.15])
 
     repeat = unresolved & (rng.random(n) < 0.4)
@@ -373,7 +443,9 @@ def support_tickets(block: Block, sessions: Sessions) -> pa.Table:
     r = np.flatnonzero(repeat)[keep]
     again = again[keep]
 
-    asks = sessions.unmet & (rng.random(sessions.unmet.size) < cfg.dynamics.availability_ticket_per_need_session)
+    asks = sessions.unmet & (
+        rng.random(sessions.unmet.size) < cfg.dynamics.availability_ticket_per_need_session
+    )
     a_customer = sessions.customer[asks]
     a_opened = sessions.seconds[asks] + rng.integers(600, 7200, a_customer.size)
     keep = block.live(a_customer, a_opened)
@@ -393,8 +465,10 @@ def support_tickets(block: Block, sessions: Sessions) -> pa.Table:
         "customer_id": Coded(block.ids.customer_id, all_customer),
         "opened_at": Time(all_opened),
         "topic": Coded(TICKET_TOPICS, np.concatenate([topic, topic[r], np.full(k, len(INCIDENT_TOPICS))])),
-        "channel": Coded(TICKET_CHANNELS, rng.choice(len(TICKET_CHANNELS), size=all_customer.size,
-                                                     p=[0.3, 0.3, 0.25, 0.1, 0.05])),
+        "channel": Coded(
+            TICKET_CHANNELS,
+            rng.choice(len(TICKET_CHANNELS), size=all_customer.size, p=[0.3, 0.3, 0.25, 0.1, 0.05]),
+        ),
         "resolved_at": Time(resolved, all_unresolved),
         "satisfaction": Value(np.clip(all_score, 1, 5).astype(np.int64), ~felt),
         "sentiment": Value(np.round(np.clip(all_sentiment, -1.0, 1.0), 3)),
@@ -471,8 +545,11 @@ def marketing(block: Block) -> tuple[pa.Table, MarketingConsent]:
     level = np.minimum(engagement(lat, camps.day) / (dyn.sessions_per_year / DAYS_PER_YEAR), 3.0)
     is_sms = (camps.channel == "sms")[None, :]
     opened = sent & ~is_sms & (rng.random((n, k)) < dyn.open_probability * np.sqrt(level) * activity)
-    clicked = np.where(is_sms, sent & (rng.random((n, k)) < 0.05 * activity),
-                       opened & (rng.random((n, k)) < dyn.click_probability))
+    clicked = np.where(
+        is_sms,
+        sent & (rng.random((n, k)) < 0.05 * activity),
+        opened & (rng.random((n, k)) < dyn.click_probability),
+    )
     satisfaction = lat.satisfaction_base[:, None] - hist.satisfaction_drop[:, camps.day]
     p_unsub = dyn.unsubscribe_probability * (1.0 + 4.0 * np.maximum(dyn.satisfaction_mean - satisfaction, 0))
     unsub = sent & (camps.channel != "push")[None, :] & (activity > 0) & (rng.random((n, k)) < p_unsub)
@@ -488,7 +565,12 @@ def marketing(block: Block) -> tuple[pa.Table, MarketingConsent]:
     click_at = open_at + rng.integers(10, 600, (n, k))
     unsub_at = np.where(opened, open_at, base) + rng.integers(60, 3600, (n, k))
     parts = []
-    for action, mask, at in ((0, sent, base), (1, opened, open_at), (2, clicked, click_at), (3, unsub, unsub_at)):
+    for action, mask, at in (
+        (0, sent, base),
+        (1, opened, open_at),
+        (2, clicked, click_at),
+        (3, unsub, unsub_at),
+    ):
         c, j = np.nonzero(mask)
         seconds = at[c, j]
         keep = (seconds < block.end) & ((action == 0) | (seconds < block.churn_second[c]))
@@ -517,7 +599,9 @@ def consents(block: Block, marketing_consent: MarketingConsent) -> pa.Table:
     n = len(lat)
     signup = block.day0 + lat.signup_day * DAY + lat.signup_second
     profiling = rng.random(n) >= dyn.profiling_denied_share
-    withdraw = profiling & (rng.random(n) < dyn.profiling_withdrawn_share / max(1e-9, 1 - dyn.profiling_denied_share))
+    withdraw = profiling & (
+        rng.random(n) < dyn.profiling_withdrawn_share / max(1e-9, 1 - dyn.profiling_denied_share)
+    )
     latest = np.minimum(block.churn_second, block.end)
     earliest = np.maximum(signup, block.day0) + 3600
     withdraw &= latest > earliest + 1
@@ -526,12 +610,33 @@ def consents(block: Block, marketing_consent: MarketingConsent) -> pa.Table:
     late = np.flatnonzero(marketing_consent.late_grant_second < block.end)
     u = marketing_consent.unsubscribe_customer
     customer = np.concatenate([np.arange(n), np.arange(n), w, late, u])
-    seconds = np.concatenate([signup, signup + 1, withdraw_at[w], marketing_consent.late_grant_second[late],
-                              marketing_consent.unsubscribe_second + 1])
-    purpose = np.concatenate([np.zeros(n, np.int64), np.ones(n, np.int64), np.zeros(w.size, np.int64),
-                              np.ones(late.size, np.int64), np.ones(u.size, np.int64)])
-    granted = np.concatenate([profiling, marketing_consent.initially_granted, np.zeros(w.size, bool),
-                              np.ones(late.size, bool), np.zeros(u.size, bool)])
+    seconds = np.concatenate(
+        [
+            signup,
+            signup + 1,
+            withdraw_at[w],
+            marketing_consent.late_grant_second[late],
+            marketing_consent.unsubscribe_second + 1,
+        ]
+    )
+    purpose = np.concatenate(
+        [
+            np.zeros(n, np.int64),
+            np.ones(n, np.int64),
+            np.zeros(w.size, np.int64),
+            np.ones(late.size, np.int64),
+            np.ones(u.size, np.int64),
+        ]
+    )
+    granted = np.concatenate(
+        [
+            profiling,
+            marketing_consent.initially_granted,
+            np.zeros(w.size, bool),
+            np.ones(late.size, bool),
+            np.zeros(u.size, bool),
+        ]
+    )
     keep = seconds < block.end
     columns: dict[str, Column] = {
         "customer_id": Coded(block.ids.customer_id, customer[keep]),

@@ -66,12 +66,14 @@ def incidents_truth(config: WorldConfig, hist: BlockHistory, ids: BlockIds) -> p
     """Incidents that happened while the customer was still a customer."""
     live = hist.incident_day < hist.churn_day[hist.incident_customer]
     customer, day = hist.incident_customer[live], hist.incident_day[live]
-    return pa.table({
-        "customer_id": ids.customer_id.take(pa.array(customer)),
-        "day": pa.array(day, pa.int64()),
-        "day_at": _stamps((config.start_epoch_day + day) * DAY),
-        "bad": pa.array(hist.incident_bad[live]),
-    })
+    return pa.table(
+        {
+            "customer_id": ids.customer_id.take(pa.array(customer)),
+            "day": pa.array(day, pa.int64()),
+            "day_at": _stamps((config.start_epoch_day + day) * DAY),
+            "bad": pa.array(hist.incident_bad[live]),
+        }
+    )
 
 
 def write_world(folder: Path, config: WorldConfig, promos: list[Promotion], facts: dict[str, Any]) -> Path:

@@ -132,8 +132,10 @@ def sample_latents(config: WorldConfig, rng: np.random.Generator, first_index: i
     rate_mean = dyn.purchases_per_year / DAYS_PER_YEAR
     purchase_rate = rng.gamma(dyn.purchase_rate_shape, rate_mean / dyn.purchase_rate_shape, n)
     purchase_rate *= np.exp(0.35 * shared - 0.35**2 / 2)
-    engagement = dyn.sessions_per_year / DAYS_PER_YEAR * np.exp(
-        dyn.engagement_log_sd * (0.6 * shared + 0.8 * rng.standard_normal(n))
+    engagement = (
+        dyn.sessions_per_year
+        / DAYS_PER_YEAR
+        * np.exp(dyn.engagement_log_sd * (0.6 * shared + 0.8 * rng.standard_normal(n)))
     )
     drift = np.clip(
         rng.normal(dyn.engagement_drift_mean, dyn.engagement_drift_sd, n),
@@ -322,7 +324,9 @@ def counted_incidents(customer: np.ndarray, memory: int) -> np.ndarray:
     return (np.arange(customer.size) - first) < memory
 
 
-def simulate_block(config: WorldConfig, lat: Latents, promos: list[Promotion], rng: np.random.Generator) -> BlockHistory:
+def simulate_block(
+    config: WorldConfig, lat: Latents, promos: list[Promotion], rng: np.random.Generator
+) -> BlockHistory:
     """Incidents → satisfaction → decline onset → activity → daily purchase and session counts."""
     dyn = config.dynamics
     n, days = len(lat), np.arange(config.days)

@@ -6,7 +6,9 @@ from serving.supervisor import serve_environment as _serve_environment
 from cxpredict.workspace import resolve_workspace
 
 
-def test_without_configured_keys_a_private_key_file_is_created_and_the_key_never_printed(tmp_path, monkeypatch, capsys):
+def test_without_configured_keys_a_private_key_file_is_created_and_the_key_never_printed(
+    tmp_path, monkeypatch, capsys
+):
     monkeypatch.delenv("CXPREDICT_API_KEYS", raising=False)
     monkeypatch.delenv("CXPREDICT_API_KEYS_FILE", raising=False)
     monkeypatch.delenv("BENTOML_CONFIG_OPTIONS", raising=False)

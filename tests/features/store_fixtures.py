@@ -103,7 +103,8 @@ def write_manifest(ws_root: Path, families=tuple(FAMILIES), snapshots=SNAPSHOTS)
                 "sources": ["transactions"],
                 "path": family,
                 "features": [
-                    {"name": n, "dtype": d, "description": f"{n} as of t"} for n, d in FAMILIES[family].items()
+                    {"name": n, "dtype": d, "description": f"{n} as of t"}
+                    for n, d in FAMILIES[family].items()
                 ],
             }
             for family in families

@@ -58,32 +58,78 @@ def test_given_a_customer_without_purchases_when_building_then_counts_are_zero_a
     assert pd.isna(c2["purchase_basket_value_365d"])
 
 
-def test_given_facts_at_or_after_the_cutoff_when_building_then_every_feature_at_the_cutoff_is_unchanged(ws, tmp_path):
+def test_given_facts_at_or_after_the_cutoff_when_building_then_every_feature_at_the_cutoff_is_unchanged(
+    ws, tmp_path
+):
     # given the world, and the same world with late facts in every source (one exactly at the cutoff)
     build_at(ws, rich_world())
     before = all_frames(ws, CUTOFF)
     late = rich_world()
     late["transactions"] += [
-        {"customer_id": "C1", "timestamp": "2026-03-01 00:00", "amount": 500.0, "order_id": "O7", "channel": "app",
-         "category": "home", "quantity": 9, "discount": 0.5, "returned": False},
-        {"customer_id": "C2", "timestamp": "2026-03-02", "amount": 70.0, "order_id": "O8", "channel": "online",
-         "category": "books", "quantity": 1, "discount": 0.0, "returned": False},
+        {
+            "customer_id": "C1",
+            "timestamp": "2026-03-01 00:00",
+            "amount": 500.0,
+            "order_id": "O7",
+            "channel": "app",
+            "category": "home",
+            "quantity": 9,
+            "discount": 0.5,
+            "returned": False,
+        },
+        {
+            "customer_id": "C2",
+            "timestamp": "2026-03-02",
+            "amount": 70.0,
+            "order_id": "O8",
+            "channel": "online",
+            "category": "books",
+            "quantity": 1,
+            "discount": 0.0,
+            "returned": False,
+        },
     ]
     late["events"] += [
-        {"customer_id": "C1", "timestamp": "2026-03-01 00:00", "event_type": "search", "session_id": "S9",
-         "channel": "app", "category": "home"},
-        {"customer_id": "C1", "timestamp": "2026-03-01 01:00", "event_type": "checkout_complete", "session_id": "S1",
-         "channel": "web", "category": "home"},
-        {"customer_id": "C2", "timestamp": "2026-03-03", "event_type": "add_to_cart", "session_id": "S8",
-         "channel": "web", "category": "books"},
+        {
+            "customer_id": "C1",
+            "timestamp": "2026-03-01 00:00",
+            "event_type": "search",
+            "session_id": "S9",
+            "channel": "app",
+            "category": "home",
+        },
+        {
+            "customer_id": "C1",
+            "timestamp": "2026-03-01 01:00",
+            "event_type": "checkout_complete",
+            "session_id": "S1",
+            "channel": "web",
+            "category": "home",
+        },
+        {
+            "customer_id": "C2",
+            "timestamp": "2026-03-03",
+            "event_type": "add_to_cart",
+            "session_id": "S8",
+            "channel": "web",
+            "category": "books",
+        },
     ]
     late["support_tickets"].append(
-        {"customer_id": "C2", "opened_at": "2026-03-01 00:00", "topic": "availability", "resolved_at": "2026-03-02",
-         "satisfaction": 1, "sentiment": -1.0}
+        {
+            "customer_id": "C2",
+            "opened_at": "2026-03-01 00:00",
+            "topic": "availability",
+            "resolved_at": "2026-03-02",
+            "satisfaction": 1,
+            "sentiment": -1.0,
+        }
     )
     late["surveys"].append({"customer_id": "C1", "timestamp": "2026-03-04", "kind": "nps", "score": 10})
     late["marketing"].append({"customer_id": "C1", "timestamp": "2026-03-01 00:00", "action": "unsubscribed"})
-    late["consents"].append({"customer_id": "C1", "timestamp": "2026-03-02", "purpose": "profiling", "granted": False})
+    late["consents"].append(
+        {"customer_id": "C1", "timestamp": "2026-03-02", "purpose": "profiling", "granted": False}
+    )
     other = resolve_workspace(tmp_path / "late")
     # when
     build_at(other, late)
@@ -114,9 +160,19 @@ def test_given_an_as_of_within_a_day_when_building_then_only_events_before_that_
     # given sessions on the as_of day before and after 12:00, and around the 7-day window start
     world = rich_world()
     world["events"] = [
-        {"customer_id": "C1", "timestamp": ts, "event_type": "session_start", "session_id": sid, "channel": "web"}
-        for ts, sid in [("2026-03-03 10:00", "A"), ("2026-03-03 13:00", "B"), ("2026-03-10 08:00", "C"),
-                        ("2026-03-10 14:00", "D")]
+        {
+            "customer_id": "C1",
+            "timestamp": ts,
+            "event_type": "session_start",
+            "session_id": sid,
+            "channel": "web",
+        }
+        for ts, sid in [
+            ("2026-03-03 10:00", "A"),
+            ("2026-03-03 13:00", "B"),
+            ("2026-03-10 08:00", "C"),
+            ("2026-03-10 14:00", "D"),
+        ]
     ]
     # when
     build_at(ws, world, as_of="2026-03-10 12:00")
@@ -162,14 +218,25 @@ def test_given_customers_and_consents_then_profile_holds_tenure_attributes_and_c
     assert profile.loc["C1", "profile_tenure_days"] == 273
     assert profile.loc["C1", "profile_age"] == 36
     assert profile.loc["C1", "profile_loyalty_tier"] == "gold"
-    assert profile.loc["C1", "profile_consent_profiling"] == 1 and profile.loc["C1", "profile_consent_marketing"] == 0
-    assert profile.loc["C2", "profile_consent_profiling"] == 0 and pd.isna(profile.loc["C2", "profile_consent_marketing"])
+    assert (
+        profile.loc["C1", "profile_consent_profiling"] == 1
+        and profile.loc["C1", "profile_consent_marketing"] == 0
+    )
+    assert profile.loc["C2", "profile_consent_profiling"] == 0 and pd.isna(
+        profile.loc["C2", "profile_consent_marketing"]
+    )
 
 
 def test_given_events_and_purchases_by_category_then_needs_compare_signals_with_purchases(ws):
     world = rich_world()
     world["events"].append(
-        {"customer_id": "C2", "timestamp": "2026-02-20", "event_type": "search", "session_id": "S7", "category": "home"}
+        {
+            "customer_id": "C2",
+            "timestamp": "2026-02-20",
+            "event_type": "search",
+            "session_id": "S7",
+            "category": "home",
+        }
     )
     build_at(ws, world)
     needs = read_snapshot(ws, "needs", CUTOFF)
@@ -209,13 +276,25 @@ def test_given_transactions_with_only_required_columns_then_purchase_leaves_out_
     summary = build_at(ws, {"transactions": rows})
     columns = set(read_snapshot(ws, "purchase", CUTOFF).columns)
     assert summary.features == {"purchase": len(columns) - 2}
-    assert {"purchase_count_30d", "purchase_amount_90d", "days_since_last_purchase", "purchase_gap_mean_days"} <= columns
-    leaked = [c for c in columns if any(k in c for k in ("channel", "category", "discount", "return", "orders", "size"))]
+    assert {
+        "purchase_count_30d",
+        "purchase_amount_90d",
+        "days_since_last_purchase",
+        "purchase_gap_mean_days",
+    } <= columns
+    leaked = [
+        c
+        for c in columns
+        if any(k in c for k in ("channel", "category", "discount", "return", "orders", "size"))
+    ]
     assert leaked == []
 
 
 def test_given_no_canonical_manifest_then_supplied_columns_are_inferred_from_non_null_values(ws):
-    rows = [{k: r[k] for k in ("customer_id", "timestamp", "amount", "channel")} for r in rich_world()["transactions"]]
+    rows = [
+        {k: r[k] for k in ("customer_id", "timestamp", "amount", "channel")}
+        for r in rich_world()["transactions"]
+    ]
     write_canonical(ws, {"transactions": rows})
     (ws.canonical_dir / "manifest.json").unlink()
     build_features(ws, utc(CUTOFF), ONE_SNAPSHOT)

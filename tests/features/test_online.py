@@ -88,7 +88,9 @@ def test_given_the_same_snapshots_when_materialised_fast_then_the_rows_equal_fea
     assert any(row[2] == b"" and row[3] is None for row in fast_rows)
 
 
-def test_given_a_materialised_store_when_the_fast_path_runs_again_then_the_upsert_changes_nothing(stores, tmp_path):
+def test_given_a_materialised_store_when_the_fast_path_runs_again_then_the_upsert_changes_nothing(
+    stores, tmp_path
+):
     ws = stores["fast"]
     before = {table: dump(ws, table) for table in TABLES}
 
@@ -107,7 +109,9 @@ def test_given_fast_materialisation_when_feast_reads_online_then_it_sees_the_lat
         entity_rows=[{"customer_id": c} for c in ids],
     ).to_dict()
 
-    latest = pd.read_parquet(ws.features_dir / "purchase" / f"snapshot_date={SNAPSHOTS[-1]:%Y-%m-%d}" / "data.parquet")
+    latest = pd.read_parquet(
+        ws.features_dir / "purchase" / f"snapshot_date={SNAPSHOTS[-1]:%Y-%m-%d}" / "data.parquet"
+    )
     assert response["purchase_top_category"][:2] == ["", "é" * 100]
     assert response["purchase_count_30d"][2:7] == [0.0, -0.0, 1e16, 0.1 + 0.2, None]
     assert math.copysign(1.0, response["purchase_count_30d"][3]) == -1.0
@@ -115,7 +119,9 @@ def test_given_fast_materialisation_when_feast_reads_online_then_it_sees_the_lat
 
 
 @pytest.mark.parametrize("service", ["churn", "next_purchase", "unmet_needs", "realtime_signals"])
-def test_given_known_unknown_and_repeated_ids_when_read_fast_then_equal_to_feasts_online_features(stores, service):
+def test_given_known_unknown_and_repeated_ids_when_read_fast_then_equal_to_feasts_online_features(
+    stores, service
+):
     store = feature_store.open_store(stores["fast"])
     reader = OnlineReader(store)
     ids = ["C000001", "C000044", "nobody", "C000006", "C000001", "C000000"]
@@ -169,7 +175,9 @@ def test_given_a_ticket_opened_event_when_pushed_then_online_features_show_it_wi
         ).to_dict()
 
     assert read()["realtime_tickets_opened"] == [None]
-    feature_store.push_event(ws, {"customer_id": "C000010", "event_type": "ticket_opened", "timestamp": opened_at})
+    feature_store.push_event(
+        ws, {"customer_id": "C000010", "event_type": "ticket_opened", "timestamp": opened_at}
+    )
     after_one = read()
     feature_store.push_event(
         ws, RealtimeEvent(customer_id="C000010", event_type="session_start", timestamp=opened_at), store=store
@@ -187,7 +195,9 @@ def test_given_a_ticket_opened_event_when_pushed_then_online_features_show_it_wi
 
 
 def test_given_counters_from_before_the_current_snapshot_when_an_event_arrives_then_they_restart():
-    event = RealtimeEvent(customer_id="C1", event_type="ticket_resolved", timestamp=datetime(2026, 12, 2, tzinfo=UTC))
+    event = RealtimeEvent(
+        customer_id="C1", event_type="ticket_resolved", timestamp=datetime(2026, 12, 2, tzinfo=UTC)
+    )
     old = {name: 5.0 for name in REALTIME_FEATURES} | {"realtime_window_start_ts": 100.0}
 
     stale = next_counters(old, event, window_start_s=200.0)
@@ -214,8 +224,16 @@ def test_given_survey_answers_then_the_last_score_is_kept_and_a_zero_is_an_answe
     session = next_counters(second, RealtimeEvent(customer_id="C1", event_type="session_start", timestamp=moment),
                             window_start_s=100.0)  # fmt: skip
 
-    assert first["realtime_last_nps"] == 0.0 and first["realtime_last_csat"] is None and first["realtime_surveys"] == 1
-    assert second["realtime_last_nps"] == 0.0 and second["realtime_last_csat"] == 5.0 and second["realtime_surveys"] == 2
+    assert (
+        first["realtime_last_nps"] == 0.0
+        and first["realtime_last_csat"] is None
+        and first["realtime_surveys"] == 1
+    )
+    assert (
+        second["realtime_last_nps"] == 0.0
+        and second["realtime_last_csat"] == 5.0
+        and second["realtime_surveys"] == 2
+    )
     assert session["realtime_last_nps"] == 0.0 and session["realtime_last_survey_ts"] == moment.timestamp()
     stale = next_counters(second | {"realtime_window_start_ts": 50.0}, RealtimeEvent(
         customer_id="C1", event_type="search", timestamp=moment), window_start_s=100.0)  # fmt: skip
@@ -238,7 +256,9 @@ def test_given_a_malformed_survey_event_then_it_is_refused(fields):
         RealtimeEvent(customer_id="C1", timestamp=datetime(2026, 12, 2, tzinfo=UTC), **fields)
 
 
-def test_given_an_empty_realtime_log_with_an_older_schema_then_it_is_rewritten_but_pushed_rows_are_kept(tmp_path):
+def test_given_an_empty_realtime_log_with_an_older_schema_then_it_is_rewritten_but_pushed_rows_are_kept(
+    tmp_path,
+):
     import pyarrow as pa
     import pyarrow.parquet as pq
 

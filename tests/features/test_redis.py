@@ -61,7 +61,10 @@ def test_given_the_redis_setting_when_materialised_then_feast_reads_the_latest_v
     for family, name in [("purchase", "purchase_count_30d"), ("purchase", "purchase_top_category"),
                          ("profile", "profile_region"), ("engagement", "engagement_sessions_30d")]:  # fmt: skip
         latest = frames[(family, SNAPSHOTS[-1])].set_index("customer_id")[name]
-        expected = [None if (v is None or (isinstance(v, float) and math.isnan(v))) else v for v in latest.loc[ids[:3]]]
+        expected = [
+            None if (v is None or (isinstance(v, float) and math.isnan(v))) else v
+            for v in latest.loc[ids[:3]]
+        ]
         assert online[name] == expected + [None], name
     reader = OnlineReader(store).read(ids, "churn", request_time=END + timedelta(days=1))
     assert reader["profile_region"] == online["profile_region"]

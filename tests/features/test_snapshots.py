@@ -26,7 +26,9 @@ def ws(tmp_path) -> Workspace:
 
 
 def files(ws: Workspace) -> dict[str, int]:
-    return {str(p.relative_to(ws.features_dir)): p.stat().st_mtime_ns for p in ws.features_dir.rglob("*.parquet")}
+    return {
+        str(p.relative_to(ws.features_dir)): p.stat().st_mtime_ns for p in ws.features_dir.rglob("*.parquet")
+    }
 
 
 def manifest(ws: Workspace) -> dict:
@@ -58,7 +60,11 @@ def test_given_a_build_then_the_manifest_matches_the_files_column_by_column(ws):
     m = manifest(ws)
     # then
     assert m["snapshots"] == ["2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z"]
-    assert (m["entity"], m["join_key"], m["timestamp_field"]) == ("customer", "customer_id", "event_timestamp")
+    assert (m["entity"], m["join_key"], m["timestamp_field"]) == (
+        "customer",
+        "customer_id",
+        "event_timestamp",
+    )
     assert m["as_of"] == "2026-03-01T00:00:00Z" and m["created_timestamp_field"] == "created_timestamp"
     names = [f["name"] for fam in m["families"].values() for f in fam["features"]]
     assert len(names) == len(set(names))
@@ -92,7 +98,11 @@ def test_given_a_second_build_with_the_same_data_then_every_snapshot_is_skipped_
     assert (second.snapshots_built, second.snapshots_skipped, second.rebuilt) == (0, 3, False)
     assert files(ws) == before
     assert second.customers == first.customers == 2
-    assert manifest(ws)["snapshots"] == ["2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z"]
+    assert manifest(ws)["snapshots"] == [
+        "2026-01-01T00:00:00Z",
+        "2026-02-01T00:00:00Z",
+        "2026-03-01T00:00:00Z",
+    ]
 
 
 def test_given_a_later_as_of_then_only_the_new_snapshots_are_built(ws):
@@ -115,8 +125,17 @@ def test_given_changed_canonical_data_then_every_snapshot_is_rebuilt_with_the_ne
     before = files(ws)
     world = rich_world()
     world["transactions"].append(
-        {"customer_id": "C2", "timestamp": "2026-02-10", "amount": 40.0, "order_id": "O5", "channel": "store",
-         "category": "home", "quantity": 1, "discount": 0.0, "returned": False}
+        {
+            "customer_id": "C2",
+            "timestamp": "2026-02-10",
+            "amount": 40.0,
+            "order_id": "O5",
+            "channel": "store",
+            "category": "home",
+            "quantity": 1,
+            "discount": 0.0,
+            "returned": False,
+        }
     )
     write_canonical(ws, world)
     # when

@@ -47,7 +47,9 @@ def test_given_a_manifest_when_applied_then_one_view_per_family_derived_views_an
         "profile_loyalty_tier": "String",
     }
     assert views["purchase"].ttl == timedelta(days=62)
-    assert views["purchase"].batch_source.path == str(ws.features_dir / "purchase" / "snapshot_date=*" / "data.parquet")
+    assert views["purchase"].batch_source.path == str(
+        ws.features_dir / "purchase" / "snapshot_date=*" / "data.parquet"
+    )
     assert store.get_entity("customer").join_key == "customer_id"
     odfvs = {o.name: sorted(f.name for f in o.features) for o in store.list_on_demand_feature_views()}
     assert odfvs == {
@@ -100,7 +102,9 @@ def test_given_the_repo_folder_when_the_feast_cli_applies_lists_and_materialises
     assert {"purchase", "profile", "realtime", "ratios", "recency_now"} <= names
     assert (ws.feast_dir / "registry.db").is_file()
     store = feature_store.open_store(ws)
-    online = store.get_online_features(features=["profile:profile_region"], entity_rows=[{"customer_id": "C000002"}])
+    online = store.get_online_features(
+        features=["profile:profile_region"], entity_rows=[{"customer_id": "C000002"}]
+    )
     expected = frames[("profile", SNAPSHOTS[-1])].set_index("customer_id").loc["C000002", "profile_region"]
     assert online.to_dict()["profile_region"] == [expected]
 
@@ -170,7 +174,9 @@ def test_given_entity_rows_when_the_narrow_pick_path_retrieves_then_it_equals_fe
     for column in feast_result.columns:
         if feast_result[column].dtype.kind == "f":
             np.testing.assert_allclose(
-                fast_result[column].to_numpy(dtype=float), feast_result[column].to_numpy(dtype=float), rtol=1e-12
+                fast_result[column].to_numpy(dtype=float),
+                feast_result[column].to_numpy(dtype=float),
+                rtol=1e-12,
             )
         else:
             assert as_values(fast_result[column]) == as_values(feast_result[column]), column
@@ -205,15 +211,23 @@ def test_given_a_materialised_view_when_registry_read_then_the_interval_is_recor
     assert view.most_recent_end_time.astimezone(UTC) == end
 
 
-def test_given_features_older_than_the_ttl_when_materialised_now_then_the_latest_snapshot_is_still_written(world):
+def test_given_features_older_than_the_ttl_when_materialised_now_then_the_latest_snapshot_is_still_written(
+    world,
+):
     ws, frames = world
     much_later = SNAPSHOTS[-1] + timedelta(days=400)
 
     report = feature_store.materialize_latest(ws, end=much_later, views=["profile"])
 
-    online = feature_store.open_store(ws).get_online_features(
-        features=["profile:profile_loyalty_tier"], entity_rows=[{"customer_id": "C000008"}]
-    ).to_dict()
-    expected = frames[("profile", SNAPSHOTS[-1])].set_index("customer_id").loc["C000008", "profile_loyalty_tier"]
+    online = (
+        feature_store.open_store(ws)
+        .get_online_features(
+            features=["profile:profile_loyalty_tier"], entity_rows=[{"customer_id": "C000008"}]
+        )
+        .to_dict()
+    )
+    expected = (
+        frames[("profile", SNAPSHOTS[-1])].set_index("customer_id").loc["C000008", "profile_loyalty_tier"]
+    )
     assert report.start == SNAPSHOTS[-1] - timedelta(days=62)
     assert online["profile_loyalty_tier"] == [expected]

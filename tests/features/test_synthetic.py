@@ -24,29 +24,74 @@ from features.synthetic import (
 
 END = date(2025, 1, 1)
 CONTRACT = {
-    "customers": {"customer_id", "signup_at", "birth_year", "region", "acquisition_channel", "loyalty_tier",
-                  "email", "phone", "loyalty_card"},
-    "transactions": {"customer_id", "timestamp", "amount", "order_id", "channel", "category", "quantity",
-                     "discount", "returned"},
+    "customers": {
+        "customer_id",
+        "signup_at",
+        "birth_year",
+        "region",
+        "acquisition_channel",
+        "loyalty_tier",
+        "email",
+        "phone",
+        "loyalty_card",
+    },
+    "transactions": {
+        "customer_id",
+        "timestamp",
+        "amount",
+        "order_id",
+        "channel",
+        "category",
+        "quantity",
+        "discount",
+        "returned",
+    },
     "events": {"customer_id", "timestamp", "event_type", "session_id", "channel", "category", "device_id"},
-    "support_tickets": {"customer_id", "opened_at", "topic", "channel", "resolved_at", "satisfaction",
-                        "sentiment"},
+    "support_tickets": {
+        "customer_id",
+        "opened_at",
+        "topic",
+        "channel",
+        "resolved_at",
+        "satisfaction",
+        "sentiment",
+    },
     "surveys": {"customer_id", "timestamp", "kind", "score", "comment"},
     "marketing": {"customer_id", "timestamp", "campaign_id", "channel", "action"},
     "consents": {"customer_id", "timestamp", "purpose", "granted"},
 }
 ENUMS = {
     "transactions": {"channel": {"online", "store", "app"}, "category": set(CATEGORIES)},
-    "events": {"event_type": {"session_start", "page_view", "search", "product_view", "add_to_cart",
-                              "remove_from_cart", "wishlist_add", "checkout_start", "checkout_complete",
-                              "app_open", "login"}, "channel": {"web", "app"}},
+    "events": {
+        "event_type": {
+            "session_start",
+            "page_view",
+            "search",
+            "product_view",
+            "add_to_cart",
+            "remove_from_cart",
+            "wishlist_add",
+            "checkout_start",
+            "checkout_complete",
+            "app_open",
+            "login",
+        },
+        "channel": {"web", "app"},
+    },
     "support_tickets": {"channel": {"phone", "email", "chat", "store", "app"}},
     "surveys": {"kind": {"nps", "csat"}},
-    "marketing": {"channel": {"email", "sms", "push"}, "action": {"sent", "opened", "clicked", "unsubscribed"}},
+    "marketing": {
+        "channel": {"email", "sms", "push"},
+        "action": {"sent", "opened", "clicked", "unsubscribed"},
+    },
     "consents": {"purpose": {"profiling", "marketing"}},
 }
-ALTERNATE_ID = {"customers": ["email", "phone", "loyalty_card"], "transactions": ["loyalty_card"],
-                "events": ["device_id"], "marketing": ["email"]}
+ALTERNATE_ID = {
+    "customers": ["email", "phone", "loyalty_card"],
+    "transactions": ["loyalty_card"],
+    "events": ["device_id"],
+    "marketing": ["email"],
+}
 TIME = {"customers": "signup_at", "support_tickets": "opened_at"}
 
 
@@ -55,8 +100,11 @@ def world(tmp_path_factory):
     """A two-year world of 3,000 customers (shared by the behavioural tests: ~2 s)."""
     ws = resolve_workspace(tmp_path_factory.mktemp("world"))
     calls: list[tuple[int, int]] = []
-    summary = generate(ws, WorldConfig(customers=3000, seed=11, days=730, end=END),
-                       progress=lambda stage, done, total, note="": calls.append((done, total)))
+    summary = generate(
+        ws,
+        WorldConfig(customers=3000, seed=11, days=730, end=END),
+        progress=lambda stage, done, total, note="": calls.append((done, total)),
+    )
     return ws, summary, calls
 
 
@@ -91,18 +139,24 @@ def clean(frame: pd.DataFrame, source: str, end: pd.Timestamp) -> pd.DataFrame:
 def activity(raw, truth) -> pd.DataFrame:
     """Purchases and web/app events per customer and time (events keyed by device resolved)."""
     end = pd.Timestamp(truth.config.end_at)
-    devices = pd.concat([
-        truth.customers[["customer_id", "web_device_id"]].rename(columns={"web_device_id": "device_id"}),
-        truth.customers[["customer_id", "app_device_id"]].rename(columns={"app_device_id": "device_id"}),
-    ]).dropna()
+    devices = pd.concat(
+        [
+            truth.customers[["customer_id", "web_device_id"]].rename(columns={"web_device_id": "device_id"}),
+            truth.customers[["customer_id", "app_device_id"]].rename(columns={"app_device_id": "device_id"}),
+        ]
+    ).dropna()
     events = raw["events"].copy()
     resolved = events["device_id"].map(devices.set_index("device_id")["customer_id"])
     events["customer_id"] = events["customer_id"].fillna(resolved)
     buys = clean(raw["transactions"], "transactions", end)
     buys = buys[~buys["returned"]]
     looks = clean(events, "events", end)
-    return pd.concat([buys[["customer_id", "ts"]].assign(kind="purchase"),
-                      looks[["customer_id", "ts", "event_type", "category"]].assign(kind="event")])
+    return pd.concat(
+        [
+            buys[["customer_id", "ts"]].assign(kind="purchase"),
+            looks[["customer_id", "ts", "event_type", "category"]].assign(kind="event"),
+        ]
+    )
 
 
 # --- determinism and contract -------------------------------------------------------------------------
@@ -167,7 +221,8 @@ def test_given_churned_customers_then_they_are_silent_after_churn_and_fading_bef
     others = {s: clean(raw[s], s, end) for s in ("surveys", "support_tickets", "marketing")}
     late_voice = sum(
         int((frame["ts"] >= frame["customer_id"].map(churn)).sum())
-        for name, frame in others.items() if name != "marketing"
+        for name, frame in others.items()
+        if name != "marketing"
     )
     marketing = others["marketing"]
     after_marketing = marketing[marketing["ts"] >= marketing["customer_id"].map(churn)]
@@ -190,7 +245,9 @@ def test_given_unmet_needs_and_bad_service_then_customers_churn_more(truth):
     customers = truth.customers
     bad = truth.incidents[truth.incidents["bad"]]["customer_id"].unique()
     troubled = (customers["unmet_need_count"] > 0) & customers["customer_id"].isin(bad)
-    content = (customers["unmet_need_count"] == 0) & ~customers["customer_id"].isin(truth.incidents["customer_id"])
+    content = (customers["unmet_need_count"] == 0) & ~customers["customer_id"].isin(
+        truth.incidents["customer_id"]
+    )
 
     churned = customers["churn_at"].notna()
 
@@ -203,8 +260,11 @@ def test_given_unmet_needs_then_they_show_as_demand_without_purchases(raw, truth
     customers = truth.customers.set_index("customer_id")
     start = pd.Timestamp(truth.config.start_at)
     customers = customers[customers["churn_at"].isna() & (customers["signup_at"] < start)]
-    unmet = [(cid, c) for c in CATEGORIES
-             for cid in customers.index[customers[f"need_{c}"].gt(0) & ~customers[f"need_served_{c}"]]]
+    unmet = [
+        (cid, c)
+        for c in CATEGORIES
+        for cid in customers.index[customers[f"need_{c}"].gt(0) & ~customers[f"need_served_{c}"]]
+    ]
     pairs = pd.DataFrame(unmet, columns=["customer_id", "category"])
     signals = facts[facts["event_type"].isin(["search", "product_view", "wishlist_add"])]
     wished = facts[facts["event_type"].eq("wishlist_add")]
@@ -263,8 +323,13 @@ def observed_defects(source: str, frame: pd.DataFrame, end: pd.Timestamp) -> dic
     if source == "transactions":
         found["negative_amount"] = int(((frame["amount"] < 0) & ~frame["returned"]).sum())
     if source in ENUMS and source != "transactions":
-        column = {"events": "event_type", "support_tickets": "channel", "surveys": "kind",
-                  "marketing": "action", "consents": "purpose"}[source]
+        column = {
+            "events": "event_type",
+            "support_tickets": "channel",
+            "surveys": "kind",
+            "marketing": "action",
+            "consents": "purpose",
+        }[source]
         found["unknown_enum"] = int((~frame[column].isin(ENUMS[source][column])).sum())
     if source == "transactions":
         found["unknown_enum"] = int((~frame["channel"].isin(ENUMS[source]["channel"])).sum())
@@ -342,10 +407,12 @@ def recency_frequency(facts: pd.DataFrame, cutoff: pd.Timestamp, kind: str | Non
     if kind:
         past = past[past["kind"] == kind]
     grouped = past.groupby("customer_id")["ts"]
-    return pd.DataFrame({
-        "recency": (cutoff - grouped.max()).dt.days,
-        "frequency": past[past["ts"] >= cutoff - pd.Timedelta(days=90)].groupby("customer_id").size(),
-    })
+    return pd.DataFrame(
+        {
+            "recency": (cutoff - grouped.max()).dt.days,
+            "frequency": past[past["ts"] >= cutoff - pd.Timedelta(days=90)].groupby("customer_id").size(),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -386,7 +453,9 @@ def test_given_the_oracle_then_needs_are_calibrated_and_ranked(judged):
 
 def test_given_the_oracle_then_it_beats_a_recency_frequency_heuristic(judged):
     def heuristic(recency: pd.Series, frequency: pd.Series) -> np.ndarray:
-        return recency.fillna(10_000).rank(pct=True).to_numpy() - frequency.fillna(0).rank(pct=True).to_numpy()
+        return (
+            recency.fillna(10_000).rank(pct=True).to_numpy() - frequency.fillna(0).rank(pct=True).to_numpy()
+        )
 
     churn_y = judged["churn_real"].astype(float)
     buy_y = judged["purchase_real"].astype(float)

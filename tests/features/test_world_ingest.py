@@ -16,7 +16,13 @@ RULES_BY_KIND = {
     "unparsable_time": {"unparsable_timestamp"},
     "missing_id": {"missing_identity", "missing_customer_id"},
     "negative_amount": {"negative_amount"},
-    "unknown_enum": {"unknown_channel", "unknown_event_type", "unknown_kind", "unknown_action", "unknown_purpose"},
+    "unknown_enum": {
+        "unknown_channel",
+        "unknown_event_type",
+        "unknown_kind",
+        "unknown_action",
+        "unknown_purpose",
+    },
     "out_of_range_score": {"score_out_of_range", "satisfaction_out_of_range"},
 }
 

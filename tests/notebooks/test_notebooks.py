@@ -33,8 +33,13 @@ CONTACT_PATTERNS = {
 }
 """Shapes of the generated world's contact identifiers, by the raw source and column holding them."""
 CAMPAIGN_COLUMNS = [
-    "customer_id", "churn_probability", "churn_risk_band", "unmet_need", "unmet_need_probability",
-    "purchase_probability", "next_category_1",
+    "customer_id",
+    "churn_probability",
+    "churn_risk_band",
+    "unmet_need",
+    "unmet_need_probability",
+    "purchase_probability",
+    "next_category_1",
 ]
 AT_RISK_BANDS = {"medium", "high"}
 MIN_NEED_PROBABILITY = 0.10
@@ -132,13 +137,27 @@ def api_server(notebook_workspace) -> Iterator[dict[str, str]]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [
-        sys.executable, "-m", "cxpredict.cli", "serve", "--workspace", str(notebook_workspace), "--port", str(port),
-        "--alias", alias, "--reload-seconds", "0", "--workers", "1",
+        sys.executable,
+        "-m",
+        "cxpredict.cli",
+        "serve",
+        "--workspace",
+        str(notebook_workspace),
+        "--port",
+        str(port),
+        "--alias",
+        alias,
+        "--reload-seconds",
+        "0",
+        "--workers",
+        "1",
     ]
     environment = kernel_environment(notebook_workspace) | {"CXPREDICT_API_KEYS": API_KEY}
     log = notebook_workspace / "server.log"
     with log.open("wb") as handle:
-        server = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=environment, start_new_session=True)
+        server = subprocess.Popen(
+            command, stdout=handle, stderr=subprocess.STDOUT, env=environment, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S

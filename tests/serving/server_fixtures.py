@@ -50,16 +50,28 @@ class Server:
                 self.process.wait(10)
 
 
-def start_server(ws, log: Path, *, reload_seconds: float = 0, wait_ready: bool = True, env: dict | None = None) -> Server:
+def start_server(
+    ws, log: Path, *, reload_seconds: float = 0, wait_ready: bool = True, env: dict | None = None
+) -> Server:
     port = free_port()
     command = [
-        sys.executable, "-m", "cxpredict.cli", "serve", "--workspace", str(ws.root), "--port", str(port),
-        "--reload-seconds", str(reload_seconds),
+        sys.executable,
+        "-m",
+        "cxpredict.cli",
+        "serve",
+        "--workspace",
+        str(ws.root),
+        "--port",
+        str(port),
+        "--reload-seconds",
+        str(reload_seconds),
     ]
     environment = dict(os.environ, CXPREDICT_API_KEYS=f"other-key,{API_KEY}", **(env or {}))
     environment.pop("MLFLOW_TRACKING_URI", None)
     handle = log.open("wb")
-    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=environment, start_new_session=True)
+    process = subprocess.Popen(
+        command, stdout=handle, stderr=subprocess.STDOUT, env=environment, start_new_session=True
+    )
     server = Server(f"http://127.0.0.1:{port}", ws, process, log)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -130,7 +142,9 @@ def known_ids(served_workspace) -> list[str]:
     features_as_of = datetime(2026, 11, 1, tzinfo=UTC)
     refused = withheld_consent(served_workspace, features_as_of)
     ids = [c for c in known_customers(served_workspace, features_as_of).tolist() if c not in refused]
-    stamps = OnlineReader(open_store(served_workspace)).read(ids, "churn", datetime.now(UTC), event_times=True)[EVENT_TIME]
+    stamps = OnlineReader(open_store(served_workspace)).read(
+        ids, "churn", datetime.now(UTC), event_times=True
+    )[EVENT_TIME]
     return [c for c, stamp in zip(ids, stamps, strict=True) if stamp is not None]
 
 

@@ -27,7 +27,11 @@ def test_predict_answers_every_block_in_the_design_shape(api, known_ids):
     body = answer.json()
     versions = ensure_champions(api.ws)
     assert {task: ref["version"] for task, ref in body["models"].items()} == versions
-    assert {ref["name"] for ref in body["models"].values()} == {"cx-churn", "cx-next-purchase", "cx-unmet-needs"}
+    assert {ref["name"] for ref in body["models"].values()} == {
+        "cx-churn",
+        "cx-next-purchase",
+        "cx-unmet-needs",
+    }
     assert [p["customer_id"] for p in body["predictions"]] == ids
     bands = bundle_of(api.ws, "churn").spec["risk_bands"]
     churn_features = set(bundle_of(api.ws, "churn").feature_names)
@@ -36,7 +40,13 @@ def test_predict_answers_every_block_in_the_design_shape(api, known_ids):
         assert prediction["features_as_of"] == "2026-11-01T00:00:00Z"
         churn = prediction["churn"]
         assert 0 <= churn["probability"] <= 1
-        expected_band = "high" if churn["probability"] >= bands[1] else "medium" if churn["probability"] >= bands[0] else "low"
+        expected_band = (
+            "high"
+            if churn["probability"] >= bands[1]
+            else "medium"
+            if churn["probability"] >= bands[0]
+            else "low"
+        )
         assert churn["risk_band"] == expected_band
         assert 1 <= len(churn["drivers"]) <= 5
         assert {d["feature"] for d in churn["drivers"]} <= churn_features
@@ -72,7 +82,11 @@ def test_scores_equal_the_registered_model_on_the_same_features(api, known_ids):
 
 def test_single_task_endpoints_answer_only_their_block(api, known_ids):
     ids = known_ids[:3]
-    for path, block in (("/churn", "churn"), ("/next-purchase", "next_purchase"), ("/unmet-needs", "unmet_needs")):
+    for path, block in (
+        ("/churn", "churn"),
+        ("/next-purchase", "next_purchase"),
+        ("/unmet-needs", "unmet_needs"),
+    ):
         body = _predict(api, ids, path).json()
         assert list(body["models"]) == [block]
         for prediction in body["predictions"]:
@@ -88,7 +102,9 @@ def test_unknown_customer_gets_a_flagged_cold_start_from_population_priors(api, 
     churn_prior = bundle_of(api.ws, "churn").spec["heads"][0]["prior"]
     assert cold["churn"]["probability"] == pytest.approx(churn_prior, abs=1e-6)
     assert cold["churn"]["drivers"] == []
-    purchase_prior = next(h for h in bundle_of(api.ws, "next_purchase").spec["heads"] if h["kind"] == "binary")["prior"]
+    purchase_prior = next(
+        h for h in bundle_of(api.ws, "next_purchase").spec["heads"] if h["kind"] == "binary"
+    )["prior"]
     assert cold["next_purchase"]["probability"] == pytest.approx(purchase_prior, abs=1e-6)
     assert len(cold["unmet_needs"]) == len(bundle_of(api.ws, "unmet_needs").spec["needs"])
 
@@ -102,7 +118,11 @@ def test_customer_without_profiling_consent_gets_no_scores_and_a_reason(api, ser
     body = _predict(api, refused[:5]).json()
     for prediction in body["predictions"]:
         assert prediction["scored"] is False and prediction["reason"] == NO_CONSENT
-        assert prediction["churn"] is None and prediction["next_purchase"] is None and prediction["unmet_needs"] is None
+        assert (
+            prediction["churn"] is None
+            and prediction["next_purchase"] is None
+            and prediction["unmet_needs"] is None
+        )
 
 
 def test_prediction_endpoints_need_a_valid_api_key(api, known_ids):
@@ -149,7 +169,9 @@ def test_bad_payloads_get_a_400_naming_the_field_without_echoing_it(api, body, f
 
 def test_malformed_json_is_a_400(api):
     with api.client() as client:
-        answer = client.post("/predict", content=b'{"customer_ids": [', headers={"content-type": "application/json"})
+        answer = client.post(
+            "/predict", content=b'{"customer_ids": [', headers={"content-type": "application/json"}
+        )
     assert answer.status_code == 400
 
 
@@ -171,6 +193,8 @@ def test_metrics_count_outcomes_and_show_served_versions(api, known_ids):
     assert samples['cxpredict_predictions_total{outcome="scored",task="churn"}'] >= 1
     assert samples['cxpredict_predictions_total{outcome="cold_start",task="churn"}'] >= 1
     versions = ensure_champions(api.ws)
-    assert samples[f'cxpredict_model_served{{name="cx-churn",task="churn",version="{versions["churn"]}"}}'] == 1
+    assert (
+        samples[f'cxpredict_model_served{{name="cx-churn",task="churn",version="{versions["churn"]}"}}'] == 1
+    )
     assert 'endpoint="/predict"' in text and "bentoml_service_request_duration_seconds" in text
     assert all(math.isfinite(v) for v in samples.values())

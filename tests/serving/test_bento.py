@@ -29,7 +29,9 @@ def test_pinned_versions_are_parsed_and_validated(monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_bento_serves_the_versions_it_was_built_with_after_the_alias_moves(private_workspace, tmp_path, monkeypatch):
+def test_a_bento_serves_the_versions_it_was_built_with_after_the_alias_moves(
+    private_workspace, tmp_path, monkeypatch
+):
     from serving.bento import build, champion_versions
     from cxpredict import tasks as registry
     from training.tracking import resolve_tracking, tracking_session

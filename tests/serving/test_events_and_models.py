@@ -28,7 +28,13 @@ def test_pushed_events_change_the_next_prediction_of_that_customer_only(api, kno
     with api.client() as client:
         before = {p["customer_id"]: p for p in _predict(client, [target, bystander]).json()["predictions"]}
         # when the target opens three support tickets and starts two sessions now
-        for event_type in ("ticket_opened", "ticket_opened", "ticket_opened", "session_start", "session_start"):
+        for event_type in (
+            "ticket_opened",
+            "ticket_opened",
+            "ticket_opened",
+            "session_start",
+            "session_start",
+        ):
             answer = client.post("/events", json={"customer_id": target, "event_type": event_type})
             assert answer.status_code == 200, answer.text
         counters = answer.json()["realtime"]
@@ -48,13 +54,17 @@ def test_a_survey_answer_reaches_the_voice_features_of_the_next_prediction(api, 
         ids = [p["customer_id"] for p in undecided]
         # when each answers an NPS survey with 0 (a detractor)
         answers = [
-            client.post("/events", json={"customer_id": c, "event_type": "survey_answered", "kind": "nps", "score": 0})
+            client.post(
+                "/events", json={"customer_id": c, "event_type": "survey_answered", "kind": "nps", "score": 0}
+            )
             for c in ids
         ]
         after = _predict(client, ids, "/churn").json()["predictions"]
     # then the pushed score is kept as an answer and the next churn scores move for at least one of them
     assert all(a.status_code == 200 and a.json()["realtime"]["realtime_last_nps"] == 0.0 for a in answers)
-    moved = [b["churn"]["probability"] != a["churn"]["probability"] for b, a in zip(undecided, after, strict=True)]
+    moved = [
+        b["churn"]["probability"] != a["churn"]["probability"] for b, a in zip(undecided, after, strict=True)
+    ]
     assert any(moved)
 
 
@@ -71,11 +81,15 @@ def test_events_are_validated(api):
     assert future.status_code == 400 and future.json()["field"] == "timestamp"
     assert old.status_code == 400 and old.json()["field"] == "timestamp"
     with api.client() as client:
-        no_kind = client.post("/events", json={"customer_id": "C1", "event_type": "survey_answered", "score": 3})
+        no_kind = client.post(
+            "/events", json={"customer_id": "C1", "event_type": "survey_answered", "score": 3}
+        )
         out_of_scale = client.post(
             "/events", json={"customer_id": "C1", "event_type": "survey_answered", "kind": "csat", "score": 9}
         )
-        score_on_search = client.post("/events", json={"customer_id": "C1", "event_type": "search", "score": 3})
+        score_on_search = client.post(
+            "/events", json={"customer_id": "C1", "event_type": "search", "score": 3}
+        )
     assert no_kind.status_code == 400 and no_kind.json()["field"] == "kind"
     assert out_of_scale.status_code == 400 and out_of_scale.json()["field"] == "score"
     assert score_on_search.status_code == 400 and score_on_search.json()["field"] == "score"
@@ -86,13 +100,17 @@ def _hammer(url: str, ids: list[str], stop: threading.Event, seen: list) -> None
         while not stop.is_set():
             try:
                 answer = _predict(client, ids)
-                version = answer.json()["models"]["churn"].get("version") if answer.status_code == 200 else None
+                version = (
+                    answer.json()["models"]["churn"].get("version") if answer.status_code == 200 else None
+                )
                 seen.append((time.monotonic(), answer.status_code, version))
             except httpx.HTTPError as error:
                 seen.append((time.monotonic(), type(error).__name__, None))
 
 
-def test_a_promoted_champion_is_swapped_in_under_load_without_failing_a_request(private_workspace, known_ids, tmp_path):
+def test_a_promoted_champion_is_swapped_in_under_load_without_failing_a_request(
+    private_workspace, known_ids, tmp_path
+):
     from cxpredict import tasks as registry
     from training.tracking import resolve_tracking, tracking_session
 
@@ -104,13 +122,18 @@ def test_a_promoted_champion_is_swapped_in_under_load_without_failing_a_request(
             champion = client.get_model_version_by_alias(registry.get("churn").model_name, "champion")
         # given four clients calling /predict continuously
         stop, seen = threading.Event(), []
-        threads = [threading.Thread(target=_hammer, args=(server.url, known_ids[i::4][:10], stop, seen)) for i in range(4)]
+        threads = [
+            threading.Thread(target=_hammer, args=(server.url, known_ids[i::4][:10], stop, seen))
+            for i in range(4)
+        ]
         for thread in threads:
             thread.start()
         time.sleep(1.5)
         # when a new version of the churn model becomes champion
         with tracking_session(target) as client:
-            new = client.create_model_version(registry.get("churn").model_name, champion.source, champion.run_id)
+            new = client.create_model_version(
+                registry.get("churn").model_name, champion.source, champion.run_id
+            )
             client.set_registered_model_alias(registry.get("churn").model_name, "champion", new.version)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(v == str(new.version) for _, _, v in seen):
@@ -160,7 +183,9 @@ def test_an_unreachable_online_store_is_a_clear_503(private_workspace, known_ids
     try:
         # when the online store loses its tables while the service runs
         with sqlite3.connect(private_workspace.feast_dir / "online_store.db") as connection:
-            tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            tables = [
+                row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            ]
             for table in tables:
                 connection.execute(f'DROP TABLE "{table}"')
         with server.client() as client:
@@ -193,7 +218,9 @@ def test_fuzzed_requests_never_get_a_server_error(api, mode):
         def run(case) -> None:
             response = case.call(base_url=api.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
             if response.status_code >= 500:
-                errors.append(f"{operation.method.upper()} {operation.path} -> {response.status_code}: {response.text[:200]}")
+                errors.append(
+                    f"{operation.method.upper()} {operation.path} -> {response.status_code}: {response.text[:200]}"
+                )
 
         try:
             run()

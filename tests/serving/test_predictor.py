@@ -97,7 +97,9 @@ def test_overlay_folds_fresh_events_into_snapshot_features():
     out = overlay(columns, realtime, [snapshot, snapshot, None], request)
     # customer 0: fresh counters applied
     assert out["engagement_sessions_7d"][0] == 3.0 and out["engagement_sessions_90d"][0] == 7.0
-    assert out["days_since_last_visit"][0] == pytest.approx(1.0) and out["days_since_last_visit_now"][0] == pytest.approx(1.0)
+    assert out["days_since_last_visit"][0] == pytest.approx(1.0) and out["days_since_last_visit_now"][
+        0
+    ] == pytest.approx(1.0)
     assert out["service_tickets_unresolved"][0] == 0.0 and out["service_tickets_30d"][0] == 1.0
     # customer 1: counters from before the snapshot are stale and ignored; customer 2: no snapshot, untouched
     for name in columns:

@@ -146,13 +146,19 @@ def test_given_the_feature_store_when_retrieving_fast_or_for_all_services_then_v
 # --------------------------------------------------------------------------- train, registry, plots
 
 
-def test_given_the_world_when_training_all_then_three_models_are_registered_champions_with_plots(trained_world):
+def test_given_the_world_when_training_all_then_three_models_are_registered_champions_with_plots(
+    trained_world,
+):
     world, results = trained_world
 
     assert [r.status for r in results.values()] == ["trained"] * 3
     target = resolve_tracking(world.ws)
     with tracking_session(target) as client:
-        for task, name in (("churn", "cx-churn"), ("next_purchase", "cx-next-purchase"), ("unmet_needs", "cx-unmet-needs")):
+        for task, name in (
+            ("churn", "cx-churn"),
+            ("next_purchase", "cx-next-purchase"),
+            ("unmet_needs", "cx-unmet-needs"),
+        ):
             champion = client.get_model_version_by_alias(name, "champion")
             assert str(champion.version) == results[task].model_version == "1"
             assert champion.tags["as_of"].startswith("2026-10-01")
@@ -163,7 +169,9 @@ def test_given_the_world_when_training_all_then_three_models_are_registered_cham
             assert "auc_oracle" in run.data.metrics  # the generated world's oracle is in the run
 
 
-def test_given_the_generated_world_when_training_then_oracle_probabilities_cover_the_held_out_cutoff(trained_world):
+def test_given_the_generated_world_when_training_then_oracle_probabilities_cover_the_held_out_cutoff(
+    trained_world,
+):
     _, results = trained_world
     for task, result in results.items():
         oracle = result.dataset.test.oracle
@@ -177,11 +185,16 @@ def test_given_the_generated_world_when_training_then_oracle_probabilities_cover
 
 
 @pytest.mark.parametrize("task", ["churn", "next_purchase"])
-def test_given_a_20k_world_when_training_then_the_model_nears_the_oracle_and_beats_both_baselines(quality, task):
+def test_given_a_20k_world_when_training_then_the_model_nears_the_oracle_and_beats_both_baselines(
+    quality, task
+):
     fitted = quality[task].fitted
     target = TARGET[task]
     model, oracle = fitted.metric(target, "model", "auc"), fitted.metric(target, "oracle", "auc")
-    heuristic, logistic = fitted.metric(target, "rf_heuristic", "auc"), fitted.metric(target, "logistic", "auc")
+    heuristic, logistic = (
+        fitted.metric(target, "rf_heuristic", "auc"),
+        fitted.metric(target, "logistic", "auc"),
+    )
 
     assert model >= 0.95 * oracle, (model, oracle)
     assert model >= heuristic + 0.03, (model, heuristic)

@@ -24,6 +24,7 @@ def unmet_needs_labels(*args):
     labels = unmet_needs.labels(*args)
     return labels.frame, dict(labels.extra["needs"])
 
+
 T = pd.Timestamp("2025-03-01", tz="UTC")
 AS_OF = T + pd.Timedelta(days=60)
 H = 30
@@ -141,9 +142,7 @@ def test_given_timelines_when_labelling_next_purchase_then_days_censoring_and_ca
         },
         index=pd.Index(["buyer", "late", "quiet", "future", "return_only"], name="customer_id"),
     )
-    pd.testing.assert_frame_equal(
-        labels.loc[expected.index, expected.columns], expected, check_dtype=False
-    )
+    pd.testing.assert_frame_equal(labels.loc[expected.index, expected.columns], expected, check_dtype=False)
 
 
 def test_given_several_cutoffs_when_labelling_next_purchase_then_each_row_uses_its_own_window():

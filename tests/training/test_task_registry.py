@@ -29,7 +29,9 @@ def run(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
-def test_given_a_registered_toy_task_when_trained_promoted_and_scored_then_it_works_like_a_built_in(toy_world):
+def test_given_a_registered_toy_task_when_trained_promoted_and_scored_then_it_works_like_a_built_in(
+    toy_world,
+):
     ws, world = toy_world
     root = ["--workspace", str(ws.root)]
 

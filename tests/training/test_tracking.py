@@ -32,8 +32,16 @@ def registry(small_world, kit, tmp_path_factory):
         patch.chdir(cwd)
         patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        first = train(resolve_tracking(ws), small_world.tables, features_for, kit.config(), oracle, data_hash_="hash-1")
-        second = train(resolve_tracking(ws), small_world.tables, features_for, kit.config(seed=1, tasks=("churn",)), oracle)
+        first = train(
+            resolve_tracking(ws), small_world.tables, features_for, kit.config(), oracle, data_hash_="hash-1"
+        )
+        second = train(
+            resolve_tracking(ws),
+            small_world.tables,
+            features_for,
+            kit.config(seed=1, tasks=("churn",)),
+            oracle,
+        )
     return SimpleNamespace(ws=ws, cwd=cwd, first=first, second=second, target=resolve_tracking(ws))
 
 
@@ -103,7 +111,9 @@ def test_given_no_champion_when_a_version_does_not_beat_baselines_then_it_waits_
         versions = [client.create_model_version("cx-promotion-check", source).version for _ in range(3)]
 
         beats = [False, True, True]
-        decisions = [alias_trained_version(client, "cx-promotion-check", str(v), b) for v, b in zip(versions, beats)]
+        decisions = [
+            alias_trained_version(client, "cx-promotion-check", str(v), b) for v, b in zip(versions, beats)
+        ]
 
     assert [champion for champion, _ in decisions] == [False, True, False]
     assert client.get_model_version_by_alias("cx-promotion-check", "champion").version == versions[1]

@@ -11,7 +11,13 @@ from training.pipeline import train
 def transactions_only(small_world, kit):
     tables = {"transactions": small_world.tables["transactions"]}
     messages: list[str] = []
-    results = train(None, tables, kit.features_for(tables), kit.config(), progress=lambda stage, done, total, note="": note and messages.append(note))
+    results = train(
+        None,
+        tables,
+        kit.features_for(tables),
+        kit.config(),
+        progress=lambda stage, done, total, note="": note and messages.append(note),
+    )
     return _Results(results, messages)
 
 

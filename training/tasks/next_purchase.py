@@ -42,7 +42,9 @@ class Block(BaseModel):
     probability: float = Field(description="Probability of a purchase within horizon_days.")
     horizon_days: int
     expected_days: float = Field(description="Median days to the next purchase.")
-    interval_days: list[float] = Field(description="10th and 90th percentile of the days to the next purchase.")
+    interval_days: list[float] = Field(
+        description="10th and 90th percentile of the days to the next purchase."
+    )
     categories: list[CategoryScore]
     drivers: list[Driver]
 
@@ -69,7 +71,10 @@ def labels(
     days = ((observed_until - entity["event_timestamp"]) / L.DAY).to_numpy(dtype=float)
     category = first["category"].where(bought, None).astype(object)
     frame = entity.assign(
-        purchase=bought.astype(np.int64), days_to_next=days, censored=censored, next_category=category.to_numpy()
+        purchase=bought.astype(np.int64),
+        days_to_next=days,
+        censored=censored,
+        next_category=category.to_numpy(),
     )
     return TaskLabels(frame, ("purchase", "days_to_next", "censored", "next_category"), {"purchase": OUTPUT})
 
@@ -95,15 +100,23 @@ def _days_heads(dataset, params, config, boosters: dict, heads: list, results: l
         objective = {"objective": "quantile", "alpha": alpha, "metric": "quantile"}
         boosters[name] = fit_booster(params, objective, train, valid, config.seed)
         prior = float(np.quantile(train[1], alpha))
-        days_heads.append({"name": name, "kind": "quantile", "alpha": alpha, "output": output, "prior": prior})
+        days_heads.append(
+            {"name": name, "kind": "quantile", "alpha": alpha, "output": output, "prior": prior}
+        )
     heads += days_heads
     days = ModelBundle({**base_spec(dataset, params), "heads": days_heads}, boosters).predict(test[0])
-    results += metric_rows("days_to_next", "model", {
-        "mae": m.mae(test[1], days["expected_days_to_purchase"]),
-        "interval_coverage": m.interval_coverage(test[1], days["expected_days_low"], days["expected_days_high"]),
-        "rows": len(test[1]),
-        "follow_up_days": follow_up,
-    })
+    results += metric_rows(
+        "days_to_next",
+        "model",
+        {
+            "mae": m.mae(test[1], days["expected_days_to_purchase"]),
+            "interval_coverage": m.interval_coverage(
+                test[1], days["expected_days_low"], days["expected_days_high"]
+            ),
+            "rows": len(test[1]),
+            "follow_up_days": follow_up,
+        },
+    )
     naive = np.full(len(test[1]), float(np.median(train[1])))
     results += metric_rows("days_to_next", "train_median", {"mae": m.mae(test[1], naive)})
 
@@ -133,20 +146,34 @@ def _category_head(dataset, params, config, boosters: dict, heads: list, results
     boosters["category"] = fit_booster(params, objective, encoded(train), encoded(valid), config.seed)
     top = min(config.top_categories, len(classes))
     shares = pd.Series(train[1]).value_counts(normalize=True).reindex(classes, fill_value=0.0)
-    head = {"name": "category", "kind": "multiclass", "output": "next_category", "classes": classes,
-            "top": top, "prior": [float(share) for share in shares]}
+    head = {
+        "name": "category",
+        "kind": "multiclass",
+        "output": "next_category",
+        "classes": classes,
+        "top": top,
+        "prior": [float(share) for share in shares],
+    }
     heads.append(head)
     only = ModelBundle({**base_spec(dataset, params), "heads": [head]}, {"category": boosters["category"]})
     ranked = only.predict(test[0])[[f"next_category_{rank + 1}" for rank in range(top)]].to_numpy()
     popular = counts.index.astype(str)[:top].to_numpy(dtype=object)
-    results += metric_rows("next_category", "model", {
-        f"top{top}_accuracy": m.top_k_accuracy(test[1], ranked),
-        "top1_accuracy": m.top_k_accuracy(test[1], ranked[:, :1]),
-        "rows": len(test[1]),
-    })
-    results += metric_rows("next_category", "popularity", {
-        f"top{top}_accuracy": m.top_k_accuracy(test[1], np.tile(popular, (len(test[1]), 1))),
-    })
+    results += metric_rows(
+        "next_category",
+        "model",
+        {
+            f"top{top}_accuracy": m.top_k_accuracy(test[1], ranked),
+            "top1_accuracy": m.top_k_accuracy(test[1], ranked[:, :1]),
+            "rows": len(test[1]),
+        },
+    )
+    results += metric_rows(
+        "next_category",
+        "popularity",
+        {
+            f"top{top}_accuracy": m.top_k_accuracy(test[1], np.tile(popular, (len(test[1]), 1))),
+        },
+    )
 
 
 def fit(dataset, task_labels: TaskLabels, config):
@@ -180,7 +207,10 @@ def blocks(outputs: Mapping[str, np.ndarray], drivers: list[list[dict]], spec: M
             "probability": rounded(outputs[OUTPUT][i]),
             "horizon_days": horizon,
             "expected_days": rounded(outputs["expected_days_to_purchase"][i], 1),
-            "interval_days": [rounded(outputs["expected_days_low"][i], 1), rounded(outputs["expected_days_high"][i], 1)],
+            "interval_days": [
+                rounded(outputs["expected_days_low"][i], 1),
+                rounded(outputs["expected_days_high"][i], 1),
+            ],
             "categories": _categories(
                 [outputs[f"next_category_{rank}"][i] for rank in ranks],
                 [outputs[f"next_category_{rank}_probability"][i] for rank in ranks],

@@ -52,7 +52,8 @@ def demand_signals(seen: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     demand = events.loc[events["event_type"].isin(DEMAND_EVENT_TYPES) & events["category"].notna()]
     if demand.empty:
         raise L.LabelsUnavailable(
-            NAME, "no search, product_view or wishlist_add event names a category, so there is no demand signal"
+            NAME,
+            "no search, product_view or wishlist_add event names a category, so there is no demand signal",
         )
     return demand[["customer_id", "timestamp", "category"]]
 
@@ -89,7 +90,9 @@ def fit(dataset, task_labels: TaskLabels, config):
     from training.models import enough_rows, fit_binary_heads
 
     needs: Mapping[str, str] = task_labels.extra["needs"]
-    trainable = {need: column for need, column in needs.items() if enough_rows(dataset, column, config.min_positives)}
+    trainable = {
+        need: column for need, column in needs.items() if enough_rows(dataset, column, config.min_positives)
+    }
     if not trainable:
         raise L.LabelsUnavailable(
             NAME, f"no need has {config.min_positives} positive and negative rows in training and validation"
@@ -109,7 +112,9 @@ def fit(dataset, task_labels: TaskLabels, config):
 
 def oracle(exact: pd.DataFrame, transactions_only: bool) -> pd.DataFrame:
     needs = [column for column in exact.columns if column.startswith("need_")]
-    return exact[["customer_id", *needs]].rename(columns={column: need_column(column[5:]) for column in needs})
+    return exact[["customer_id", *needs]].rename(
+        columns={column: need_column(column[5:]) for column in needs}
+    )
 
 
 def _binary_heads(spec: Mapping) -> list[Mapping]:
