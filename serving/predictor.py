@@ -8,7 +8,7 @@ population priors each head stored at training time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,12 +29,19 @@ class ServedModel:
     alias: str
     feature_service: str
     bundle: ModelBundle
-    explain: PathAttributions
-    """Drivers of the task's first head (churn; purchase within the horizon)."""
+    explain: PathAttributions | Callable[[np.ndarray], np.ndarray]
+    """Drivers of the task's first head: path attributions of its trees, or a linear head's terms."""
 
     @classmethod
     def of(cls, task: str, name: str, version: str, alias: str, feature_service: str, bundle: ModelBundle):
-        explain = PathAttributions(bundle.boosters[bundle.spec["heads"][0]["name"]])
+        first = bundle.spec["heads"][0]["name"]
+        if first in bundle.boosters:
+            explain = PathAttributions(bundle.boosters[first])
+        else:  # a linear baseline won: its terms of the log-odds are exact drivers
+
+            def explain(X, _bundle=bundle, _head=first):
+                return _bundle.contributions(X, _head)
+
         return cls(task, name, version, alias, feature_service, bundle, explain)
 
     def ref(self) -> dict[str, str]:

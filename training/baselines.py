@@ -1,11 +1,15 @@
 """Baselines every model is compared with in the same run.
 
 - ``rf_heuristic``: recency/frequency only: a logistic fit on log(1 + days since last purchase)
-  and log(1 + purchase count) (missing recency = never bought, flagged by an indicator). Two
+  and log(1 + purchase count) (missing recency = never bought, flagged by an indicator; both are
+  counts of days or purchases, never negative). Two
   features and three weights, so it cannot learn anything but the RF rule's direction and scale.
 - ``logistic``: logistic regression on the model's own features (median imputation with missing
   indicators + scaling for numbers, one-hot for categoricals).
-Both are fit on the training split (sampled to ``max_rows``) and return probabilities.
+Both are fit on the training split (sampled to ``max_rows``) and return probabilities. Either can
+be a task's served model when it wins on the validation cutoff: its pipeline (plain scikit-learn
+objects, so it pickles without this module) goes into the model bundle as a head of family
+``logistic`` or ``rf_heuristic`` (see ``model_bundle``).
 """
 
 from __future__ import annotations
@@ -45,10 +49,6 @@ def _sample(X: pd.DataFrame, y: np.ndarray, max_rows: int, seed: int) -> tuple[p
     return X.iloc[rows], y[rows]
 
 
-def _log1p_nonnegative(values: pd.DataFrame) -> np.ndarray:
-    return np.log1p(np.clip(np.asarray(values, dtype=float), 0, None))
-
-
 @dataclass
 class Baseline:
     """A fitted baseline: ``predict_proba(X)`` returns P(label = 1) for the task's feature frame."""
@@ -67,6 +67,10 @@ class Baseline:
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         return self.pipeline.predict_proba(self._frame(X))[:, 1]
 
+    def head_fields(self) -> dict[str, object]:
+        """What a bundle head of this baseline records beside its pipeline."""
+        return {"family": self.name, "columns": list(self.columns), "categorical": list(self.categorical)}
+
 
 def fit_rf_heuristic(
     X: pd.DataFrame, y: np.ndarray, recency: str | None, frequency: str | None, max_rows: int, seed: int
@@ -77,7 +81,7 @@ def fit_rf_heuristic(
         return None
     Xs, ys = _sample(X, np.asarray(y), max_rows, seed)
     pipeline = make_pipeline(
-        FunctionTransformer(_log1p_nonnegative, feature_names_out="one-to-one"),
+        FunctionTransformer(np.log1p, feature_names_out="one-to-one"),
         SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
         StandardScaler(),
         LogisticRegression(max_iter=500),

@@ -286,3 +286,44 @@ class BtydModel:
         )
         frame = _as_clv_frame(rows, ("frequency", "monetary_value"))
         return _values(self._gg_model.expected_customer_spend(data=frame), "expected_spend")
+
+
+SUMMARY_FEATURES = ("days_since_first_purchase", "days_since_last_purchase", "purchase_gap_mean_days")
+"""Purchase-family features a BTYD summary is read from (facts strictly before each cutoff)."""
+MIN_HISTORY = 100
+
+
+def summary_from_features(X: pd.DataFrame) -> pd.DataFrame | None:
+    """The BTYD summary of each feature row at its own cutoff, from the purchase features: ``T`` =
+    days since the first purchase, ``recency`` = T - days since the last one, ``frequency`` =
+    repeat purchases = recency / mean gap between purchase occasions. None when a feature is absent.
+
+    Reading it from the features (rather than from raw transactions) keeps the comparison on exactly
+    the history the other candidates see, point in time."""
+    if any(name not in X for name in SUMMARY_FEATURES):
+        return None
+    first, last, gap = (X[name].to_numpy(dtype="float64") for name in SUMMARY_FEATURES)
+    has = np.isfinite(first)
+    T = np.where(has, np.maximum(first, 0.0), 0.0)
+    recency = np.where(has, np.clip(first - np.nan_to_num(last, nan=0.0), 0.0, None), 0.0)
+    recency = np.minimum(recency, T)
+    repeats = np.where(np.isfinite(gap) & (gap > 0), np.rint(recency / np.where(gap > 0, gap, 1.0)), 0.0)
+    return pd.DataFrame(
+        {
+            "frequency": repeats.astype("int64"),
+            "recency": np.where(repeats > 0, recency, 0.0),
+            "T": T,
+            "monetary_value": 0.0,
+            "has_history": has,
+        }
+    )
+
+
+def no_purchase_probability(X: pd.DataFrame, horizon_days: int) -> np.ndarray | None:
+    """BG/NBD P(no purchase in (t, t + H]) for each row of ``X``, fitted on those rows' own history
+    (no label is read, so fitting on the evaluation cutoff leaks nothing). None when the purchase
+    features are absent or fewer than ``MIN_HISTORY`` rows have a purchase history."""
+    summary = summary_from_features(X)
+    if summary is None or int(summary["has_history"].sum()) < MIN_HISTORY:
+        return None
+    return BtydModel().fit(summary).p_no_purchase(summary, horizon_days)

@@ -30,11 +30,18 @@ def drivers(bundle: ModelBundle, frame: pd.DataFrame, k: int = 5, head: str | No
 
 
 def global_importance(
-    booster: lgb.Booster, X: pd.DataFrame, feature_names: Sequence[str], shap: np.ndarray | None = None
+    booster: lgb.Booster | None, X: pd.DataFrame, feature_names: Sequence[str], shap: np.ndarray | None = None
 ) -> pd.DataFrame:
     """Per feature: total split gain, its share, and mean |SHAP| over ``X`` (``shap`` = precomputed
-    ``contributions(booster, X)``); sorted by mean |SHAP|."""
-    gain = booster.feature_importance(importance_type="gain")
+    ``contributions(booster, X)``, or a linear head's exact terms); sorted by mean |SHAP|. Without
+    a booster (a linear head won) there is no split gain: it is 0."""
+    if booster is None and shap is None:
+        raise ValueError("a linear head needs its contributions")
+    gain = (
+        np.zeros(len(feature_names))
+        if booster is None
+        else booster.feature_importance(importance_type="gain")
+    )
     shap = contributions(booster, X) if shap is None else shap
     mean_abs = np.abs(shap[:, : len(feature_names)]).mean(axis=0) if len(X) else 0.0
     table = pd.DataFrame(

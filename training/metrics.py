@@ -113,7 +113,7 @@ def binary_targets(metrics: pd.DataFrame) -> list[str]:
 
 
 def summary_table(
-    metrics: pd.DataFrame, models: Sequence[str] = ("model", "rf_heuristic", "logistic", "oracle")
+    metrics: pd.DataFrame, models: Sequence[str] = ("model", "rf_heuristic", "logistic", "btyd", "oracle")
 ) -> pd.DataFrame:
     """Model vs baselines vs oracle on the binary targets (means over targets, e.g. over needs):
     rows = models present, columns auc, pr_auc, ece, brier, rows and the AUC ratio to the oracle."""

@@ -1,11 +1,17 @@
-"""A trained task model as plain files: LightGBM boosters, calibrators and the feature schema.
+"""A trained task model as plain files: its heads (LightGBM boosters or linear baselines),
+calibrators and the feature schema.
 
 This module ships inside every logged MLflow model (``code_paths``), so it imports only numpy,
-pandas and lightgbm: the model loads wherever those are installed. ``ModelBundle.predict`` is the
-single implementation of a task's outputs, used in-process and by the pyfunc wrapper alike.
+pandas, lightgbm and (for linear heads) scikit-learn: the model loads wherever those are installed.
+``ModelBundle.predict`` is the single implementation of a task's outputs, used in-process and by the
+pyfunc wrapper alike.
 
-Folder layout: ``spec.json`` (task, features, categorical levels, heads, calibrators) and one
-``<head>.txt`` LightGBM model file per head.
+A head's ``family`` says what computes it: ``lightgbm`` (the default), or a linear baseline
+(``logistic``, ``rf_heuristic``) that won on the validation cutoff — a scikit-learn pipeline over the
+head's ``columns`` whose drivers are its exact per-feature terms of the log-odds.
+
+Folder layout: ``spec.json`` (task, features, categorical levels, heads, calibrators), one
+``<head>.txt`` LightGBM model file per tree head and one ``<head>.joblib`` pipeline per linear head.
 """
 
 from __future__ import annotations
@@ -80,6 +86,16 @@ def top_contributions(
     )
 
 
+def _owner(column: str, features: Sequence[str]) -> str:
+    """The input feature a pipeline's output column comes from: itself, its missing indicator, or
+    one of its one-hot levels (the longest feature name that prefixes ``<feature>_<level>``)."""
+    if column in features:
+        return column
+    if column.startswith("missingindicator_") and column[len("missingindicator_") :] in features:
+        return column[len("missingindicator_") :]
+    return max((f for f in features if column.startswith(f + "_")), key=len)
+
+
 def risk_bands(probability: np.ndarray, bounds: Sequence[float]) -> np.ndarray:
     """ "low" / "medium" / "high" for probabilities below ``bounds[0]``, below ``bounds[1]``, above."""
     band = np.select([probability >= bounds[1], probability >= bounds[0]], ["high", "medium"], "low")
@@ -96,10 +112,16 @@ class ModelBundle:
     Unmet-needs heads also carry ``need`` (the category), and ``spec["needs"]`` maps need -> column.
     """
 
-    def __init__(self, spec: Mapping[str, object], boosters: Mapping[str, lgb.Booster]) -> None:
-        missing = {head["name"] for head in spec["heads"]} - set(boosters)
+    def __init__(
+        self,
+        spec: Mapping[str, object],
+        boosters: Mapping[str, lgb.Booster],
+        estimators: Mapping[str, object] | None = None,
+    ) -> None:
+        self.estimators = dict(estimators or {})
+        missing = {head["name"] for head in spec["heads"]} - set(boosters) - set(self.estimators)
         if missing:
-            raise ValueError(f"no booster for heads {sorted(missing)}")
+            raise ValueError(f"no booster or estimator for heads {sorted(missing)}")
         self.spec = dict(spec)
         self.boosters = dict(boosters)
 
@@ -148,9 +170,50 @@ class ModelBundle:
             self.__dict__["_codes"] = cached
         return cached
 
+    def family(self, name: str) -> str:
+        return str(self.head(name).get("family", "lightgbm"))
+
+    def _frame(self, X: pd.DataFrame | np.ndarray) -> pd.DataFrame:
+        """Prepared inputs as a frame with categorical values (what a linear head's pipeline reads)."""
+        if isinstance(X, pd.DataFrame):
+            return X
+        frame = pd.DataFrame(X, columns=self.feature_names)
+        for name, levels in self.spec["categorical_levels"].items():
+            codes = frame[name].to_numpy()
+            known = np.isfinite(codes)
+            values = np.full(len(codes), None, dtype=object)
+            values[known] = np.asarray(levels, dtype=object)[codes[known].astype(np.int64)]
+            frame[name] = pd.Categorical(values, categories=list(levels))
+        return frame
+
+    def _linear_inputs(self, name: str, X: pd.DataFrame | np.ndarray) -> pd.DataFrame:
+        head = self.head(name)
+        frame = self._frame(X)[list(head["columns"])].copy()
+        for column in head.get("categorical", ()):
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), "missing")
+        return frame
+
     def _raw(self, name: str, X: pd.DataFrame | np.ndarray, **kwargs: object) -> np.ndarray:
+        if name in self.estimators:
+            return self.estimators[name].predict_proba(self._linear_inputs(name, X))[:, 1]
         threads = int(self.spec.get("num_threads", 2)) if len(X) >= 256 else 1
         return self.boosters[name].predict(X, num_threads=threads, **kwargs)
+
+    def _linear_contributions(self, name: str, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Exact per-feature terms of a linear head's log-odds (bias last), like ``pred_contrib``."""
+        head, pipeline = self.head(name), self.estimators[name]
+        design = pipeline[:-1].transform(self._linear_inputs(name, X))
+        design = design.toarray() if hasattr(design, "toarray") else np.asarray(design)
+        model = pipeline[-1]
+        terms = design * model.coef_[0]
+        columns = [str(c).split("__", 1)[-1] for c in pipeline[:-1].get_feature_names_out()]
+        owners = [_owner(column, head["columns"]) for column in columns]
+        out = np.zeros((len(design), len(self.feature_names) + 1))
+        position = {feature: j for j, feature in enumerate(self.feature_names)}
+        for k, owner in enumerate(owners):
+            out[:, position[owner]] += terms[:, k]
+        out[:, -1] = float(model.intercept_[0])
+        return out
 
     def probability(self, name: str, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Calibrated probability of a binary head on prepared inputs."""
@@ -210,6 +273,8 @@ class ModelBundle:
         name = head or self.spec["heads"][0]["name"]
         if self.head(name)["kind"] == "multiclass":
             raise ValueError("drivers are defined for binary and quantile heads")
+        if name in self.estimators:
+            return self._linear_contributions(name, X)
         return self._raw(name, X, pred_contrib=True)
 
     def save(self, folder: Path | str) -> Path:
@@ -217,6 +282,10 @@ class ModelBundle:
         folder.mkdir(parents=True, exist_ok=True)
         for name, booster in self.boosters.items():
             booster.save_model(str(folder / f"{name}.txt"))
+        for name, estimator in self.estimators.items():
+            import joblib
+
+            joblib.dump(estimator, folder / f"{name}.joblib")
         (folder / SPEC_FILE).write_text(json.dumps({**self.spec, "format": FORMAT_VERSION}, indent=1))
         return folder
 
@@ -226,8 +295,11 @@ class ModelBundle:
         spec = json.loads((folder / SPEC_FILE).read_text())
         if spec.get("format") != FORMAT_VERSION:
             raise ValueError(f"unsupported model bundle format {spec.get('format')!r}")
-        boosters = {
-            head["name"]: lgb.Booster(model_file=str(folder / f"{head['name']}.txt"))
-            for head in spec["heads"]
-        }
+        tree = [head["name"] for head in spec["heads"] if head.get("family", "lightgbm") == "lightgbm"]
+        linear = [head["name"] for head in spec["heads"] if head["name"] not in tree]
+        boosters = {name: lgb.Booster(model_file=str(folder / f"{name}.txt")) for name in tree}
+        if linear:
+            import joblib
+
+            return cls(spec, boosters, {name: joblib.load(folder / f"{name}.joblib") for name in linear})
         return cls(spec, boosters)

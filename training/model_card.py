@@ -183,6 +183,8 @@ class CardInputs:
     primary: str
     slices: pd.DataFrame
     notes: Sequence[str] = field(default_factory=list)
+    selection: str = ""
+    """Which candidate family won on the validation cutoff, and by how much."""
     calibration_plot: str = "plots/calibration.png"
     generated_at: str = ""
 
@@ -194,7 +196,7 @@ def metrics_comparison(metrics: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame(columns=["target", "model", *wanted])
     wide = rows.pivot_table(index=["target", "model"], columns="metric", values="value", aggfunc="first")
-    order = {"model": 0, "logistic": 1, "rf_heuristic": 2, "oracle": 3}
+    order = {"model": 0, "logistic": 1, "rf_heuristic": 2, "btyd": 3, "oracle": 4}
     wide = wide.reindex(columns=[name for name in wanted if name in wide.columns]).reset_index()
     wide["_order"] = wide["model"].map(order).fillna(9)
     return wide.sort_values(["target", "_order"]).drop(columns="_order").reset_index(drop=True)
@@ -223,6 +225,7 @@ def render(card: CardInputs, gap_warning: float = GAP_WARNING) -> str:
         "",
         NOT_INTENDED,
         "",
+        *([f"Model: {card.selection}.", ""] if card.selection else []),
         "## Data window",
         "",
         markdown_table(
@@ -314,6 +317,7 @@ def from_training(
     data_hash: str,
     code_version: str,
     generated_at: str = "",
+    selection: str = "",
 ) -> CardInputs:
     """Card inputs of a freshly fitted task: slices of the primary target on the held-out cutoff."""
     primary = next(evaluation for evaluation in fitted.evaluations if evaluation.target == fitted.primary)
@@ -338,5 +342,6 @@ def from_training(
         primary=fitted.primary,
         slices=slice_metrics(dataset.test.X, primary.y, primary.predictions["model"]),
         notes=list(fitted.notes),
+        selection=selection,
         generated_at=generated_at,
     )

@@ -67,13 +67,30 @@ class FittedTask:
         return rows.groupby("model")["value"].mean().to_dict()
 
     def beats_baselines(self) -> bool:
-        """Model AUC strictly above every available baseline AUC on the held-out cutoff."""
-        scores = self.headline()
-        model = scores.get("model", float("nan"))
-        baselines = [
-            scores[name] for name in ("rf_heuristic", "logistic") if np.isfinite(scores.get(name, np.nan))
-        ]
-        return bool(np.isfinite(model) and baselines and all(model > score for score in baselines))
+        """No baseline is better than the model beyond the noise: on the held-out cutoff, the upper
+        end of the bootstrap interval of AUC(model) - AUC(baseline) is >= 0 for every baseline
+        (averaged over the targets of a task with several heads)."""
+        rows = self.metrics
+        highs = rows.loc[(rows["model"] == "model") & rows["metric"].str.match(r"^auc_vs_.+_high$")]
+        if highs.empty or not np.isfinite(self.headline().get("model", np.nan)):
+            return False
+        return bool((highs.groupby("metric")["value"].mean() >= 0).all())
+
+    def usable(self) -> bool:
+        """Better than chance beyond the noise on the validation cutoff, where it was chosen (the lower
+        end of the bootstrap interval of AUC - 0.5 above 0, averaged over the targets): what a first
+        champion needs."""
+        rows = self.metrics
+        low = rows.loc[(rows["model"] == "model") & (rows["metric"] == "auc_vs_chance_low"), "value"]
+        return bool(len(low) and np.isfinite(low.mean()) and low.mean() > 0)
+
+    def families(self) -> dict[str, str]:
+        """Binary target -> the family of the candidate that won it on the validation cutoff."""
+        return {
+            head["name"]: str(head.get("family", "lightgbm"))
+            for head in self.bundle.spec["heads"]
+            if head["kind"] == "binary"
+        }
 
 
 def metric_rows(target: str, model: str, values: Mapping[str, float]) -> list[tuple[str, str, str, float]]:
@@ -151,12 +168,13 @@ def tune_params(
 
 @dataclass
 class BinaryHead:
-    """A trained binary head and its held-out evaluation."""
+    """A trained binary head (a booster, or the baseline that won) and its held-out evaluation."""
 
     spec: dict[str, object]
-    booster: lgb.Booster
+    booster: lgb.Booster | None
     evaluation: BinaryEvaluation
     metrics: list[tuple[str, str, str, float]]
+    baseline: object | None = None
 
 
 def fit_binary_head(
@@ -165,41 +183,69 @@ def fit_binary_head(
     output: str,
     params: LightGBMParams,
     config: TrainConfig,
+    comparisons: Mapping[str, np.ndarray] | None = None,
 ) -> BinaryHead:
-    """LightGBM + calibration + both baselines (+ oracle when given) for one binary label column."""
+    """The candidates of one binary label column — LightGBM and both baselines — fitted on the
+    training cutoffs; the best on the validation cutoff (AUC) becomes the head, whatever its family,
+    calibrated on that cutoff. All are compared on the held-out cutoff (with the oracle when given,
+    and ``comparisons``: held-out probabilities of models fitted elsewhere, e.g. BG/NBD), and the
+    head against each of them with a bootstrap interval over customers."""
 
     def part(split: Split) -> tuple[pd.DataFrame, np.ndarray]:
         return split.X, split.labels[target].to_numpy().astype(np.int64)
 
     train, valid, test = part(dataset.train), part(dataset.valid), part(dataset.test)
     booster = fit_booster(params, binary_objective(train[1]), train, valid, config.seed)
-    calibrator = fit_calibrator(booster.predict(valid[0], num_threads=params.num_threads), valid[1])
+    recency, frequency = rf_features(dataset.feature_names, config.recency_feature, config.frequency_feature)
+    baselines = [
+        baseline
+        for baseline in (
+            fit_rf_heuristic(train[0], train[1], recency, frequency, config.baseline_max_rows, config.seed),
+            fit_logistic(train[0], train[1], config.baseline_max_rows, config.seed),
+        )
+        if baseline is not None
+    ]
+    scorers = {"lightgbm": lambda X: booster.predict(X, num_threads=params.num_threads)}
+    scorers |= {baseline.name: baseline.predict_proba for baseline in baselines}
+    valid_auc = {family: m.auc(valid[1], score(valid[0])) for family, score in scorers.items()}
+    family = max(valid_auc, key=lambda name: (np.nan_to_num(valid_auc[name], nan=-1.0), name == "lightgbm"))
+    chosen = next((b for b in baselines if b.name == family), None)
     spec = {
         "name": target,
         "kind": "binary",
         "output": output,
-        "calibrator": calibrator,
+        "family": family,
+        **(chosen.head_fields() if chosen else {}),
+        "calibrator": fit_calibrator(scorers[family](valid[0]), valid[1]),
         "prior": float(train[1].mean()),
+        "valid_auc": {name: float(value) for name, value in valid_auc.items()},
     }
-    bundle = ModelBundle({**base_spec(dataset, params), "heads": [spec]}, {target: booster})
+    estimators = {target: chosen.pipeline} if chosen else {}
+    bundle = ModelBundle({**base_spec(dataset, params), "heads": [spec]}, {target: booster}, estimators)
     predictions = {"model": bundle.probability(target, bundle.prepare(test[0]))}
-    recency, frequency = rf_features(dataset.feature_names, config.recency_feature, config.frequency_feature)
-    for baseline in (
-        fit_rf_heuristic(train[0], train[1], recency, frequency, config.baseline_max_rows, config.seed),
-        fit_logistic(train[0], train[1], config.baseline_max_rows, config.seed),
-    ):
-        if baseline is not None:
-            predictions[baseline.name] = baseline.predict_proba(test[0])
+    predictions |= {baseline.name: baseline.predict_proba(test[0]) for baseline in baselines}
+    predictions |= dict(comparisons or {})
     oracle = dataset.test.oracle
     if oracle is not None and target in oracle and oracle[target].notna().all():
         predictions["oracle"] = oracle[target].to_numpy(dtype=float)
     scores = {name: m.binary_metrics(test[1], probability) for name, probability in predictions.items()}
     results = [row for name, values in scores.items() for row in metric_rows(target, name, values)]
     extra: dict[str, float] = {"best_iteration": booster.current_iteration()}
+    extra |= {f"valid_auc_{name}": value for name, value in valid_auc.items()}
     if "oracle" in scores:
         extra["auc_ratio_to_oracle"] = m.with_oracle(scores["model"], scores["oracle"])["auc_ratio_to_oracle"]
+    chance = m.bootstrap_auc_difference(
+        valid[1], scorers[family](valid[0]), np.zeros(len(valid[1])), seed=config.seed
+    )
+    extra |= {f"auc_vs_chance_{key}": value for key, value in chance.items()}
+    for name in [baseline.name for baseline in baselines] + list(comparisons or {}):
+        interval = m.bootstrap_auc_difference(
+            test[1], predictions["model"], predictions[name], seed=config.seed
+        )
+        extra |= {f"auc_vs_{name}_{key}": value for key, value in interval.items()}
     results += metric_rows(target, "model", extra)
-    return BinaryHead(spec, booster, BinaryEvaluation(target, test[1], predictions), results)
+    head_booster = booster if chosen is None else None
+    return BinaryHead(spec, head_booster, BinaryEvaluation(target, test[1], predictions), results, chosen)
 
 
 def tuned(dataset: TaskDataset, target: str, config: TrainConfig) -> tuple[LightGBMParams, dict[str, object]]:
@@ -234,25 +280,30 @@ def fit_binary_heads(
     spec_extra: Mapping[str, object] | None = None,
     notes: Sequence[str] = (),
     tuning: tuple[LightGBMParams, Mapping[str, object]] | None = None,
+    comparisons: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> FittedTask:
     """One calibrated binary head per ``label column -> output column`` of ``targets`` (tuned, when
     asked, on the target with the most training positives); the primary target is the one with the
-    most held-out positives. ``tuning``: parameters already chosen (and their record) instead."""
+    most held-out positives. ``tuning``: parameters already chosen (and their record) instead;
+    ``comparisons``: per target, held-out probabilities of outside models to compare with."""
     if tuning is None:
         richest = max(targets, key=lambda column: int(dataset.train.labels[column].sum()))
         tuning = tuned(dataset, richest, config)
     params, tuning_record = tuning
-    heads, boosters, results, evaluations = [], {}, [], []
+    heads, boosters, estimators, results, evaluations = [], {}, {}, [], []
     for column, output in targets.items():
-        head = fit_binary_head(dataset, column, output, params, config)
+        head = fit_binary_head(dataset, column, output, params, config, (comparisons or {}).get(column))
         heads.append({**head.spec, **(head_extra or {}).get(column, {})})
-        boosters[column] = head.booster
+        if head.booster is not None:
+            boosters[column] = head.booster
+        else:
+            estimators[column] = head.baseline.pipeline
         results += head.metrics
         evaluations.append(head.evaluation)
     spec = {**base_spec(dataset, params), "heads": heads, **(spec_extra or {})}
     return FittedTask(
         task=dataset.task,
-        bundle=ModelBundle(spec, boosters),
+        bundle=ModelBundle(spec, boosters, estimators),
         metrics=pd.DataFrame(results, columns=METRIC_COLUMNS),
         evaluations=evaluations,
         primary=max(targets, key=lambda column: int(dataset.test.labels[column].sum())),

@@ -6,24 +6,27 @@ same evaluation set: the latest cutoff whose label window is complete, built by 
 ``features_for``; ``build_evaluation_set`` does the work given those). It moves ``champion`` only when
 every check passes (or with ``force`` and a reason):
 
-- AUC: candidate AUC >= champion AUC - ``auc_tolerance`` (no champion: not applicable);
+- AUC: on the same rows, the bootstrap interval (over customers) of candidate AUC - champion AUC
+  reaches at least ``-auc_tolerance``: a difference inside the noise is neither a win nor a loss
+  (no champion: not applicable);
 - calibration: candidate ECE <= ``ece_bound``;
 - label definition and horizon identical to the champion's (and to the evaluation set's);
 - feature service resolvable: an injected check (the lead wires Feast); by default every feature
   recorded on the version is a column of the evaluation set;
-- baselines: the candidate beat both baselines at training time;
+- baselines: at training time no baseline was better than the candidate beyond the noise, and the
+  candidate was better than chance beyond the noise on its validation cutoff;
 - held out: the evaluation cutoff is after both models' validation cutoffs (no model saw it).
 
-MLflow's own evaluation and validation do the metric work: each model is loaded from the registry
-and run through ``mlflow.models.evaluate`` (custom metrics: AUC, ECE, Brier, log loss, PR-AUC) in one
-"promotion" run of the task's experiment, linked to the models, and the metric checks are
-``mlflow.validate_evaluation_results`` with ``MetricThreshold``s. ``MetricThreshold`` cannot express
-"not worse than the baseline by more than t" (``min_absolute_change`` must be positive), so the AUC
-check is an absolute threshold on the candidate at champion AUC - t, computed on the same rows.
+MLflow's own evaluation and validation do the metric work: each model is loaded from the registry,
+predicts the evaluation set once, and its predictions run through ``mlflow.models.evaluate``
+(custom metrics: AUC, ECE, Brier, log loss, PR-AUC) in one "promotion" run of the task's
+experiment, linked to the models; the calibration check is ``mlflow.validate_evaluation_results``
+with a ``MetricThreshold``. MLflow's thresholds compare point estimates, so the AUC check is the
+paired bootstrap interval instead (``training.metrics.bootstrap_auc_difference``).
 Tasks with several binary targets (unmet needs) are gated on the mean over the targets both models
 predict.
 
-The move is a compare-and-set (``registry.move_alias``): if the champion changed while evaluating,
+The move is a compare-and-set (``model_registry.move_alias``): if the champion changed while evaluating,
 the gate runs again against the new champion, so racing promotions leave one champion and a
 history in which every move starts where the previous one ended.
 """
@@ -76,7 +79,10 @@ class GateConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    auc_tolerance: float = Field(0.01, ge=0, le=1, description="largest AUC drop versus the champion")
+    auc_tolerance: float = Field(
+        0.01, ge=0, le=1, description="largest AUC drop versus the champion, beyond the bootstrap noise"
+    )
+    bootstrap_resamples: int = Field(200, ge=20, description="resamples of the AUC difference interval")
     ece_bound: float = Field(0.02, gt=0, le=1, description="largest expected calibration error")
     require_beats_baselines: bool = True
     max_attempts: int = Field(3, ge=1, description="gate re-runs when the champion moves meanwhile")
@@ -204,6 +210,7 @@ class ModelEvaluation:
     features: list[str]
     targets: dict[str, str]  # binary label column -> model output column
     per_target: dict[str, dict[str, float]] = field(default_factory=dict)
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)  # target -> probabilities, per row
     result: EvaluationResult | None = None
 
     def summary(self, targets: Sequence[str]) -> dict[str, float]:
@@ -258,12 +265,19 @@ def evaluate_version(
     fills ``evaluation.per_target`` and ``evaluation.result`` (metrics averaged over targets)."""
     inputs = [name for name in evaluation.features if name in evaluation_set.features]
     data = _as_caller_sends(evaluation_set.features[inputs])
+    predicted = model.predict(data)
     for target in targets:
+        output = evaluation.targets[target]
+        evaluation.predictions[target] = predicted[output].to_numpy(dtype=float)
         result = mlflow.models.evaluate(
-            model=model,
-            data=data.assign(**{LABEL: evaluation_set.labels[target].to_numpy(dtype=np.int64)}),
+            data=pd.DataFrame(
+                {
+                    output: evaluation.predictions[target],
+                    LABEL: evaluation_set.labels[target].to_numpy(dtype=np.int64),
+                }
+            ),
             targets=LABEL,
-            predictions=evaluation.targets[target],
+            predictions=output,
             model_type=None,
             extra_metrics=gate_metrics(),
             evaluator_config={"metric_prefix": f"{role}.{target}.", "log_model_explainability": False},
@@ -307,6 +321,37 @@ def _lineage(evaluation: ModelEvaluation, key: str) -> str | None:
     return evaluation.tags.get(key) or evaluation.params.get(key)
 
 
+def _auc_check(
+    candidate: ModelEvaluation,
+    champion: ModelEvaluation,
+    evaluation_set: EvaluationSet,
+    targets: Sequence[str],
+    config: GateConfig,
+) -> Check:
+    """Candidate vs champion on the same rows: the bootstrap interval (over customers) of the AUC
+    difference, averaged over the targets. The candidate fails only when it is worse beyond the
+    noise: the interval's upper end is below ``-auc_tolerance``."""
+    intervals = [
+        m.bootstrap_auc_difference(
+            evaluation_set.labels[target].to_numpy(dtype=np.int64),
+            candidate.predictions[target],
+            champion.predictions[target],
+            resamples=config.bootstrap_resamples,
+        )
+        for target in targets
+    ]
+    diff, low, high = (float(np.mean([i[key] for i in intervals])) for key in ("diff", "low", "high"))
+    passed = bool(np.isfinite(high) and high >= -config.auc_tolerance)
+    return Check(
+        "AUC",
+        passed,
+        _f(candidate.result.metrics["auc"]),
+        _f(champion.result.metrics["auc"]),
+        f"difference not below -{config.auc_tolerance:g} beyond the noise",
+        f"candidate - champion {diff:+.4f}, 95% interval [{low:+.4f}, {high:+.4f}]",
+    )
+
+
 def gate_checks(
     task: str,
     candidate: ModelEvaluation,
@@ -334,20 +379,7 @@ def gate_checks(
     if champion is None:
         checks.append(Check("AUC", True, _f(cand["auc"]), "–", "no champion: not compared"))
     else:
-        floor = float(champ["auc"] - config.auc_tolerance)
-        passed, detail = _validated(
-            {"auc": MetricThreshold(threshold=floor, greater_is_better=True)}, candidate.result
-        )
-        checks.append(
-            Check(
-                "AUC",
-                passed and np.isfinite(floor),
-                _f(cand["auc"]),
-                _f(champ["auc"]),
-                f">= champion - {config.auc_tolerance:g} = {_f(floor)}",
-                detail,
-            )
-        )
+        checks.append(_auc_check(candidate, champion, evaluation_set, targets, config))
     passed, detail = _validated(
         {"ece": MetricThreshold(threshold=float(config.ece_bound), greater_is_better=False)}, candidate.result
     )
@@ -400,6 +432,16 @@ def gate_checks(
         )
     )
     if config.require_beats_baselines:
+        chance = candidate.tags.get("better_than_chance")
+        checks.append(
+            Check(
+                "better than chance",
+                chance != "false",
+                chance or "unknown",
+                "–",
+                "AUC above 0.5 beyond the noise on the validation cutoff",
+            )
+        )
         beats = candidate.tags.get("beats_baselines") == "true"
         checks.append(
             Check(
@@ -407,7 +449,7 @@ def gate_checks(
                 beats,
                 candidate.tags.get("beats_baselines", "unknown"),
                 "–",
-                "AUC above both baselines at training",
+                "no baseline better beyond the noise at training",
             )
         )
     seen = [_lineage(item, "cutoff_valid") for item in (candidate, champion) if item is not None]

@@ -9,10 +9,11 @@
   as a pyfunc (``pyfunc_model.py`` + ``model_bundle.py`` + the bundle folder) with signature and an
   input example of feature values only (no customer_id anywhere).
 - Registry: every new version gets alias ``challenger``; while the task has no ``champion``, the
-  first version whose held-out AUC is above both baselines' becomes ``champion``. Versions are
+  new version becomes ``champion`` (its heads are the best candidates on the validation cutoff,
+  whatever their family, so a first run always ends with a usable model). Versions are
   tagged with what promotion needs (as_of, horizon, label definition, feature service, data hash,
   code version, headline AUCs, decision) and their lineage (cutoffs, feature list, row counts, ECE).
-  Alias moves go through ``registry.move_alias``: locked and recorded in the audit trail.
+  Alias moves go through ``model_registry.move_alias``: locked and recorded in the audit trail.
 - Each run also holds ``model_card.md`` (see ``model_card``); the version tag ``model_card`` points to it.
 """
 
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightgbm as lgb
+import sklearn
 import mlflow
 import numpy as np
 import pandas as pd
@@ -197,10 +199,14 @@ def optional_inputs(signature: ModelSignature) -> ModelSignature:
 def figures(fitted: FittedTask, dataset: TaskDataset, config: TrainConfig) -> dict[str, object]:
     """The run's plots by file name."""
     primary = next(e for e in fitted.evaluations if e.target == fitted.primary)
-    booster = fitted.bundle.boosters[fitted.primary]
+    booster = fitted.bundle.boosters.get(fitted.primary)
     rows = np.random.default_rng(config.seed).permutation(len(dataset.test))[: config.shap_sample]
     sample = dataset.test.X.iloc[np.sort(rows)]
-    contributions = explain.contributions(booster, sample, config.lightgbm.num_threads)
+    contributions = (
+        explain.contributions(booster, sample, config.lightgbm.num_threads)
+        if booster is not None
+        else fitted.bundle.contributions(sample, fitted.primary)
+    )
     return {
         "roc.png": plots.roc(fitted.evaluations),
         "calibration.png": plots.calibration(primary),
@@ -255,16 +261,20 @@ def card_text(
         data_hash=hash_,
         code_version=version,
         generated_at=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
+        selection=selection_summary(fitted),
     )
     return model_card.render(inputs)
 
 
 def alias_trained_version(
-    client: mlflow.MlflowClient, name: str, version: str, beats_baselines: bool
+    client: mlflow.MlflowClient, name: str, version: str, won: str, usable: bool = True
 ) -> tuple[bool, str]:
-    """Alias the version ``challenger``; make it ``champion`` only if none exists and it beats the
-    baselines. Returns (is champion now, decision in words). Both moves are locked and recorded in
-    the registry's audit trail (``registry.move_alias``); a champion set concurrently wins."""
+    """Alias the version ``challenger``; while the task has no ``champion``, make it champion too:
+    its heads are the best candidates on the validation cutoff, whatever their family (``won`` says
+    which), so a first run ends with a model — unless it is not ``usable`` (no better than chance
+    beyond the noise on the validation cutoff). Later versions reach champion only through the gate. Returns (is champion now, decision in words). Both moves are locked and
+    recorded in the registry's audit trail (``model_registry.move_alias``); a champion set
+    concurrently wins."""
     move_alias(client, name, CHALLENGER, version, action="train", reason=f"version {version} trained")
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
@@ -272,14 +282,27 @@ def alias_trained_version(
         current = None
     if current is not None:
         return False, f"kept champion version {current.version}; version {version} is challenger"
-    if beats_baselines:
-        reason = f"version {version} is champion: first version with AUC above both baselines"
-        try:
-            move_alias(client, name, CHAMPION, version, action="initial", reason=reason, expected_from=None)
-        except AliasConflict as conflict:
-            return False, f"kept champion version {conflict.current}; version {version} is challenger"
-        return True, reason
-    return False, f"version {version} is not champion: its AUC does not beat both baselines"
+    if not usable:
+        return False, f"version {version} is not champion: no better than chance on the validation cutoff"
+    reason = f"version {version} is champion: the task had none; {won}"
+    try:
+        move_alias(client, name, CHAMPION, version, action="initial", reason=reason, expected_from=None)
+    except AliasConflict as conflict:
+        return False, f"kept champion version {conflict.current}; version {version} is challenger"
+    return True, reason
+
+
+def selection_summary(fitted: FittedTask) -> str:
+    """Which family won each head on the validation cutoff, and by how much (mean AUC over heads)."""
+    heads = [head for head in fitted.bundle.spec["heads"] if head["kind"] == "binary" and "valid_auc" in head]
+    if not heads:
+        return "candidates were not compared"
+    families = sorted({family for head in heads for family in head["valid_auc"]})
+    mean = {f: float(np.nanmean([head["valid_auc"].get(f, np.nan) for head in heads])) for f in families}
+    won = pd.Series([head.get("family", "lightgbm") for head in heads]).value_counts()
+    winners = ", ".join(f"{family} ({count} of {len(heads)} heads)" for family, count in won.items())
+    scores = ", ".join(f"{family} {mean[family]:.4f}" for family in sorted(mean, key=lambda f: -mean[f]))
+    return f"best on the validation cutoff: {winners}; validation AUC {scores}"
 
 
 @dataclass(frozen=True)
@@ -337,6 +360,7 @@ def log_task(
                     pip_requirements=[
                         f"mlflow=={mlflow.__version__}",
                         f"lightgbm=={lgb.__version__}",
+                        f"scikit-learn=={sklearn.__version__}",
                         f"pandas=={pd.__version__}",
                         f"numpy=={np.__version__}",
                     ],
@@ -348,6 +372,7 @@ def log_task(
             return LoggedTask(run.info.run_id, name, None, info.model_uri, False, "not registered")
         model_version = str(info.registered_model_version)
         beats = fitted.beats_baselines()
+        won = selection_summary(fitted)
         headline = fitted.headline().items()
         aucs = {f"auc_{model}": f"{value:.6f}" for model, value in headline if np.isfinite(value)}
         version_tags = {
@@ -360,6 +385,9 @@ def log_task(
             "code_version": version,
             "run_id": run.info.run_id,
             "beats_baselines": str(beats).lower(),
+            "better_than_chance": str(fitted.usable()).lower(),
+            "families": ",".join(sorted(set(fitted.families().values()))),
+            "selection": won,
             **aucs,
             **lineage_tags(fitted, dataset),
             "model_card": f"runs:/{run.info.run_id}/{MODEL_CARD}",
@@ -368,7 +396,7 @@ def log_task(
             client.set_model_version_tag(name, model_version, key, value)
         card = card_text(fitted, dataset, name, model_version, run.info.run_id, hash_, version)
         client.log_text(run.info.run_id, card, MODEL_CARD)
-        champion, decision = alias_trained_version(client, name, model_version, beats)
+        champion, decision = alias_trained_version(client, name, model_version, won, fitted.usable())
         client.set_model_version_tag(name, model_version, "champion_decision", decision)
     uri = f"models:/{name}/{model_version}"
     return LoggedTask(run.info.run_id, name, model_version, uri, champion, decision)

@@ -6,6 +6,9 @@ Definitions:
   lines share their timestamp; without order_id, each timestamp is one occasion);
 - counts and amounts are over purchase lines; gaps are between consecutive occasions, over all history
   before t; shares and rates are over the 365 days before t;
+- ``purchase_occasions``, ``purchase_rate_per_30d`` and ``purchase_overdue_ratio`` are the
+  buy-till-you-die statistics (frequency, rate per unit of tenure, recency against the customer's
+  own rhythm) that make transactions-only data informative;
 - ``purchase_spend_trend`` = (spend in the last 30 days + 1) / (spend in the 90 days before those / 3 + 1),
   null when the customer spent nothing in those 120 days.
 """
@@ -91,6 +94,21 @@ def _features(ctx: FamilyContext) -> list[FeatureDef]:
             "purchase_gap_mean_days",
             "mean days between consecutive purchase occasions before t (null below two occasions)",
             f"CASE WHEN p_occ >= 2 THEN {mean_gap} / {DAY_US} END",
+        ),
+        FeatureDef(
+            "purchase_occasions",
+            "purchase occasions before t, over all history (the buy-till-you-die frequency + 1)",
+            "coalesce(p_occ, 0)",
+        ),
+        FeatureDef(
+            "purchase_rate_per_30d",
+            "purchase occasions per 30 days of tenure (first purchase to t, at least one day)",
+            f"CASE WHEN p_occ >= 1 THEN 30.0 * p_occ / greatest(({{t}} - p_first) / {DAY_US}, 1) END",
+        ),
+        FeatureDef(
+            "purchase_overdue_ratio",
+            "days since the last purchase / the customer's own mean gap (above 1: later than usual)",
+            f"CASE WHEN p_occ >= 2 AND p_last > p_first THEN (({{t}} - p_last) / {DAY_US}) / ({mean_gap} / {DAY_US}) END",
         ),
         FeatureDef(
             "purchase_gap_last_days",

@@ -108,7 +108,7 @@ def test_given_no_champion_when_the_gate_sees_a_shuffled_label_model_then_it_ref
     assert refused.exit_code == 1 and not refused.moved and refused.champion_after is None
     checks = {check.name: check for check in refused.checks}
     assert checks["AUC"].passed and "no champion" in checks["AUC"].requirement
-    assert not checks["beats baselines"].passed
+    assert not checks["better than chance"].passed
     assert "refused" in story.outputs["first_refused"] and "FAIL" in story.outputs["first_refused"]
     assert refused.metrics["candidate"]["auc"] < 0.6
 

@@ -104,20 +104,27 @@ def test_given_a_registered_version_then_it_carries_the_tags_promotion_needs(reg
     assert float(tags["auc_model"]) > float(tags["auc_rf_heuristic"])
 
 
-def test_given_no_champion_when_a_version_does_not_beat_baselines_then_it_waits_for_one_that_does(registry):
+def test_given_no_champion_when_a_version_is_trained_then_it_becomes_champion_and_later_ones_wait(registry):
     with tracking_session(registry.target) as client:
         source = client.get_model_version("cx-churn", "1").source
         client.create_registered_model("cx-promotion-check")
         versions = [client.create_model_version("cx-promotion-check", source).version for _ in range(3)]
 
-        beats = [False, True, True]
         decisions = [
-            alias_trained_version(client, "cx-promotion-check", str(v), b) for v, b in zip(versions, beats)
+            alias_trained_version(
+                client, "cx-promotion-check", str(v), "best on the validation cutoff: logistic"
+            )
+            for v in versions
         ]
 
-    assert [champion for champion, _ in decisions] == [False, True, False]
-    assert client.get_model_version_by_alias("cx-promotion-check", "champion").version == versions[1]
-    assert client.get_model_version_by_alias("cx-promotion-check", "challenger").version == versions[2]
+    assert [champion for champion, _ in decisions] == [True, False, False]
+    assert "logistic" in decisions[0][1] and "kept champion version" in decisions[1][1]
+    assert str(client.get_model_version_by_alias("cx-promotion-check", "champion").version) == str(
+        versions[0]
+    )
+    assert str(client.get_model_version_by_alias("cx-promotion-check", "challenger").version) == str(
+        versions[2]
+    )
 
 
 def test_given_the_champion_alias_when_loading_the_pyfunc_then_it_reproduces_in_process_predictions(registry):

@@ -1,8 +1,9 @@
 """Churn: no purchase and no engagement in (t, t+H] for a customer known at t.
 
-One calibrated LightGBM head (``churn_probability``, with ``churn_risk_band``) against the
-recency/frequency heuristic and the logistic baseline. Without an events source, engagement cannot
-be observed and churn means "no purchase".
+One calibrated head (``churn_probability``, with ``churn_risk_band``): LightGBM, the
+recency/frequency heuristic or the logistic baseline, whichever wins on the validation cutoff.
+Without an events source, engagement cannot be observed and churn means "no purchase"; then a
+BG/NBD model fitted in the same run is compared too.
 """
 
 from __future__ import annotations
@@ -43,13 +44,20 @@ def labels(
     if "events" in seen:
         active |= (L.first_after(entity, seen["events"])["at"] <= end).to_numpy()
     frame = entity.assign(churn=(~active).astype(np.int64))
-    return TaskLabels(frame, ("churn",), {"churn": OUTPUT})
+    return TaskLabels(frame, ("churn",), {"churn": OUTPUT}, {"transactions_only": "events" not in seen})
 
 
 def fit(dataset, task_labels: TaskLabels, config):
-    from training.models import FittedTask, fit_binary_heads
+    """LightGBM against the baselines and, on transactions-only data (where churn is "no purchase"),
+    against BG/NBD's probability of no purchase fitted in the same run."""
+    from training.btyd import no_purchase_probability
+    from training.models import fit_binary_heads
 
-    fitted: FittedTask = fit_binary_heads(dataset, {"churn": OUTPUT}, config)
+    comparisons = {}
+    if task_labels.extra.get("transactions_only"):
+        btyd = no_purchase_probability(dataset.test.X, dataset.plan.horizon_days)
+        comparisons = {} if btyd is None else {"churn": {"btyd": btyd}}
+    fitted = fit_binary_heads(dataset, {"churn": OUTPUT}, config, comparisons=comparisons)
     fitted.bundle.spec["risk_bands"] = list(config.risk_bands)
     return fitted
 

@@ -76,7 +76,12 @@ def labels(
         censored=censored,
         next_category=category.to_numpy(),
     )
-    return TaskLabels(frame, ("purchase", "days_to_next", "censored", "next_category"), {"purchase": OUTPUT})
+    return TaskLabels(
+        frame,
+        ("purchase", "days_to_next", "censored", "next_category"),
+        {"purchase": OUTPUT},
+        {"transactions_only": "events" not in seen},
+    )
 
 
 def _days_heads(dataset, params, config, boosters: dict, heads: list, results: list, notes: list) -> None:
@@ -179,13 +184,22 @@ def _category_head(dataset, params, config, boosters: dict, heads: list, results
 def fit(dataset, task_labels: TaskLabels, config):
     from training.models import METRIC_COLUMNS, ModelBundle, base_spec, fit_binary_heads, tuned
 
+    from training.btyd import no_purchase_probability
+
     params, tuning = tuned(dataset, "purchase", config)
-    fitted = fit_binary_heads(dataset, {"purchase": OUTPUT}, config, tuning=(params, tuning))
+    transactions_only = task_labels.extra.get("transactions_only")
+    btyd = no_purchase_probability(dataset.test.X, dataset.plan.horizon_days) if transactions_only else None
+    comparisons = {"purchase": {"btyd": 1.0 - btyd}} if btyd is not None else {}
+    fitted = fit_binary_heads(
+        dataset, {"purchase": OUTPUT}, config, tuning=(params, tuning), comparisons=comparisons
+    )
     heads, boosters = list(fitted.bundle.spec["heads"]), dict(fitted.bundle.boosters)
     results = [tuple(row) for row in fitted.metrics.itertuples(index=False)]
     _days_heads(dataset, params, config, boosters, heads, results, fitted.notes)
     _category_head(dataset, params, config, boosters, heads, results, fitted.notes)
-    fitted.bundle = ModelBundle({**base_spec(dataset, params), "heads": heads}, boosters)
+    fitted.bundle = ModelBundle(
+        {**base_spec(dataset, params), "heads": heads}, boosters, fitted.bundle.estimators
+    )
     fitted.metrics = pd.DataFrame(results, columns=METRIC_COLUMNS)
     return fitted
 
