@@ -11,12 +11,16 @@ Command: ``.venv/bin/python benchmarks/real_data.py``
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
 from report import machine, write_section
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the product's packages before this folder's scripts (training.py)
 
 OPEN, CLOSE = "<!-- real-data -->", "<!-- /real-data -->"
 COMPARED = ("rf_heuristic", "logistic", "btyd")
