@@ -64,6 +64,16 @@ DayOption = Annotated[
                  help="YYYY-MM-DD (UTC midnight); only facts before it are used. 'latest' or omitted: the "
                       "as-of of the feature build (features: today)."),
 ]  # fmt: skip
+TasksArgument = Annotated[
+    str,
+    typer.Argument(
+        help="A registered task, or all.", callback=_tasks, metavar="TASK", autocompletion=_task_names
+    ),
+]
+TaskArgument = Annotated[
+    str,
+    typer.Argument(help="A registered task.", callback=_one_task, metavar="TASK", autocompletion=_task_names),
+]
 AliasOption = Annotated[str, typer.Option(help="Registry alias of the model versions to use.")]
 ActorOption = Annotated[Optional[str], typer.Option(help="Who acts (default: $USER).")]
 
@@ -103,26 +113,6 @@ def _day(value: str | None) -> datetime | None:
 
 def _today() -> datetime:
     return datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def _quiet() -> None:
-    """Feast and MLflow imported (they reset warning filters at import), then quietened: library
-    chatter and artifact progress bars would bury the command's own tables."""
-    import logging
-    import os
-    import warnings
-
-    import features.store  # noqa: F401
-    import mlflow  # noqa: F401
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
-    for category in (DeprecationWarning, FutureWarning):
-        warnings.filterwarnings("ignore", category=category)
-    for message in ("On demand feature view is an experimental feature", r"fetch_arrow_table\(\) is deprecated",
-                    ".*noload.*"):  # fmt: skip
-        warnings.filterwarnings("ignore", message=message)
 
 
 @contextmanager
@@ -194,7 +184,7 @@ def features(as_of: DayOption = None, workspace: WorkspaceOption = None) -> None
     from cxpredict import render
     from features.store import refresh_features
 
-    _quiet()
+    render.quiet_libraries()
     ws = _workspace(workspace)
     with _refusal("no canonical data (run `cxpredict ingest` first)"), render.progress(console) as progress:
         build, materialized = refresh_features(ws, _day(as_of) or _today(), progress)
@@ -203,12 +193,7 @@ def features(as_of: DayOption = None, workspace: WorkspaceOption = None) -> None
 
 @app.command()
 def train(
-    task: Annotated[
-        str,
-        typer.Argument(
-            help="A registered task, or all.", callback=_tasks, metavar="TASK", autocompletion=_task_names
-        ),
-    ] = "all",
+    task: TasksArgument = "all",
     as_of: DayOption = None,
     horizon_days: Annotated[
         Optional[int],
@@ -223,7 +208,7 @@ def train(
     from cxpredict import render
     from training.run import train_workspace
 
-    _quiet()
+    render.quiet_libraries()
     ws = _workspace(workspace)
     with _refusal("cannot train"), render.progress(console) as progress:
         results = train_workspace(ws, task, _day(as_of), horizon_days, tune, progress=progress)
@@ -246,7 +231,7 @@ def evaluate(
     from cxpredict import render
     from training.evaluate import evaluate_workspace
 
-    _quiet()
+    render.quiet_libraries()
     ws = _workspace(workspace)
     with _refusal("cannot evaluate"):
         results = evaluate_workspace(ws, task, alias, _day(as_of))
@@ -269,7 +254,7 @@ def score(
 
     if out.suffix.lower() not in SCORE_FORMATS:
         raise typer.BadParameter(f"the output must end in {' or '.join(SCORE_FORMATS)}", param_hint="--out")
-    _quiet()
+    render.quiet_libraries()
     ws = _workspace(workspace)
     with _refusal("cannot score"), render.progress(console) as progress:
         console.print(render.scored(score_workspace(ws, _day(as_of), out, alias, progress=progress)))
@@ -289,7 +274,7 @@ def demo(
     from cxpredict import render
     from serving.demo import run_demo
 
-    _quiet()
+    render.quiet_libraries()
     ws = _workspace(workspace)
     with render.progress(console) as progress, _refusal("the demo stopped"):
         for title, kind, payload in run_demo(
@@ -335,15 +320,7 @@ def serve(
 
 @app.command()
 def promote(
-    task: Annotated[
-        str,
-        typer.Argument(
-            help="The task whose candidate to gate.",
-            callback=_one_task,
-            metavar="TASK",
-            autocompletion=_task_names,
-        ),
-    ],
+    task: TaskArgument,
     version: Annotated[
         Optional[str], typer.Option(help="Candidate version (default: the challenger).")
     ] = None,
@@ -359,7 +336,7 @@ def promote(
     from training.commands import promote_command
     from training.promotion import GateConfig
 
-    _quiet()
+    render.quiet_libraries()
     limits = {"auc_tolerance": tolerance, "ece_bound": ece_bound}
     gate = GateConfig(**{name: value for name, value in limits.items() if value is not None})
     ws = _workspace(workspace)
@@ -371,15 +348,7 @@ def promote(
 
 @app.command()
 def rollback(
-    task: Annotated[
-        str,
-        typer.Argument(
-            help="The task whose champion to move back.",
-            callback=_one_task,
-            metavar="TASK",
-            autocompletion=_task_names,
-        ),
-    ],
+    task: TaskArgument,
     reason: Annotated[Optional[str], typer.Option(help="Why (recorded in the audit trail).")] = None,
     actor: ActorOption = None,
     workspace: WorkspaceOption = None,

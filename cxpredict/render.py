@@ -299,3 +299,23 @@ def demo_step(kind: str, payload: object) -> object:
         "serving": _demo_server,
     }
     return shown[kind](payload)
+
+
+def quiet_libraries() -> None:
+    """Feast and MLflow imported (they reset warning filters at import), then quietened: library
+    chatter and artifact progress bars would bury the command's own tables."""
+    import logging
+    import os
+    import warnings
+
+    import features.store  # noqa: F401
+    import mlflow  # noqa: F401
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
+    for category in (DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+    for message in ("On demand feature view is an experimental feature", r"fetch_arrow_table\(\) is deprecated",
+                    ".*noload.*"):  # fmt: skip
+        warnings.filterwarnings("ignore", message=message)
