@@ -19,22 +19,25 @@ from __future__ import annotations
 import json
 import sqlite3
 from contextlib import suppress
-from queue import Empty, Queue
-from threading import Event, Thread
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from queue import Empty, Queue
+from threading import Event, Thread
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from feast import FeatureStore, FeatureView
-from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
-from feast.infra.online_stores.helpers import compute_table_id
-from feast.infra.online_stores.sqlite import SqliteOnlineStore
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-from feast.utils import to_naive_utc
+
+from features.feast_internals import (
+    EntityKeyProto,
+    SqliteOnlineStore,
+    ValueProto,
+    compute_table_id,
+    get_offline_store_from_config,
+    serialize_entity_key,
+    to_naive_utc,
+)
 
 CHUNK_CUSTOMERS = 20_000
 CACHE_KIB = 262_144

@@ -24,13 +24,15 @@ from urllib.parse import quote
 
 import numpy as np
 from feast import FeatureStore
-from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.infra.online_stores.helpers import compute_table_id
-from feast.infra.online_stores.sqlite import SqliteOnlineStore
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-from feast.type_map import feast_value_type_to_python_type
 
+from features.feast_internals import (
+    EntityKeyProto,
+    SqliteOnlineStore,
+    ValueProto,
+    compute_table_id,
+    feast_value_type_to_python_type,
+    serialize_entity_key,
+)
 from features.feature_repo.definitions import (
     DERIVED_TAG,
     RATIOS_VIEW,

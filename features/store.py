@@ -18,13 +18,10 @@ import pandas as pd
 import yaml
 from feast import FeatureStore, FeatureView, RepoConfig
 from feast.data_source import PushMode
-from feast.feature_view import DUMMY_ENTITY
-from feast.project import Project
-from feast.repo_contents import RepoContents
-from feast.repo_operations import extract_objects_for_apply_delete
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from cxpredict.workspace import Workspace
+from features.feast_internals import DUMMY_ENTITY, Project, RepoContents, extract_objects_for_apply_delete
 from features.feature_repo.definitions import (
     REALTIME_FEATURES,
     REALTIME_PUSH_SOURCE,

@@ -1,5 +1,7 @@
 """The house rules that keep the code easy to extend, checked on the source itself.
 
+- Feast internals: one module (``features.feast_internals``) imports Feast names outside its
+  public API.
 - Layers: the ground floor (``cxpredict.workspace``, ``cxpredict.tasks``, ``cxpredict.progress``)
   imports nothing of the product; ``features`` nothing of ``training`` or ``serving``; ``training``
   nothing of ``serving``; nothing below the command line imports it or its renderer.
@@ -97,3 +99,27 @@ def test_given_the_product_code_then_only_the_registry_and_the_task_module_name_
             if exact or multiword:
                 offenders.append(f"{path.relative_to(ROOT)}:{line}: {text[:60]!r}")
     assert not offenders, "task named outside its module and the registry:\n" + "\n".join(offenders)
+
+
+FEAST_INTERNAL = (
+    "feast.infra",
+    "feast.protos",
+    "feast.utils",
+    "feast.type_map",
+    "feast.repo_",
+    "feast.project",
+)
+
+
+def test_given_the_product_code_then_only_one_module_reaches_into_feast_internals():
+    # when every product module's imports are read
+    reaching = {
+        path.relative_to(ROOT).as_posix(): sorted(
+            n
+            for n in imported(path)
+            if n.startswith(FEAST_INTERNAL) or n == "feast.feature_view.DUMMY_ENTITY"
+        )
+        for path in product_files()
+    }
+    # then only the fence does (Feast's private names move between releases)
+    assert {path for path, names in reaching.items() if names} == {"features/feast_internals.py"}
