@@ -57,7 +57,9 @@ def run() -> dict[str, dict]:
             rows[name] = {**scores, "expected_ratio": float(p.sum() / evaluation.y.sum())}
         metric = result.fitted.metric
         intervals = {
-            name: tuple(metric(result.fitted.primary, "model", f"auc_vs_{name}_{k}") for k in ("diff", "low", "high"))
+            name: tuple(
+                metric(result.fitted.primary, "model", f"auc_vs_{name}_{k}") for k in ("diff", "low", "high")
+            )
             for name in COMPARED
         }
         out[task] = {"status": "trained", "decision": result.decision, "rows": rows, "intervals": intervals}

@@ -119,12 +119,21 @@ def _today() -> datetime:
 def _refusal(what: str, *kinds: type[BaseException]):
     """An expected failure of ``kinds`` ends the command with one line on stderr and exit code 2."""
     from features.contract import ContractError
+    from features.snapshots import FutureAsOf
     from training.data import FeaturesNotReady
     from training.promotion import PromotionError
 
     try:
         yield
-    except (*kinds, ContractError, FeaturesNotReady, PromotionError, FileNotFoundError, LookupError) as error:
+    except (
+        *kinds,
+        ContractError,
+        FutureAsOf,
+        FeaturesNotReady,
+        PromotionError,
+        FileNotFoundError,
+        LookupError,
+    ) as error:
         errors.print(f"[red]{what}:[/red] {error}")
         raise typer.Exit(code=2) from error
 
@@ -186,7 +195,7 @@ def features(as_of: DayOption = None, workspace: WorkspaceOption = None) -> None
 
     render.quiet_libraries()
     ws = _workspace(workspace)
-    with _refusal("no canonical data (run `cxpredict ingest` first)"), render.progress(console) as progress:
+    with _refusal("cannot build features"), render.progress(console) as progress:
         build, materialized = refresh_features(ws, _day(as_of) or _today(), progress)
     console.print(render.features_built(build, materialized))
 

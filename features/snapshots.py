@@ -309,6 +309,10 @@ def _manifest(
     }
 
 
+class FutureAsOf(ValueError):
+    """A feature snapshot asked for a moment that has not happened yet."""
+
+
 def build_features(
     ws: Workspace,
     as_of: datetime,
@@ -323,6 +327,11 @@ def build_features(
     workspace = ws
     config = config or FeatureBuildConfig()
     as_of = to_utc(as_of)
+    if as_of > datetime.now(UTC):
+        raise FutureAsOf(
+            f"--as-of {as_of:%Y-%m-%d} is in the future: a snapshot describes facts already known, "
+            "and a future one would make the service refuse every current event"
+        )
     built_at = datetime.now(UTC).replace(microsecond=0)
     features_dir = workspace.features_dir
     canonical_dir = workspace.canonical_dir

@@ -61,9 +61,12 @@ def serve_command(port: int, host: str) -> list[str]:
 def serve_environment(
     ws: Workspace, alias: str, reload_seconds: float, workers: int | None = None
 ) -> dict[str, str]:
-    """The server's environment: workspace, alias, poll period, worker count and API keys (a key file
-    is created in the workspace when no key is configured)."""
+    """The server's environment: workspace, alias, poll period, worker count, BentoML's home (inside
+    the workspace) and API keys (a key file is created in the workspace when no key is configured)."""
     env = dict(os.environ, CXPREDICT_HOME=str(ws.root), CXPREDICT_MODEL_ALIAS=alias)
+    # BentoML keeps its Prometheus multiprocess folder under BENTOML_HOME and empties it when a
+    # server starts: one home per workspace, so two servers never share or delete each other's metrics.
+    env["BENTOML_HOME"] = str(ws.serving_dir / "bentoml")
     env["CXPREDICT_RELOAD_SECONDS"] = str(reload_seconds)
     overrides = [part for part in env.get("BENTOML_CONFIG_OPTIONS", "").split() if part]
     env["BENTOML_CONFIG_OPTIONS"] = " ".join(

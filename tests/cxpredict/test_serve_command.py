@@ -34,3 +34,13 @@ def test_configured_keys_are_used_as_they_are(tmp_path, monkeypatch):
     env = _serve_environment(ws, "champion", 30.0, workers=1)
     assert "CXPREDICT_API_KEYS_FILE" not in env and not (ws.serving_dir / "api_keys").exists()
     assert env["BENTOML_CONFIG_OPTIONS"] == "api_server.http.port=1 services.cxpredict.workers=1"
+
+
+def test_two_workspaces_get_two_bentoml_homes_so_their_metrics_never_mix(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXPREDICT_API_KEYS", "k1")
+    first, second = (resolve_workspace(tmp_path / name).ensure() for name in ("a", "b"))
+
+    homes = [_serve_environment(ws, "champion", 30.0, workers=1)["BENTOML_HOME"] for ws in (first, second)]
+
+    assert homes[0] != homes[1]
+    assert all(home.startswith(str(ws.root)) for home, ws in zip(homes, (first, second)))

@@ -167,3 +167,16 @@ def test_given_no_canonical_transactions_then_the_build_fails_clearly(tmp_path):
     write_canonical(empty, {"events": rich_world()["events"]})
     with pytest.raises(FileNotFoundError, match="transactions"):
         build_features(empty, utc("2026-03-01"), TWO_MONTHS)
+
+
+def test_given_an_as_of_in_the_future_when_building_then_it_is_refused_and_nothing_is_written(ws):
+    from datetime import UTC, datetime, timedelta
+
+    from features.snapshots import FutureAsOf
+
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    with pytest.raises(FutureAsOf, match="in the future"):
+        build_features(ws, tomorrow, TWO_MONTHS)
+
+    assert not ws.features_dir.exists() or not any(ws.features_dir.iterdir())
