@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -38,10 +39,7 @@ class ServedModel:
         if first in bundle.boosters:
             explain = PathAttributions(bundle.boosters[first])
         else:  # a linear baseline won: its terms of the log-odds are exact drivers
-
-            def explain(X, _bundle=bundle, _head=first):
-                return _bundle.contributions(X, _head)
-
+            explain = partial(bundle.contributions, head=first)
         return cls(task, name, version, alias, feature_service, bundle, explain)
 
     def ref(self) -> dict[str, str]:

@@ -8,7 +8,6 @@ tests that change the registry or break the store start their own with ``start_s
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from serving.supervisor import stop_group
 
 API_KEY = "test-key-0123456789"
 READY_TIMEOUT_S = 180
@@ -41,13 +42,7 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+        stop_group(self.process)
 
 
 def start_server(
