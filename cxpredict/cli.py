@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from enum import Enum
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,6 +20,12 @@ from rich.console import Console
 from cxpredict import __version__
 from cxpredict import tasks as registry
 from cxpredict.workspace import HOME_VARIABLE, Workspace, resolve_workspace
+
+
+class NumericIds(str, Enum):
+    refuse = "refuse"
+    convert = "convert"
+
 
 app = typer.Typer(
     name="cxpredict",
@@ -172,10 +179,23 @@ def ingest(
     surveys: Annotated[Optional[Path], typer.Option(help=SOURCE_HELP.format("surveys"))] = None,
     marketing: Annotated[Optional[Path], typer.Option(help=SOURCE_HELP.format("marketing"))] = None,
     consents: Annotated[Optional[Path], typer.Option(help=SOURCE_HELP.format("consents"))] = None,
+    numeric_ids: Annotated[
+        NumericIds,
+        typer.Option(
+            help="Numeric identifier columns in typed files (Parquet): refuse them, or convert to text."
+        ),
+    ] = NumericIds.refuse,
+    customer_id_width: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1, help="With --numeric-ids convert: zero-pad converted customer ids to this many digits."
+        ),
+    ] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Validate, quarantine, de-duplicate and stitch raw sources into canonical tables and the unified
-    profile. With no file given, reads the workspace's raw/ folder. Only transactions are required."""
+    profile. With no file given, reads the workspace's raw/ folder. Only transactions are required.
+    Identifiers are text: a numeric id column is refused unless --numeric-ids convert says how."""
     from cxpredict import render
     from features.ingest import ingest as run_ingest
 
@@ -184,7 +204,10 @@ def ingest(
     paths = {source: path for source, path in given.items() if path is not None} or None
     ws = _workspace(workspace)
     with _refusal("refused"), render.progress(console) as progress:
-        console.print(render.ingest_report(run_ingest(ws, paths, progress=progress)))
+        report = run_ingest(
+            ws, paths, progress=progress, numeric_ids=numeric_ids.value, customer_id_width=customer_id_width
+        )
+        console.print(render.ingest_report(report))
 
 
 @app.command()

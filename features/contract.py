@@ -36,6 +36,8 @@ SOURCES: tuple[str, ...] = (
 )
 REQUIRED_SOURCES: frozenset[str] = frozenset({"transactions"})
 IDENTIFIER_KINDS: tuple[str, ...] = ("email", "phone", "loyalty_card", "device_id")
+IDENTITY_COLUMNS: tuple[str, ...] = ("customer_id", *IDENTIFIER_KINDS)
+"""Columns that identify a customer: read as text from every format, never as numbers (see ingest)."""
 FUTURE_TOLERANCE = timedelta(minutes=5)
 MIN_BIRTH_YEAR = 1900
 
@@ -263,9 +265,9 @@ class ParsedSource:
         return self.rule.isna().to_numpy()
 
 
-def normalise_column_names(frame: pd.DataFrame) -> pd.DataFrame:
-    """Column names stripped and lower-cased so ``Customer_ID `` and ``customer_id`` are one column."""
-    return frame.rename(columns=lambda c: str(c).strip().lower())
+def normalise_name(name: object) -> str:
+    """A column name stripped and lower-cased so ``Customer_ID `` and ``customer_id`` are one column."""
+    return str(name).strip().lower()
 
 
 def missing_required_columns(source: str, columns: list[str]) -> list[str]:

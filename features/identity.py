@@ -16,12 +16,14 @@ are ambiguous (reported, never used, customers never merged); with none, unresol
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from itertools import combinations
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -234,3 +236,34 @@ def stitch(parsed: dict[str, ParsedSource], previous: Evidence, key: str) -> Sti
         linked[source] = {str(k): int(v) for k, v in resolved["kind"].value_counts().items()}
         out[source] = replace(p, canonical=canonical, rule=rule, reason=why)
     return Stitched(out, evidence, graph, linked)
+
+
+def _ids_and_keys(ids: pd.Series) -> pd.DataFrame:
+    """Distinct ids with their key: the id without leading zeros (``'000'`` keeps ``'0'``)."""
+    distinct = pd.Series(ids.dropna().unique(), dtype=STRING_DTYPE)
+    key = distinct.str.lstrip("0")
+    return pd.DataFrame({"id": distinct, "key": key.mask(key == "", "0")})
+
+
+def leading_zero_mismatches(ids: Mapping[str, pd.Series]) -> dict[tuple[str, str], pd.DataFrame]:
+    """For every two sources (``source`` after ``other`` in the mapping's order), the distinct ids of
+    ``source`` that match no ``other`` id exactly but do once leading zeros are stripped from both
+    (``'3238'`` and ``'0003238'``), each with the id it meets (columns ``id``, ``other_id``, sorted).
+    Pairs without such ids are left out.
+
+    Why: customer_ids are compared exactly, so such a pair is two customers in the profile; a numeric
+    export that dropped the zeros is the usual cause, and it is silent unless counted.
+    """
+    keyed = {source: _ids_and_keys(values) for source, values in ids.items()}
+    padded = {source: bool((frame["id"] != frame["key"]).any()) for source, frame in keyed.items()}
+    found: dict[tuple[str, str], pd.DataFrame] = {}
+    for other, source in combinations(keyed, 2):
+        if not (padded[source] or padded[other]):
+            continue
+        mine, theirs = keyed[source], keyed[other].rename(columns={"id": "other_id"})
+        exact = pc.is_in(pa.array(mine["id"]), value_set=pa.array(theirs["other_id"]))
+        unmatched = mine[~exact.to_numpy(zero_copy_only=False)]
+        pairs = unmatched.merge(theirs, on="key")[["id", "other_id"]]
+        if len(pairs):
+            found[(source, other)] = pairs.sort_values(["id", "other_id"], ignore_index=True)
+    return found

@@ -6,6 +6,12 @@ balance: ``read == accepted + quarantined + duplicates`` per source, checked in 
 lacks a required column is refused whole before anything is written, and the new canonical state
 becomes visible in one atomic step (see :mod:`features.catalog`).
 
+Identifiers (``customer_id``, email, phone, loyalty card, device id) are text from every format: CSV
+columns are never type-inferred, and a typed file's numeric identifier column is refused unless
+``numeric_ids="convert"`` allows it (a number has already lost any leading zeros). Ids that match
+another source's only once leading zeros are stripped are reported as a warning, and the report
+then does not count as reconciled.
+
 Contract: :func:`ingest` reads ``<ws>/raw/<source>.{parquet,csv}`` (or the given paths; only
 transactions is required), and returns an :class:`IngestReport`; the same report is stored as
 ``report.json`` in the committed version.
@@ -13,15 +19,16 @@ transactions is required), and returns an :class:`IngestReport`; the same report
 
 from __future__ import annotations
 
-import csv
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pydantic import BaseModel, model_validator
@@ -31,12 +38,13 @@ from cxpredict.workspace import Workspace
 from features import catalog
 from features.contract import (
     CONTRACTS,
+    IDENTITY_COLUMNS,
     REQUIRED_SOURCES,
     SOURCES,
     STRING_DTYPE,
     ContractError,
     missing_required_columns,
-    normalise_column_names,
+    normalise_name,
     pandas_types,
     parse_source,
     render_raw,
@@ -50,6 +58,7 @@ from features.identity import (
     Evidence,
     Stitched,
     hex_digest,
+    leading_zero_mismatches,
     new_key,
     stitch,
 )
@@ -60,6 +69,11 @@ RAW_SUFFIXES = (".parquet", ".csv")
 QUARANTINE_COLUMNS = ("_rule", "_reason", "_source_file", "_row_number", "_row_hash")
 AMBIGUOUS_IN_REPORT = 50
 STAGES_PER_SOURCE = 4  # read, validate, stitch + de-duplicate, write
+EXAMPLE_IDS = 3
+EXACT_FLOAT_LIMIT = 2**53
+
+NumericIds = Literal["refuse", "convert"]
+NUMERIC_IDS: tuple[NumericIds, ...] = get_args(NumericIds)
 
 
 class IngestError(ContractError):
@@ -83,6 +97,26 @@ class UnreadableSourceError(IngestError):
     """A raw file cannot be read as CSV or Parquet, or its source is ambiguous."""
 
 
+class IdentifierTypeError(IngestError, ValueError):
+    """An identifier column of a typed file is not text and cannot become text; the ingest is refused."""
+
+    def __init__(self, file: Path, source: str, column: str, type_name: str, message: str) -> None:
+        self.file, self.source, self.column, self.type_name = file, source, column, type_name
+        super().__init__(message)
+
+
+class NumericIdentifierError(IdentifierTypeError):
+    """An identifier column is typed as a number and ``numeric_ids="convert"`` was not given."""
+
+    def __init__(self, file: Path, source: str, column: str, type_name: str) -> None:
+        super().__init__(file, source, column, type_name,
+                         f"{file}: the {source} identifier column '{column}' is typed {type_name}, but "
+                         "identifiers must be text: a number has lost any leading zeros ('0003238' "
+                         "becomes 3238), so it may match no other source. Export the column as text, or "
+                         "allow the conversion with `ingest --numeric-ids convert` (and "
+                         "--customer-id-width N to zero-pad customer ids to N digits)")  # fmt: skip
+
+
 class SourceReport(BaseModel):
     """What happened to one source's rows. Construction fails unless the books balance."""
 
@@ -98,6 +132,7 @@ class SourceReport(BaseModel):
     linked: dict[str, int] = {}
     columns_supplied: list[str] = []
     canonical_rows: int = 0
+    converted_ids: dict[str, str] = {}
 
     @property
     def reconciled(self) -> bool:
@@ -128,17 +163,43 @@ class IdentityReport(BaseModel):
     ambiguous: list[AmbiguousIdentifier] = []
 
 
+class IdMismatch(BaseModel):
+    """customer_ids of ``source`` that match an id of ``other`` only once leading zeros are stripped:
+    the profile counts each such pair as two customers. Examples are ``(id in source, id in other)``;
+    ids are pseudonymous keys, so a few may be shown."""
+
+    source: str
+    other: str
+    ids: int
+    examples: list[tuple[str, str]] = []
+
+    @property
+    def message(self) -> str:
+        shown = ", ".join(f"{mine} ~ {theirs}" for mine, theirs in self.examples)
+        return (f"{self.ids:,} customer_id(s) of {self.source} match {self.other} ids only after stripping "
+                f"leading zeros (e.g. {shown}), so each counts as two customers; fix the ids upstream "
+                "(a numeric export drops leading zeros; see customer_id_width)")  # fmt: skip
+
+
 class IngestReport(BaseModel):
+    """What one ingest did. ``reconciled`` means the books balance for every source *and* the sources'
+    customer_ids agree (no :class:`IdMismatch`); ``warnings`` says what does not."""
+
     version: str
     now: datetime
     seconds: float
     sources: dict[str, SourceReport]
     identity: IdentityReport
     profile_rows: int
+    id_mismatches: list[IdMismatch] = []
 
     @property
     def reconciled(self) -> bool:
-        return all(s.reconciled for s in self.sources.values())
+        return all(s.reconciled for s in self.sources.values()) and not self.id_mismatches
+
+    @property
+    def warnings(self) -> list[str]:
+        return [m.message for m in self.id_mismatches]
 
 
 @dataclass(frozen=True)
@@ -176,37 +237,141 @@ def locate_sources(ws: Workspace, paths: dict[str, Path] | None) -> dict[str, Pa
     return {s: found[s] for s in SOURCES if s in found}
 
 
-def read_raw(path: Path) -> pd.DataFrame:
-    """A raw file as a frame: every CSV column as text, Parquet columns as typed in the file."""
+def _csv_header(path: Path) -> list[str]:
+    """Column names as pyarrow itself parses the header, so every one of them can be typed as text."""
+    try:
+        reader = pacsv.open_csv(path)
+    except pa.ArrowInvalid as error:
+        if "empty" in str(error).lower():
+            raise UnreadableSourceError(f"{path}: empty CSV file (no header)") from error
+        raise
+    try:
+        return reader.schema.names
+    finally:
+        reader.close()
+
+
+def read_table(path: Path) -> pa.Table:
+    """A raw file as Arrow: every CSV column as text (nothing inferred, so '0003238' stays as written),
+    Parquet columns as typed in the file."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            with open(path, newline="", encoding="utf-8-sig") as handle:
-                header = next(csv.reader(handle), None)
-            if not header:
-                raise UnreadableSourceError(f"{path}: empty CSV file (no header)")
-            as_text = pacsv.ConvertOptions(column_types=dict.fromkeys(header, pa.string()),
+            as_text = pacsv.ConvertOptions(column_types=dict.fromkeys(_csv_header(path), pa.string()),
                                            strings_can_be_null=True)  # fmt: skip
             table = pacsv.read_csv(path, convert_options=as_text)
+            inferred = [f.name for f in table.schema if not pa.types.is_string(f.type)]
+            if inferred:
+                raise UnreadableSourceError(f"{path}: the header and the columns of this CSV disagree "
+                                            f"({', '.join(inferred)})")  # fmt: skip
         elif suffix == ".parquet":
             table = pq.read_table(path)
         else:
             raise UnreadableSourceError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
     except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as error:
         raise UnreadableSourceError(f"{path}: cannot be read ({type(error).__name__})") from error
-    return pandas_types(table)
+    return table
 
 
-def read_source(source: str, path: Path) -> pd.DataFrame:
-    """Read one source file and refuse it whole if a required column is missing."""
-    frame = normalise_column_names(read_raw(path))
-    repeated = sorted(set(frame.columns[frame.columns.duplicated()]))
+def _is_text(dtype: pa.DataType) -> bool:
+    if pa.types.is_dictionary(dtype):
+        return _is_text(dtype.value_type)
+    return pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_null(dtype)
+
+
+def _is_number(dtype: pa.DataType) -> bool:
+    return pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype)
+
+
+class _NotIdentifiers(ValueError):
+    """Numbers that no conversion makes into identifiers (the message says which)."""
+
+
+def _numbers_as_text(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Whole non-negative numbers as their decimal digits (NaN as null); raises :class:`_NotIdentifiers`
+    for fractions, negatives and floats too large to hold a whole number exactly."""
+    dtype = values.type
+    try:
+        if pa.types.is_floating(dtype):
+            values = pc.if_else(pc.is_nan(values), pa.scalar(None, dtype), values)
+            largest = pc.max(pc.abs(values)).as_py()
+            if largest is not None and largest > EXACT_FLOAT_LIMIT:
+                raise _NotIdentifiers("values too large to be exact in a float")
+            values = pc.cast(values, pa.int64())
+        elif pa.types.is_decimal(dtype):
+            values = pc.cast(values, pa.decimal128(38, 0))
+    except pa.ArrowInvalid as error:
+        raise _NotIdentifiers("values that are not whole numbers") from error
+    smallest = pc.min(values).as_py()
+    if smallest is not None and smallest < 0:
+        raise _NotIdentifiers("negative values")
+    return pc.cast(values, pa.string())
+
+
+def identifiers_as_text(table: pa.Table, source: str, path: Path, numeric_ids: NumericIds = "refuse",
+                        customer_id_width: int | None = None) -> tuple[pa.Table, dict[str, str]]:  # fmt: skip
+    """The table with every identifier column (:data:`IDENTITY_COLUMNS`, names already normalised) as
+    text, and the columns that were converted from a number (column → their Arrow type).
+
+    Text columns pass as they are. A numeric column raises :class:`NumericIdentifierError` unless
+    ``numeric_ids="convert"``; then whole non-negative numbers become their digits, and converted
+    customer ids are left-padded with zeros to ``customer_id_width`` when given. Any other type (a
+    flag, a time, bytes) raises :class:`IdentifierTypeError`.
+    """
+    converted: dict[str, str] = {}
+    for position, name in enumerate(table.column_names):
+        if name not in IDENTITY_COLUMNS:
+            continue
+        values = table.column(position)
+        type_name = str(values.type)
+        if _is_text(values.type):
+            text = pc.cast(values, pa.string())
+        elif not _is_number(values.type):
+            raise IdentifierTypeError(path, source, name, type_name,
+                                      f"{path}: the {source} identifier column '{name}' is typed {type_name}, "
+                                      "but identifiers must be text; export the column as text")  # fmt: skip
+        elif numeric_ids != "convert":
+            raise NumericIdentifierError(path, source, name, type_name)
+        else:
+            try:
+                text = _numbers_as_text(values)
+            except _NotIdentifiers as problem:
+                raise IdentifierTypeError(path, source, name, type_name,
+                                          f"{path}: the {source} identifier column '{name}' is typed "
+                                          f"{type_name} and holds {problem}, which are not identifiers; "
+                                          "export the column as text")  # fmt: skip
+            if name == "customer_id" and customer_id_width is not None:
+                text = pc.utf8_lpad(text, width=customer_id_width, padding="0")
+            converted[name] = type_name
+        table = table.set_column(position, name, text)
+    return table, converted
+
+
+@dataclass(frozen=True)
+class RawSource:
+    """One source file as read: its rows (identifiers as text) and the identifier columns converted
+    from numbers (column → original type)."""
+
+    frame: pd.DataFrame
+    converted_ids: dict[str, str] = field(default_factory=dict)
+
+
+def read_source(source: str, path: Path, numeric_ids: NumericIds = "refuse",
+                customer_id_width: int | None = None) -> RawSource:  # fmt: skip
+    """Read one source file and refuse it whole if a required column is missing or an identifier
+    column is not text (see :func:`identifiers_as_text`)."""
+    table = read_table(path)
+    names = [normalise_name(c) for c in table.column_names]
+    repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise UnreadableSourceError(f"{path}: column(s) {', '.join(repeated)} appear more than once")
+    table, converted = identifiers_as_text(table.rename_columns(names), source, path, numeric_ids,
+                                           customer_id_width)  # fmt: skip
+    frame = pandas_types(table)
     missing = missing_required_columns(source, list(frame.columns))
     if missing:
         raise MissingColumnError(path, source, missing)
-    return frame.reset_index(drop=True)
+    return RawSource(frame.reset_index(drop=True), converted)
 
 
 def row_hashes(rows: pd.DataFrame) -> pd.Series:
@@ -304,20 +469,37 @@ def _read_evidence(ws: Workspace) -> tuple[Evidence, str]:
     return Evidence(attachments, pairs), key
 
 
+def _check_id_options(numeric_ids: str, customer_id_width: int | None) -> None:
+    if numeric_ids not in NUMERIC_IDS:
+        raise IngestError(f"numeric_ids must be one of {', '.join(NUMERIC_IDS)}, not {numeric_ids!r}")
+    if customer_id_width is not None and (numeric_ids != "convert" or customer_id_width < 1):
+        raise IngestError("customer_id_width pads converted numeric ids, so it needs numeric_ids='convert' "
+                          "and a width of at least 1")  # fmt: skip
+
+
 def ingest(ws: Workspace, paths: dict[str, Path] | None = None, now: datetime | None = None,
-           progress: Progress | None = None) -> IngestReport:  # fmt: skip
+           progress: Progress | None = None, *, numeric_ids: NumericIds = "refuse",
+           customer_id_width: int | None = None) -> IngestReport:  # fmt: skip
     """Ingest raw source files into a new canonical version and return the report.
 
+    ``numeric_ids="convert"`` lets a typed file's numeric identifier columns become text (the report
+    lists them under ``converted_ids``), and ``customer_id_width`` then zero-pads converted customer
+    ids to that many digits so they meet the text ids of other sources.
+
     Raises :class:`IngestError` subclasses (nothing written) when transactions are absent, a file
-    cannot be read, or a file lacks a required column.
+    cannot be read, a file lacks a required column, or an identifier column is not text (and, if
+    numeric, its conversion was not allowed).
     """
     started = time.perf_counter()
     now = _utc(now)
+    _check_id_options(numeric_ids, customer_id_width)
     files = locate_sources(ws, paths)
     stages = _Stages(progress, list(files))
     raws: dict[str, pd.DataFrame] = {}
+    converted: dict[str, dict[str, str]] = {}
     for source, path in files.items():
-        raws[source] = read_source(source, path)
+        read = read_source(source, path, numeric_ids, customer_id_width)
+        raws[source], converted[source] = read.frame, read.converted_ids
         stages.advance(source)
 
     with catalog.ingest_lock(ws):
@@ -332,7 +514,8 @@ def ingest(ws: Workspace, paths: dict[str, Path] | None = None, now: datetime | 
 
         staged = catalog.stage_version(ws)
         try:
-            reports, tables = _write_sources(ws, staged, previous, files, raws, stitched, manifest, stages)
+            reports, tables = _write_sources(ws, staged, previous, files, raws, converted, stitched,
+                                             manifest, stages)  # fmt: skip
             report = _finish(staged, manifest, reports, tables, stitched, key, started, now)
         except BaseException:
             catalog.discard(staged)
@@ -348,6 +531,7 @@ def _write_sources(
     previous: Path | None,
     files: dict[str, Path],
     raws: dict[str, pd.DataFrame],
+    converted: dict[str, dict[str, str]],
     stitched: Stitched,
     manifest: catalog.Manifest | None,
     stages: _Stages,
@@ -389,9 +573,20 @@ def _write_sources(
             quarantined=int(parsed.rule.notna().sum()), duplicates=merge.duplicates, updated=merge.updated,
             quarantine_added=added, rules={str(k): int(v) for k, v in parsed.rule.value_counts().items()},
             linked=stitched.linked.get(source, {}), columns_supplied=supplied,
-            canonical_rows=len(merge.table),
+            canonical_rows=len(merge.table), converted_ids=converted.get(source, {}),
         )  # fmt: skip
     return reports, tables
+
+
+def id_mismatches(tables: dict[str, pd.DataFrame | None]) -> list[IdMismatch]:
+    """Leading-zero mismatches between the customer_ids of every two canonical tables; each pair is
+    reported once, against the source earlier in :data:`SOURCES` (customers first)."""
+    ids = {s: tables[s]["customer_id"] for s in SOURCES if tables.get(s) is not None}
+    return [
+        IdMismatch(source=source, other=other, ids=pairs["id"].nunique(),
+                   examples=list(pairs.drop_duplicates("id").head(EXAMPLE_IDS).itertuples(index=False, name=None)))
+        for (source, other), pairs in leading_zero_mismatches(ids).items()
+    ]  # fmt: skip
 
 
 def _finish(staged: catalog.StagedVersion, old: catalog.Manifest | None, reports: dict[str, SourceReport],
@@ -432,7 +627,7 @@ def _finish(staged: catalog.StagedVersion, old: catalog.Manifest | None, reports
             ambiguous=[AmbiguousIdentifier(kind=k, identifier_hash=h, n_customers=int(n))
                        for k, h, n in ambiguous.head(AMBIGUOUS_IN_REPORT).itertuples(index=False)],
         ),
-        profile_rows=len(profile),
+        profile_rows=len(profile), id_mismatches=id_mismatches(tables),
     )  # fmt: skip
     staged.write_json(catalog.MANIFEST_FILE, catalog.Manifest(
         version=staged.id, created_at=datetime.now(UTC), sources=sources, quarantine_rows=quarantine_rows,
