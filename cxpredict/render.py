@@ -55,14 +55,18 @@ def generated(summary) -> Table:
 
 
 def ingest_report(report) -> Group:
-    """Rows read/accepted/quarantined/duplicates and reconciliation per source, then quarantined rows
-    by rule (so a reader sees at once what to fix upstream)."""
+    """Rows read/accepted/quarantined/duplicates and reconciliation per source, then identifier
+    warnings and conversions, then quarantined rows by rule (so a reader sees at once what to fix
+    upstream)."""
     table = Table(title=f"Ingest {report.version}", show_footer=False)
     numbers = ("read", "accepted", "quarantined", "duplicates", "linked")
     for name in ("source", *numbers, "reconciled"):
         table.add_column(name, justify="left" if name == "source" else "right")
+    mismatched = {m.source for m in report.id_mismatches} | {m.other for m in report.id_mismatches}
     for s in report.sources.values():
         status = "[green]yes[/]" if s.reconciled else "[red]NO[/]"
+        if s.reconciled and s.source in mismatched:
+            status = "[yellow]rows yes, ids NO[/]"
         counts = (s.read, s.accepted, s.quarantined, s.duplicates, sum(s.linked.values()))
         table.add_row(s.source, *(f"{n:,}" for n in counts), status)
     table.caption = (f"{report.identity.links:,} identifier links, "
@@ -74,7 +78,10 @@ def ingest_report(report) -> Group:
     for s in report.sources.values():
         for rule, n in sorted(s.rules.items(), key=lambda item: -item[1]):
             rules.add_row(s.source, rule, f"{n:,}")
-    return Group(table, rules) if rules.row_count else Group(table)
+    notes = [f"[yellow]warning:[/] {warning}" for warning in report.warnings]
+    notes += [f"[dim]{s.source}: {column} converted from {kind} to text[/]"
+              for s in report.sources.values() for column, kind in s.converted_ids.items()]  # fmt: skip
+    return Group(table, *notes, rules) if rules.row_count else Group(table, *notes)
 
 
 def features_built(build, materialized) -> Group:
@@ -224,6 +231,12 @@ def versions_table(task: dict[str, object]) -> Table:
             if not gate
             else ("passed" if gate.get("passed") else "refused: " + ", ".join(gate.get("failed", []))),
         )
+    problems = [
+        f"version {row['version']}: {row['problem']}" for row in task["versions"] if row.get("problem")
+    ]
+    if problems:
+        table.caption = "[yellow]not usable[/yellow] " + "; ".join(problems)
+        table.caption_justify = "left"
     return table
 
 

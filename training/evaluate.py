@@ -20,6 +20,7 @@ from training import labels as L
 from training import metrics as m
 from training.cutoffs import plan_cutoffs, utc_timestamp
 from training.data import check_snapshots, default_as_of, feast_features_for, load_tables, prepare_store
+from training.lifecycle import process_tags
 from training.oracle import truth_oracle_for
 from training.project import project_run
 from training.tasks import implementation
@@ -82,6 +83,7 @@ def _log_evaluation(target: TrackingTarget, result: Evaluation, horizon: int, as
             "task": result.task,
             "model_version": str(result.version),
             "alias": result.alias,
+            **process_tags(),  # a killed evaluation's run is marked FAILED by the next train
         }
         with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags) as run:
             mlflow.log_params(

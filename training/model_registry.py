@@ -16,6 +16,12 @@ broken; breaking is itself not atomic, which only matters after a crash.
 
 Listing: ``version_rows`` / ``snapshot`` read every task's versions with aliases, headline metrics,
 as-of, training rows and lineage (version tags, falling back to the training run's params).
+
+Usable versions: training creates a version with its lineage tags (``REQUIRED_LINEAGE``) in the
+same call, and only then ends its run FINISHED. A version whose run is not FINISHED (interrupted,
+killed, still at work) or that lacks lineage tags (registered by hand, or by an older, interruptible
+registration) is not usable: ``version_problem`` says why, the listing shows it (``usable``,
+``problem``, ``run_status``) and the gate refuses it.
 """
 
 from __future__ import annotations
@@ -33,14 +39,38 @@ from typing import Literal
 
 import mlflow
 import numpy as np
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
+
+from training.lifecycle import FAILURE_TAG
 
 AUDIT_PREFIX = "audit."
 LOCK_SUFFIX = ".lock"
 MAX_REASON = 1_000
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+REQUIRED_LINEAGE = (
+    "run_id",
+    "task",
+    "as_of",
+    "horizon_days",
+    "label_definition",
+    "feature_service",
+    "data_hash",
+    "code_version",
+    "beats_baselines",
+    "better_than_chance",
+    "families",
+    "selection",
+    "cutoffs_train",
+    "cutoff_valid",
+    "cutoff_test",
+    "features",
+    "feature_count",
+    "rows_train",
+    "model_card",
+)  # the version tags training always writes at creation (``tracking.record_task``)
 Action = Literal["train", "initial", "promote", "force", "rollback"]
 
 
@@ -290,6 +320,49 @@ class VersionRow:
     run_id: str | None = None
     model_card: str | None = None
     last_gate: dict[str, object] | None = None
+    run_status: str | None = None
+    usable: bool = True
+    problem: str | None = None
+
+
+def version_problem(tags: dict[str, str], run_id: str | None, run: Run | None) -> str | None:
+    """Why a version cannot be trusted (None when it can): its training run is missing, deleted or
+    not FINISHED, or lineage tags are missing. ``run`` is the run behind ``run_id`` (None: not found)."""
+    if not run_id:
+        return "no training run recorded on the version"
+    if run is None:
+        return f"training run {run_id} does not exist"
+    if run.info.lifecycle_stage == "deleted":
+        return f"training run {run_id} was deleted"
+    if run.info.status != "FINISHED":
+        why = run.data.tags.get(FAILURE_TAG)
+        return (
+            f"training run {run_id} is {run.info.status}, not FINISHED"
+            + (f" ({why})" if why else "")
+            + ": the training that registered it did not complete"
+        )
+    missing = [key for key in REQUIRED_LINEAGE if key not in tags]
+    if missing:
+        return f"lineage tags missing ({', '.join(missing)}): not registered by a complete training"
+    return None
+
+
+def get_run(client: mlflow.MlflowClient, run_id: str | None) -> Run | None:
+    """The run, or None when there is no id or no such run."""
+    if not run_id:
+        return None
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        return None
+
+
+def registered_problem(client: mlflow.MlflowClient, name: str, version: str) -> str | None:
+    """``version_problem`` of ``name`` version ``version`` as the registry holds it now."""
+    registered = client.get_model_version(name, str(version))
+    tags = dict(registered.tags)
+    run_id = tags.get("run_id") or registered.run_id
+    return version_problem(tags, run_id, get_run(client, run_id))
 
 
 def _number(value: object, kind: type = float) -> float | int | None:
@@ -313,12 +386,10 @@ def version_row(
     params: dict[str, str] = {}
     metrics: dict[str, float] = {}
     run_id = tags.get("run_id") or version.run_id
-    if run_id:
-        try:
-            run = client.get_run(run_id)
-            params, metrics = dict(run.data.params), dict(run.data.metrics)
-        except MlflowException:
-            pass
+    run = get_run(client, run_id)
+    if run is not None:
+        params, metrics = dict(run.data.params), dict(run.data.metrics)
+    problem = version_problem(tags, run_id, run)
 
     def lineage(key: str) -> str | None:
         return tags.get(key) or params.get(key) or None
@@ -356,6 +427,9 @@ def version_row(
         run_id=run_id,
         model_card=tags.get("model_card"),
         last_gate=json.loads(gate) if gate else None,
+        run_status=run.info.status if run is not None else None,
+        usable=problem is None,
+        problem=problem,
     )
 
 

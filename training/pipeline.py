@@ -21,7 +21,8 @@ from training.cutoffs import plan_cutoffs
 from training.datasets import FeaturesFor, OracleFor, TaskDataset, build_task_dataset
 from training.models import FittedTask
 from training.tasks import TaskLabels, implementation
-from training.tracking import TrackingTarget, data_hash, log_task
+from training.lifecycle import sigterm_as_interrupt
+from training.tracking import TrackingTarget, data_hash, publish_task, reap_abandoned, record_task, task_run
 
 Tables = Mapping[str, pd.DataFrame | None]
 
@@ -83,22 +84,35 @@ def train_task(
     hash_: str | None = None,
     report: Callable[[str], None] = lambda message: None,
 ) -> TrainResult:
-    """Build, fit and (when ``target`` is given) log and register one task."""
+    """Build, fit and (when ``target`` is given) log and register one task.
+
+    With a target, the task's run is open from fitting to registration (``tracking.task_run``):
+    it ends FINISHED only when all of it succeeded, FAILED on any exception or interrupt (which
+    propagates), and aliases move only after it finished (``tracking.publish_task``).
+    """
     spec = registry.get(task)
     try:
         report(f"{task}: labels and features")
         dataset, labels = build_dataset(task, tables, features_for, config, truth_oracle)
-        report(f"{task}: fitting")
-        fitted = fit_task(task, dataset, labels, config)
+        if target is None:
+            report(f"{task}: fitting")
+            fitted = fit_task(task, dataset, labels, config)
+            logged = None
+        else:
+            with task_run(target, task, dataset.plan.as_of, discard=(L.LabelsUnavailable,)) as run:
+                report(f"{task}: fitting")
+                fitted = fit_task(task, dataset, labels, config)
+                report(f"{task}: logging to MLflow")
+                hash_ = hash_ or data_hash(tables)
+                recorded = record_task(run, fitted, dataset, config, hash_, target.staging_dir)
+            logged = publish_task(target, recorded)
     except L.LabelsUnavailable as error:
         report(f"{task}: unavailable")
         return TrainResult(task, "unavailable", spec.model_name, reason=error.reason)
     result = TrainResult(
         task, "trained", spec.model_name, metrics=fitted.metrics, fitted=fitted, dataset=dataset
     )
-    if target is not None:
-        report(f"{task}: logging to MLflow")
-        logged = log_task(target, fitted, dataset, config, hash_ or data_hash(tables))
+    if logged is not None:
         result.run_id, result.model_version, result.model_uri = (
             logged.run_id,
             logged.model_version,
@@ -125,10 +139,17 @@ def train(
     worlds only) returns oracle probabilities per entity row; ``data_hash_`` identifies the data
     snapshot (computed from ``tables`` when not given). With ``target=None`` nothing is logged or
     registered (a dry run).
+
+    Interruptions: SIGTERM unwinds like Ctrl-C while training (``lifecycle.sigterm_as_interrupt``),
+    so the open run ends FAILED; before anything, runs that a killed train left RUNNING on this
+    host are marked FAILED (``tracking.reap_abandoned``).
     """
     hash_ = data_hash_ or (data_hash(tables) if target is not None else None)
     report = Steps(progress, "training", 4 * len(config.tasks))
-    return {
-        task: train_task(task, target, tables, features_for, config, truth_oracle, hash_, report)
-        for task in config.tasks
-    }
+    with sigterm_as_interrupt():
+        if target is not None:
+            reap_abandoned(target)
+        return {
+            task: train_task(task, target, tables, features_for, config, truth_oracle, hash_, report)
+            for task in config.tasks
+        }

@@ -15,7 +15,10 @@ every check passes (or with ``force`` and a reason):
   recorded on the version is a column of the evaluation set;
 - baselines: at training time no baseline was better than the candidate beyond the noise, and the
   candidate was better than chance beyond the noise on its validation cutoff;
-- held out: the evaluation cutoff is after both models' validation cutoffs (no model saw it).
+- held out: the evaluation cutoff is after both models' validation cutoffs (no model saw it);
+- training run: the candidate's training run ended FINISHED and the version carries every lineage
+  tag (``model_registry.version_problem``). A version failing this is refused before anything is
+  evaluated (its artifacts may be incomplete); ``force`` still overrides, with the check recorded.
 
 MLflow's own evaluation and validation do the metric work: each model is loaded from the registry,
 predicts the evaluation set once, and its predictions run through ``mlflow.models.evaluate``
@@ -53,6 +56,7 @@ from training import labels as L
 from training import metrics as m
 from training.cutoffs import plan_cutoffs, utc_timestamp
 from training.datasets import FeaturesFor, feature_columns
+from training.lifecycle import process_tags
 from training.model_registry import (
     CHALLENGER,
     CHAMPION,
@@ -63,6 +67,7 @@ from training.model_registry import (
     default_actor,
     move_alias,
     read_history,
+    registered_problem,
 )
 from training.tasks import implementation
 from training.tracking import (
@@ -468,6 +473,21 @@ def gate_checks(
     return checks
 
 
+TRAINING_RUN = "training run"
+
+
+def training_run_check(problem: str | None) -> Check:
+    """The candidate came from a training that completed: run FINISHED, lineage tags complete."""
+    return Check(
+        TRAINING_RUN,
+        problem is None,
+        "complete" if problem is None else "incomplete",
+        "–",
+        "a FINISHED training run and every lineage tag on the version",
+        problem or "",
+    )
+
+
 def _short(text: str | None, width: int = 48) -> str:
     if not text:
         return "–"
@@ -556,6 +576,7 @@ def _evaluate_pair(
         "champion_version": champion or "none",
         "candidate_run_id": cand.tags.get("run_id", ""),
         "evaluation_cutoff": evaluation_set.cutoff.isoformat(),
+        **process_tags(),  # a killed gate's run is marked FAILED by the next train
     }
     run_name = f"promote-{task}-v{candidate}-vs-{'v' + champion if champion else 'none'}"
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
@@ -589,6 +610,7 @@ def promote(
     config = config or GateConfig()
     with tracking_session(target) as client:
         candidate = resolve_candidate(client, name, version)
+        problem = registered_problem(client, name, candidate)
         for _ in range(config.max_attempts):
             champion = alias_version(client, name, CHAMPION)
             if champion == candidate:
@@ -603,10 +625,29 @@ def promote(
                     gate_passed=True,
                     decision=f"version {candidate} is already champion; nothing moved",
                 )
+            if problem is not None and not force:
+                result = PromotionResult(
+                    task=task,
+                    model=name,
+                    candidate=candidate,
+                    champion_before=champion,
+                    champion_after=champion,
+                    moved=False,
+                    forced=False,
+                    gate_passed=False,
+                    decision=f"refused: version {candidate} is not usable: {problem}; "
+                    f"champion stays {champion or 'unset'}",
+                    checks=[training_run_check(problem)],
+                )
+                _record_gate(client, name, result)
+                return result
             cand, champ, evaluated, targets, run_id = _evaluate_pair(
                 client, task, name, candidate, champion, evaluation_set, target.artifact_root
             )
-            checks = gate_checks(task, cand, champ, evaluated, targets, config, feature_check)
+            checks = [
+                training_run_check(problem),
+                *gate_checks(task, cand, champ, evaluated, targets, config, feature_check),
+            ]
             passed = all(check.passed for check in checks)
             metrics = {
                 "candidate": cand.result.metrics,
@@ -675,6 +716,8 @@ def _record_gate(client: mlflow.MlflowClient, name: str, result: PromotionResult
         "evaluation_run_id": result.evaluation_run_id,
     }
     client.set_model_version_tag(name, result.candidate, "last_gate", json.dumps(summary))
+    if result.evaluation_run_id is None:
+        return  # refused before evaluating: there is no promotion run to hold the details
     rows = [check.__dict__ for check in result.checks]
     record = {"checks": rows, "metrics": result.metrics, "cutoff": result.evaluation_cutoff}
     client.log_dict(result.evaluation_run_id, record, "gate.json")

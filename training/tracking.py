@@ -15,6 +15,12 @@
   code version, headline AUCs, decision) and their lineage (cutoffs, feature list, row counts, ECE).
   Alias moves go through ``model_registry.move_alias``: locked and recorded in the audit trail.
 - Each run also holds ``model_card.md`` (see ``model_card``); the version tag ``model_card`` points to it.
+- Interruptions: a task's run opens before fitting (``task_run``) and records its process; the
+  version is created with all its tags in one call (``record_task``), the card follows, then the
+  run ends FINISHED, and only then do aliases move (``publish_task``). An exception, Ctrl-C or
+  SIGTERM ends the run FAILED; after ``kill -9`` the next train marks it FAILED
+  (``reap_abandoned``). Either way a version of that run is flagged and refused by the gate
+  (``model_registry.version_problem``).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import sklearn
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
@@ -44,7 +51,8 @@ from training import explain, model_card, plots
 from training.config import TrainConfig
 from training.datasets import TaskDataset
 from training.models import FittedTask
-from training.model_registry import AliasConflict, move_alias
+from training.lifecycle import FAILURE_TAG, MAX_FAILURE, process_tags, reap_abandoned_runs
+from training.model_registry import REQUIRED_LINEAGE, AliasConflict, move_alias
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -315,6 +323,180 @@ class LoggedTask:
     decision: str
 
 
+@dataclass(frozen=True)
+class RecordedTask:
+    """What ``record_task`` left in the (still open) run: the logged model and, when registered,
+    its version. ``model_uri`` is the registry URI of the version, else the logged model's."""
+
+    run_id: str
+    model_name: str
+    model_version: str | None
+    model_uri: str
+    usable: bool
+    selection: str
+
+
+def _record_failure(run_id: str, error: BaseException) -> None:
+    """Best effort: say on the run why it fails (the run's end must not depend on this)."""
+    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    try:
+        mlflow.MlflowClient().set_tag(run_id, FAILURE_TAG, text[:MAX_FAILURE])
+    except Exception:  # noqa: BLE001 - the original error is what propagates
+        pass
+
+
+def _end_runs_down_to(run_id: str, status: str) -> None:
+    """End ``run_id`` and every run opened after it and left open (nested runs), innermost first:
+    ``ActiveRun.__exit__`` ends only the top of the stack, and MLflow's exit hook would end the rest
+    FINISHED."""
+    while (active := mlflow.active_run()) is not None:
+        mlflow.end_run(status)
+        if active.info.run_id == run_id:
+            return
+
+
+@contextmanager
+def task_run(
+    target: TrackingTarget,
+    task: str,
+    as_of: pd.Timestamp,
+    discard: tuple[type[BaseException], ...] = (),
+) -> Iterator[mlflow.ActiveRun]:
+    """The task's MLflow run, open for the block (fitting, logging, registration).
+
+    Contract: from its start the run names its process (``lifecycle.process_tags``: pid, host),
+    so a later train can tell a run whose process was killed (``reap_abandoned``). It ends FINISHED
+    only when the block completes; any exception (KeyboardInterrupt and SIGTERM's ``Terminated``
+    included) ends it FAILED with the reason in the ``cxpredict.failure`` tag, and every run opened
+    inside and left open with it. An exception of a ``discard`` type (the task turned out to be
+    unavailable) ends the run KILLED and deletes it: an unavailable task leaves no run.
+    """
+    spec = registry.get(task)
+    with tracking_session(target) as client:
+        experiment_id = ensure_experiment(client, spec.experiment, target.artifact_root)
+        tags = {"task": task, "as_of": as_of.isoformat(), "code_version": code_version(), **process_tags()}
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=f"{task}-{as_of.date()}", tags=tags)
+        status = RunStatus.to_string(RunStatus.FAILED)
+        try:
+            yield run
+            status = RunStatus.to_string(RunStatus.FINISHED)
+        except discard:
+            status = RunStatus.to_string(RunStatus.KILLED)
+            raise
+        except BaseException as error:
+            _record_failure(run.info.run_id, error)
+            raise
+        finally:
+            _end_runs_down_to(run.info.run_id, status)
+            if status == RunStatus.to_string(RunStatus.KILLED):
+                client.delete_run(run.info.run_id)
+
+
+def version_tags(
+    fitted: FittedTask, dataset: TaskDataset, run_id: str, hash_: str, version: str
+) -> dict[str, str]:
+    """Everything a version records about how it was made (promotion's inputs and its lineage), set
+    when the version is created. Holds at least ``model_registry.REQUIRED_LINEAGE``."""
+    spec = registry.get(fitted.task)
+    headline = fitted.headline().items()
+    aucs = {f"auc_{model}": f"{value:.6f}" for model, value in headline if np.isfinite(value)}
+    return {
+        "task": fitted.task,
+        "as_of": dataset.plan.as_of.isoformat(),
+        "horizon_days": str(dataset.plan.horizon_days),
+        "label_definition": spec.label_definition,
+        "feature_service": spec.feature_service,
+        "data_hash": hash_,
+        "code_version": version,
+        "run_id": run_id,
+        "beats_baselines": str(fitted.beats_baselines()).lower(),
+        "better_than_chance": str(fitted.usable()).lower(),
+        "families": ",".join(sorted(set(fitted.families().values()))),
+        "selection": selection_summary(fitted),
+        **aucs,
+        **lineage_tags(fitted, dataset),
+        "model_card": f"runs:/{run_id}/{MODEL_CARD}",
+    }
+
+
+def record_task(
+    run: mlflow.ActiveRun,
+    fitted: FittedTask,
+    dataset: TaskDataset,
+    config: TrainConfig,
+    hash_: str,
+    staging_dir: Path | None = None,
+) -> RecordedTask:
+    """Log a fitted task into the active ``run`` (params, metrics, plots, the pyfunc model) and,
+    with ``config.register_models``, register the model with every version tag in the creating
+    call, so no version ever exists without its lineage; then the model card. Must run inside
+    ``task_run``: the run only ends FINISHED after all of this succeeded."""
+    version = code_version()
+    name = registry.get(fitted.task).model_name
+    run_id = run.info.run_id
+    mlflow.log_params(run_params(fitted, dataset, config, hash_, version))
+    mlflow.log_metrics(run_metrics(fitted))
+    for file_name, figure in figures(fitted, dataset, config).items():
+        mlflow.log_figure(figure, f"plots/{file_name}")
+    mlflow.log_text(fitted.metrics.to_csv(index=False), "metrics.csv")
+    mlflow.log_dict(
+        {
+            "features": list(dataset.feature_names),
+            "categorical_levels": dict(dataset.categorical_levels),
+            "notes": fitted.notes,
+        },
+        "features.json",
+    )
+    example = _input_example(dataset)
+    signature = optional_inputs(infer_signature(example, fitted.bundle.predict(example)))
+    if staging_dir is not None:
+        staging_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=staging_dir) as staging:
+        bundle_dir = fitted.bundle.save(Path(staging) / "bundle")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_ENTRY),
+            artifacts={"bundle": str(bundle_dir)},
+            code_paths=[str(BUNDLE_CODE)],
+            signature=signature,
+            input_example=example,
+            pip_requirements=[
+                f"mlflow=={mlflow.__version__}",
+                f"lightgbm=={lgb.__version__}",
+                f"scikit-learn=={sklearn.__version__}",
+                f"pandas=={pd.__version__}",
+                f"numpy=={np.__version__}",
+            ],
+        )
+    won = selection_summary(fitted)
+    if not config.register_models:
+        mlflow.log_text(card_text(fitted, dataset, name, None, run_id, hash_, version), MODEL_CARD)
+        return RecordedTask(run_id, name, None, info.model_uri, fitted.usable(), won)
+    tags = version_tags(fitted, dataset, run_id, hash_, version)
+    missing = [key for key in REQUIRED_LINEAGE if key not in tags]
+    if missing:
+        raise RuntimeError(f"version tags lack required lineage {missing}")
+    model_version = str(mlflow.register_model(info.model_uri, name, tags=tags).version)
+    mlflow.log_text(card_text(fitted, dataset, name, model_version, run_id, hash_, version), MODEL_CARD)
+    return RecordedTask(run_id, name, model_version, f"models:/{name}/{model_version}", fitted.usable(), won)
+
+
+def publish_task(target: TrackingTarget, recorded: RecordedTask) -> LoggedTask:
+    """After the run ended FINISHED: alias the version (``alias_trained_version``) and record the
+    decision on it. Aliases never point at a version whose training did not complete."""
+    if recorded.model_version is None:
+        return LoggedTask(
+            recorded.run_id, recorded.model_name, None, recorded.model_uri, False, "not registered"
+        )
+    name, model_version = recorded.model_name, recorded.model_version
+    with tracking_session(target) as client:
+        champion, decision = alias_trained_version(
+            client, name, model_version, recorded.selection, recorded.usable
+        )
+        client.set_model_version_tag(name, model_version, "champion_decision", decision)
+    return LoggedTask(recorded.run_id, name, model_version, recorded.model_uri, champion, decision)
+
+
 def log_task(
     target: TrackingTarget,
     fitted: FittedTask,
@@ -322,84 +504,19 @@ def log_task(
     config: TrainConfig,
     hash_: str,
 ) -> LoggedTask:
-    """One MLflow run for a fitted task: params, metrics, plots, the pyfunc model, registry aliases."""
-    version = code_version()
-    spec = registry.get(fitted.task)
-    name = spec.model_name
+    """One MLflow run for an already fitted task: ``task_run`` + ``record_task`` + ``publish_task``
+    (training proper opens the run before fitting, see ``pipeline.train_task``)."""
+    with task_run(target, fitted.task, dataset.plan.as_of) as run:
+        recorded = record_task(run, fitted, dataset, config, hash_, target.staging_dir)
+    return publish_task(target, recorded)
+
+
+def reap_abandoned(target: TrackingTarget) -> list[str]:
+    """Mark FAILED the runs of every task's experiment left RUNNING by a process gone from this
+    host (``lifecycle.reap_abandoned_runs``); returns their ids."""
     with tracking_session(target) as client:
-        experiment_id = ensure_experiment(client, spec.experiment, target.artifact_root)
-        tags = {"task": fitted.task, "as_of": dataset.plan.as_of.isoformat(), "code_version": version}
-        run_name = f"{fitted.task}-{dataset.plan.as_of.date()}"
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
-            mlflow.log_params(run_params(fitted, dataset, config, hash_, version))
-            mlflow.log_metrics(run_metrics(fitted))
-            for file_name, figure in figures(fitted, dataset, config).items():
-                mlflow.log_figure(figure, f"plots/{file_name}")
-            mlflow.log_text(fitted.metrics.to_csv(index=False), "metrics.csv")
-            mlflow.log_dict(
-                {
-                    "features": list(dataset.feature_names),
-                    "categorical_levels": dict(dataset.categorical_levels),
-                    "notes": fitted.notes,
-                },
-                "features.json",
-            )
-            example = _input_example(dataset)
-            signature = optional_inputs(infer_signature(example, fitted.bundle.predict(example)))
-            if target.staging_dir is not None:
-                target.staging_dir.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=target.staging_dir) as staging:
-                bundle_dir = fitted.bundle.save(Path(staging) / "bundle")
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=str(PYFUNC_ENTRY),
-                    artifacts={"bundle": str(bundle_dir)},
-                    code_paths=[str(BUNDLE_CODE)],
-                    signature=signature,
-                    input_example=example,
-                    pip_requirements=[
-                        f"mlflow=={mlflow.__version__}",
-                        f"lightgbm=={lgb.__version__}",
-                        f"scikit-learn=={sklearn.__version__}",
-                        f"pandas=={pd.__version__}",
-                        f"numpy=={np.__version__}",
-                    ],
-                    registered_model_name=name if config.register_models else None,
-                )
-        if not config.register_models:
-            card = card_text(fitted, dataset, name, None, run.info.run_id, hash_, version)
-            client.log_text(run.info.run_id, card, MODEL_CARD)
-            return LoggedTask(run.info.run_id, name, None, info.model_uri, False, "not registered")
-        model_version = str(info.registered_model_version)
-        beats = fitted.beats_baselines()
-        won = selection_summary(fitted)
-        headline = fitted.headline().items()
-        aucs = {f"auc_{model}": f"{value:.6f}" for model, value in headline if np.isfinite(value)}
-        version_tags = {
-            "task": fitted.task,
-            "as_of": dataset.plan.as_of.isoformat(),
-            "horizon_days": str(dataset.plan.horizon_days),
-            "label_definition": spec.label_definition,
-            "feature_service": spec.feature_service,
-            "data_hash": hash_,
-            "code_version": version,
-            "run_id": run.info.run_id,
-            "beats_baselines": str(beats).lower(),
-            "better_than_chance": str(fitted.usable()).lower(),
-            "families": ",".join(sorted(set(fitted.families().values()))),
-            "selection": won,
-            **aucs,
-            **lineage_tags(fitted, dataset),
-            "model_card": f"runs:/{run.info.run_id}/{MODEL_CARD}",
-        }
-        for key, value in version_tags.items():
-            client.set_model_version_tag(name, model_version, key, value)
-        card = card_text(fitted, dataset, name, model_version, run.info.run_id, hash_, version)
-        client.log_text(run.info.run_id, card, MODEL_CARD)
-        champion, decision = alias_trained_version(client, name, model_version, won, fitted.usable())
-        client.set_model_version_tag(name, model_version, "champion_decision", decision)
-    uri = f"models:/{name}/{model_version}"
-    return LoggedTask(run.info.run_id, name, model_version, uri, champion, decision)
+        experiments = [client.get_experiment_by_name(spec.experiment) for spec in registry.all_tasks()]
+        return reap_abandoned_runs(client, [found.experiment_id for found in experiments if found])
 
 
 def load_model(target: TrackingTarget, task: str, alias: str = CHAMPION) -> mlflow.pyfunc.PyFuncModel:
