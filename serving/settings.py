@@ -18,6 +18,8 @@ from cxpredict import tasks as registry
 
 MAX_CUSTOMERS = 1000
 """Largest ``customer_ids`` list one request may carry."""
+MAX_BODY_BYTES = 256 * 1024
+"""Default body limit: ``MAX_CUSTOMERS`` ids of 64 characters in JSON are ~68 KB; the rest is margin."""
 PINNED_FILE = Path(__file__).resolve().parents[1] / "pinned_models.json"
 """Written only into a Bento's sources by ``serving.bento``; absent from the repository."""
 
@@ -52,6 +54,8 @@ class ServeSettings(BaseSettings):
     """How often the registry alias is checked for a new version (0: only ``POST /admin/reload``)."""
     drivers: int = Field(default=5, ge=0, le=20)
     """Top drivers returned per explained block."""
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024)
+    """Largest request body the gateway lets through (``CXPREDICT_MAX_BODY_BYTES``); larger is a 413."""
 
     @field_validator("model_alias")
     @classmethod

@@ -46,7 +46,13 @@ class Server:
 
 
 def start_server(
-    ws, log: Path, *, reload_seconds: float = 0, wait_ready: bool = True, env: dict | None = None
+    ws,
+    log: Path,
+    *,
+    reload_seconds: float = 0,
+    wait_ready: bool = True,
+    env: dict | None = None,
+    workers: int | None = None,
 ) -> Server:
     port = free_port()
     command = [
@@ -60,6 +66,7 @@ def start_server(
         str(port),
         "--reload-seconds",
         str(reload_seconds),
+        *(["--workers", str(workers)] if workers else []),
     ]
     environment = dict(os.environ, CXPREDICT_API_KEYS=f"other-key,{API_KEY}", **(env or {}))
     environment.pop("MLFLOW_TRACKING_URI", None)

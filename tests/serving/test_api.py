@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from serving.settings import MAX_CUSTOMERS
-from server_fixtures import API_KEY, bundle_of, ensure_champions
+from tests.serving.server_fixtures import API_KEY, bundle_of, ensure_champions
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from serving.settings import ServeSettings, pinned_versions
-from server_fixtures import API_KEY, ensure_champions
+from tests.serving.server_fixtures import API_KEY, ensure_champions
 
 
 def test_pinned_versions_are_parsed_and_validated(monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 from serving.attributions import PathAttributions
 from serving.realtime import overlay
 from serving.settings import ServeSettings, digest
-from server_fixtures import bundle_of
+from tests.serving.server_fixtures import bundle_of
 
 REQUEST_TIME = datetime(2026, 11, 20, 12, tzinfo=UTC)
 
