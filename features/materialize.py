@@ -178,13 +178,13 @@ def _prepare_temp_tables(connection: sqlite3.Connection) -> None:
 
 
 def write_chunk(connection: sqlite3.Connection, sql: str, chunk: EncodedChunk) -> None:
-    """One transaction: load the chunk's keys and strings, then one INSERT … SELECT for all its values."""
-    with connection:
-        connection.execute("DELETE FROM temp.cx_keys")
-        connection.execute("DELETE FROM temp.cx_strings")
-        connection.executemany("INSERT INTO temp.cx_keys VALUES (?, ?, ?, ?)", chunk.keys)
-        connection.executemany("INSERT INTO temp.cx_strings VALUES (?, ?)", chunk.strings)
-        connection.execute(sql, (chunk.slots, chunk.texts))
+    """Load the chunk's keys and strings, then one INSERT … SELECT for all its values (inside the
+    caller's transaction)."""
+    connection.execute("DELETE FROM temp.cx_keys")
+    connection.execute("DELETE FROM temp.cx_strings")
+    connection.executemany("INSERT INTO temp.cx_keys VALUES (?, ?, ?, ?)", chunk.keys)
+    connection.executemany("INSERT INTO temp.cx_strings VALUES (?, ?)", chunk.strings)
+    connection.execute(sql, (chunk.slots, chunk.texts))
 
 
 def feature_kinds(view: FeatureView) -> list[tuple[str, str]]:
@@ -299,54 +299,92 @@ def _encoded_chunks(
     sink.put(None)
 
 
-def write_latest(
-    store: FeatureStore, views: list[FeatureView], start: datetime, end: datetime
-) -> tuple[int, int]:
-    """Materialise the latest row per customer in ``[start, end]`` of each view; returns (customers, values).
+ONLINE_STATE_TABLE = "cx_online_state"
+"""Key/value rows committed with the snapshot rows: ``snapshot_as_of`` (ISO UTC) names the snapshot
+the online store holds, so readers never trust a manifest written by a run that did not finish."""
 
-    ``customers`` is the largest number of customers written for one view. A worker thread pulls
-    and encodes the next chunk while SQLite writes the current one (SQLite releases the GIL while
-    it runs a statement). The registry records the interval, as Feast's ``materialize`` does.
+
+def write_latest(
+    store: FeatureStore,
+    views: list[FeatureView],
+    start: datetime,
+    end: datetime,
+    state: dict[str, str] | None = None,
+) -> tuple[int, int]:
+    """Replace each view's online rows by its latest row per customer in ``[start, end]``; returns
+    (customers, values).
+
+    One SQLite transaction for all views (the database in WAL mode): a reader sees the complete
+    previous snapshot or the complete new one, never a mix, and is never blocked; a run killed
+    mid-way leaves the previous snapshot whole. A view's rows are replaced, not upserted, so
+    customers absent from the new snapshot (an older ``--as-of``) keep no newer rows. ``state``
+    rows (e.g. ``snapshot_as_of``) are committed in the same transaction. ``customers`` is the
+    largest number of customers written for one view. A worker thread pulls and encodes the next
+    chunk while SQLite writes the current one. The registry records the interval after the commit,
+    as Feast's ``materialize`` does.
     """
     check_supported(store)
     plans = [plan_view(store, view) for view in views]
     written: dict[str, int] = {}
     values = 0
-    connection = sqlite3.connect(SqliteOnlineStore._get_db_path(store.config))
+    connection = sqlite3.connect(SqliteOnlineStore._get_db_path(store.config), isolation_level=None)
     queue: Queue = Queue(maxsize=2)
     stop = Event()
     producer = Thread(target=_encoded_chunks, args=(store, plans, start, end, queue, stop), daemon=True)
     try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA busy_timeout=30000")
         connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         _prepare_temp_tables(connection)
         producer.start()
+        connection.execute("BEGIN IMMEDIATE")
         current = None
         while (item := queue.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
             plan, chunk = item
-            if chunk is None:
-                store.registry.apply_materialization(plan.view, store.config.project, start, end)
-                continue
             if current is not plan:
+                connection.execute(f"DELETE FROM {_quote(plan.table_name)}")
                 _load_features(connection, plan)
                 current = plan
+            if chunk is None:
+                continue
             write_chunk(connection, upsert_sql(plan.table_name, len(plan.kinds)), chunk)
             written[plan.view.name] = written.get(plan.view.name, 0) + chunk.customers
             values += chunk.customers * len(plan.kinds)
+        connection.execute(
+            f"CREATE TABLE IF NOT EXISTS {ONLINE_STATE_TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )
+        connection.executemany(
+            f"INSERT OR REPLACE INTO {ONLINE_STATE_TABLE} VALUES (?, ?)", sorted((state or {}).items())
+        )
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
     finally:
         stop.set()
         while producer.is_alive():
             with suppress(Empty):
                 queue.get(timeout=0.05)
         connection.close()
+    for plan in plans:
+        store.registry.apply_materialization(plan.view, store.config.project, start, end)
     return max(written.values(), default=0), values
 
 
+def read_online_state(connection: sqlite3.Connection) -> dict[str, str]:
+    """The state rows of the snapshot the online store holds ({} before the first fast write)."""
+    try:
+        return dict(connection.execute(f"SELECT key, value FROM {ONLINE_STATE_TABLE}").fetchall())
+    except sqlite3.OperationalError:
+        return {}
+
+
 def _load_features(connection: sqlite3.Connection, plan: ViewPlan) -> None:
-    with connection:
-        connection.execute("DELETE FROM temp.cx_features")
-        connection.executemany(
-            "INSERT INTO temp.cx_features VALUES (?, ?, ?)",
-            [(j, name, int(kind == "string")) for j, (name, kind) in enumerate(plan.kinds)],
-        )
+    connection.execute("DELETE FROM temp.cx_features")
+    connection.executemany(
+        "INSERT INTO temp.cx_features VALUES (?, ?, ?)",
+        [(j, name, int(kind == "string")) for j, (name, kind) in enumerate(plan.kinds)],
+    )

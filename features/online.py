@@ -41,7 +41,6 @@ from features.feature_repo.definitions import (
     REQUEST_TIME,
     SNAPSHOTS_TAG,
     as_float,
-    days_now_values,
     ratio_values,
 )
 
@@ -160,18 +159,23 @@ class OnlineReader:
         self._sql: dict[tuple[str, int], str] = {}
         self._local = threading.local()
         self._encoder: EntityKeyEncoder | None = None
+        self._generation = 0
 
     def refresh(self) -> None:
+        """Re-read the registry and reopen the database (it may have been replaced) on next use."""
         self.store.refresh_registry()
         self._plans.clear()
         self._sql.clear()
+        self._generation += 1
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
-        if connection is None:
+        if connection is None or getattr(self._local, "generation", None) != self._generation:
+            if connection is not None:
+                connection.close()
             path = SqliteOnlineStore._get_db_path(self.store.config)
             connection = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)
-            self._local.connection = connection
+            self._local.connection, self._local.generation = connection, self._generation
         return connection
 
     def plan(self, feature_service: str | tuple[str, ...]) -> ServicePlan:
@@ -278,8 +282,9 @@ class OnlineReader:
         if event_times:
             result[EVENT_TIME] = [None if stamp < 0 else int(stamp) for stamp in stamps.tolist()]
         columns = {name: matrix[:, j] for name, j in plan.position.items()}
+        rows_s = np.where(stamps >= 0, stamps, np.nan).astype(float)
         for derived in plan.derived:
-            columns.update(_compute(derived, columns, request_time, n))
+            columns.update(_compute(derived, columns, request_time, n, rows_s))
         result.update({name: list(columns[name]) for name in plan.outputs})
         return result
 
@@ -380,9 +385,14 @@ def _nullable(values: np.ndarray) -> np.ndarray:
 
 
 def _compute(
-    derived: DerivedPlan, columns: dict[str, np.ndarray], request_time, n: int
+    derived: DerivedPlan, columns: dict[str, np.ndarray], request_time, n: int, rows_s: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """On-demand features with the same functions the registered on-demand views run."""
+    """On-demand features with the same functions the registered on-demand views run.
+
+    Request-time ages advance from each customer's own snapshot (``rows_s``, the time of the rows
+    read) rather than from the registry's snapshot grid: the two agree once a refresh is complete,
+    and while a refresh has applied its registry but not yet committed its rows, the rows' own time
+    keeps every answer within one snapshot."""
     if derived.kind == RATIOS_VIEW:
         return {
             name: _nullable(ratio_values(as_float(columns[num]), as_float(columns[den])))
@@ -393,6 +403,13 @@ def _compute(
     else:
         request_s = np.full(n, _epoch(request_time))
     return {
-        name: _nullable(days_now_values(as_float(columns[source]), request_s, derived.snapshots))
+        name: _nullable(days_since_row_values(as_float(columns[source]), request_s, rows_s))
         for name, source in derived.specs
     }
+
+
+def days_since_row_values(value: np.ndarray, request_s: np.ndarray, rows_s: np.ndarray) -> np.ndarray:
+    """``days_now_values`` with each value's own snapshot time: value + days from it to the request
+    (null before that snapshot or without one)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(request_s >= rows_s, value + (request_s - rows_s) / 86400.0, np.nan)

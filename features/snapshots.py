@@ -234,7 +234,10 @@ def _parse_iso(value: str) -> datetime:
 
 
 def _connect(
-    scratch: Path, config: FeatureBuildConfig, sources: Mapping[str, CanonicalSource]
+    scratch: Path,
+    config: FeatureBuildConfig,
+    sources: Mapping[str, CanonicalSource],
+    folded: Mapping[str, Path] | None = None,
 ) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(
         str(scratch / "stage.duckdb"),
@@ -248,8 +251,62 @@ def _connect(
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET perfect_ht_threshold = {PERFECT_HT_BITS}")
     for name, source in sources.items():
-        con.execute(f"CREATE VIEW raw_{name} AS SELECT * FROM read_parquet('{source.scan}')")
+        scan = f"read_parquet('{source.scan}')"
+        logged = (folded or {}).get(name)
+        body = _with_logged(name, scan, logged) if logged else f"SELECT * FROM {scan}"
+        con.execute(f"CREATE VIEW raw_{name} AS {body}")
     return con
+
+
+_LOGGED_KEYS = {"events": ("timestamp", "event_type"), "surveys": ("timestamp", "kind")}
+
+
+def _with_logged(name: str, scan: str, logged: Path) -> str:
+    """A canonical source plus the pushed events of the durable log that it does not hold already
+    (the same customer, time and type), so a snapshot holds every acknowledged event. A logged
+    ``ticket_resolved`` closes the customer's oldest open ticket opened before it."""
+    log = f"read_parquet('{str(logged).replace(chr(39), chr(39) * 2)}')"
+    if name in _LOGGED_KEYS:
+        same = " AND ".join(f"c.{key} = l.{key}" for key in ("customer_id", *_LOGGED_KEYS[name]))
+        return (
+            f"SELECT * FROM {scan} UNION ALL BY NAME "
+            f"SELECT * FROM {log} AS l WHERE NOT EXISTS (SELECT 1 FROM {scan} AS c WHERE {same})"
+        )
+    return (
+        f"WITH opened AS (SELECT * FROM {log} AS l WHERE opened_at IS NOT NULL AND NOT EXISTS "
+        f"(SELECT 1 FROM {scan} AS c WHERE c.customer_id = l.customer_id AND c.opened_at = l.opened_at)), "
+        f"closing AS (SELECT customer_id, resolved_at, "
+        f"row_number() OVER (PARTITION BY customer_id ORDER BY resolved_at) AS k FROM {log} WHERE opened_at IS NULL), "
+        f"tickets AS (SELECT * FROM {scan} UNION ALL BY NAME SELECT * FROM opened), "
+        f"still_open AS (SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY opened_at) AS k "
+        f"FROM tickets WHERE resolved_at IS NULL) "
+        f"SELECT * FROM tickets WHERE resolved_at IS NOT NULL UNION ALL BY NAME "
+        f"SELECT o.* EXCLUDE (k) REPLACE (CASE WHEN r.resolved_at >= o.opened_at THEN r.resolved_at END AS resolved_at) "
+        f"FROM still_open AS o LEFT JOIN closing AS r USING (customer_id, k)"
+    )
+
+
+def _logged_events(
+    ws: Workspace, as_of: datetime, scratch: Path, sources: Mapping[str, CanonicalSource]
+) -> dict[str, Path]:
+    """The durable event log's events dated before ``as_of``, as Parquet per canonical source present."""
+    from features.event_log import EventLog, canonical_rows, log_url
+
+    url = log_url(ws)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return {}
+    log = EventLog(url)
+    try:
+        tables = canonical_rows(log.before(as_of))
+    finally:
+        log.close()
+    written = {}
+    for name, table in tables.items():
+        if name in sources:
+            path = scratch / f"logged-{name}.parquet"
+            pq.write_table(table, path)
+            written[name] = path
+    return written
 
 
 def _write_snapshot(
@@ -348,7 +405,7 @@ def build_features(
     shutil.rmtree(features_dir / STAGING_DIR, ignore_errors=True)
     scratch = features_dir / STAGING_DIR / uuid.uuid4().hex
     (scratch / "spill").mkdir(parents=True)
-    con = _connect(scratch, config, sources)
+    con = _connect(scratch, config, sources, _logged_events(workspace, as_of, scratch, sources))
     try:
         supplied = supplied_columns(con, sources, _canonical_manifest(canonical_dir))
         categories = (

@@ -8,23 +8,25 @@ store), plus :class:`RepoSettings` overrides (project, TTL, Redis online store).
 
 from __future__ import annotations
 
+import fcntl
+import sqlite3
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 import yaml
 from feast import FeatureStore, FeatureView, RepoConfig
-from feast.data_source import PushMode
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict
 
 from cxpredict.workspace import Workspace
+from features.event_log import EventLog, RealtimeEvent, counters
 from features.feast_internals import DUMMY_ENTITY, Project, RepoContents, extract_objects_for_apply_delete
 from features.feature_repo.definitions import (
     REALTIME_FEATURES,
-    REALTIME_PUSH_SOURCE,
     REALTIME_VIEW,
     REQUEST_TIME,
     RepoObjects,
@@ -145,7 +147,9 @@ def materialize_latest(
     if use_fast:
         from features.materialize import write_latest
 
-        customers, values = write_latest(store, chosen, start, end)
+        customers, values = write_latest(
+            store, chosen, start, end, state={"snapshot_as_of": as_of.isoformat()}
+        )
     else:
         store.materialize(start_date=start, end_date=end, feature_views=[fv.name for fv in chosen])
         customers = values = None
@@ -167,7 +171,24 @@ def refresh_features(ws: Workspace, as_of: datetime, progress=None) -> tuple[obj
 
     build = build_features(ws, as_of, progress=progress)
     apply_repo(ws)
-    return build, materialize_latest(ws, end=as_of)
+    report = materialize_latest(ws, end=as_of)
+    remirror(ws)
+    return build, report
+
+
+def remirror(ws: Workspace) -> int:
+    """Rewrite Feast's ``realtime`` view for every customer with logged events since the online
+    snapshot (after a refresh, counters restart from the new snapshot); returns how many."""
+    store = open_store(ws)
+    log = EventLog.of(ws)
+    try:
+        window = snapshot_as_of(ws, store)
+        customers = log.customers(window)
+        if customers:
+            mirror_counters(ws, store, log, customers, window)
+    finally:
+        log.close()
+    return len(customers)
 
 
 def utc_micros(values: pd.Series) -> pd.Series:
@@ -367,99 +388,22 @@ def service_features(
     return out
 
 
-SESSION_EVENTS = {"session_start"}
-ENGAGEMENT_EVENTS = {
-    "session_start",
-    "page_view",
-    "search",
-    "product_view",
-    "add_to_cart",
-    "wishlist_add",
-    "checkout_start",
-}
-SERVICE_EVENTS = {"ticket_opened", "ticket_resolved"}
+def online_as_of(store: FeatureStore) -> datetime | None:
+    """The snapshot time the online store holds: committed with its rows (SQLite), else the manifest's."""
+    if store.config.online_store.type == "sqlite":
+        from features.feast_internals import SqliteOnlineStore
+        from features.materialize import read_online_state
 
-
-SURVEY_EVENTS = {"survey_answered"}
-SURVEY_SCALES = {"nps": (0.0, 10.0), "csat": (1.0, 5.0)}
-
-
-class RealtimeEvent(BaseModel):
-    """One engagement, service or survey event, as it happens. A survey answer carries its ``kind``
-    (nps | csat) and ``score`` (0–10 | 1–5); other events carry neither."""
-
-    model_config = ConfigDict(frozen=True)
-
-    customer_id: str
-    event_type: str
-    timestamp: datetime
-    kind: str | None = None
-    score: float | None = None
-
-    @field_validator("event_type")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        known = ENGAGEMENT_EVENTS | SERVICE_EVENTS | SURVEY_EVENTS
-        if value not in known:
-            raise ValueError(f"event_type must be one of {sorted(known)}")
-        return value
-
-    @model_validator(mode="after")
-    def _survey_answer(self) -> RealtimeEvent:
-        if self.event_type not in SURVEY_EVENTS:
-            if self.kind is not None or self.score is not None:
-                raise ValueError("kind and score belong to survey_answered events only")
-            return self
-        if self.kind not in SURVEY_SCALES or self.score is None:
-            raise ValueError(f"a survey_answered event needs kind ({' or '.join(SURVEY_SCALES)}) and score")
-        low, high = SURVEY_SCALES[self.kind]
-        if not low <= self.score <= high:
-            raise ValueError(f"a {self.kind} score is between {low:g} and {high:g}")
-        return self
-
-    @field_validator("timestamp")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-_SCORES = ("realtime_last_nps", "realtime_last_csat")
-"""Scores, not counters: no answer yet is null, never 0 (an NPS of 0 is an answer)."""
-
-
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
-
-
-def next_counters(current: dict[str, float | None], event: RealtimeEvent, window_start_s: float) -> dict:
-    """Counters after ``event``; counters from before the current snapshot (``window_start_s``) restart at 0."""
-    stale = (
-        current.get("realtime_window_start_ts") is None
-        or current["realtime_window_start_ts"] < window_start_s
-    )
-    base = {
-        name: 0.0 if stale or current.get(name) is None else float(current[name])
-        for name in REALTIME_FEATURES
-    }
-    for name in _SCORES:
-        base[name] = None if stale or _missing(current.get(name)) else float(current[name])
-    event_s = event.timestamp.timestamp()
-    base["realtime_sessions"] += float(event.event_type in SESSION_EVENTS)
-    base["realtime_events"] += float(event.event_type in ENGAGEMENT_EVENTS)
-    base["realtime_tickets_opened"] += float(event.event_type == "ticket_opened")
-    base["realtime_tickets_resolved"] += float(event.event_type == "ticket_resolved")
-    base["realtime_last_event_ts"] = max(base["realtime_last_event_ts"], event_s)
-    if event.event_type in ENGAGEMENT_EVENTS:
-        base["realtime_last_visit_ts"] = max(base["realtime_last_visit_ts"], event_s)
-    if event.event_type in SERVICE_EVENTS:
-        base["realtime_last_ticket_ts"] = max(base["realtime_last_ticket_ts"], event_s)
-    if event.event_type in SURVEY_EVENTS:
-        base["realtime_surveys"] += 1.0
-        if event_s >= base["realtime_last_survey_ts"] or base[f"realtime_last_{event.kind}"] is None:
-            base[f"realtime_last_{event.kind}"] = float(event.score)
-        base["realtime_last_survey_ts"] = max(base["realtime_last_survey_ts"], event_s)
-    base["realtime_window_start_ts"] = window_start_s
-    return base
+        path = SqliteOnlineStore._get_db_path(store.config)
+        if Path(path).exists():
+            connection = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)
+            try:
+                state = read_online_state(connection)
+            finally:
+                connection.close()
+            if "snapshot_as_of" in state:
+                return datetime.fromisoformat(state["snapshot_as_of"].replace("Z", "+00:00"))
+    return None
 
 
 def push_event(
@@ -468,26 +412,58 @@ def push_event(
     *,
     store: FeatureStore | None = None,
     settings: RepoSettings | None = None,
-    to: PushMode = PushMode.ONLINE,
-) -> dict[str, float]:
-    """Count one event into the customer's realtime features and push them (no batch run needed).
+    log: EventLog | None = None,
+    event_id: str | None = None,
+) -> PushResult:
+    """Log one event durably (once per idempotency key), then mirror the customer's counters,
+    recomputed from the log, into Feast's ``realtime`` view through the ``realtime_push`` source.
 
-    Reads the current online counters, increments them and pushes the row through the
-    ``realtime_push`` PushSource. Not atomic: concurrent pushes for one customer can lose an
-    increment (a stream processor would own this at scale).
+    The mirror is written under a workspace lock, each time from the whole log, so concurrent
+    pushes from several processes leave it equal to the log (the last writer saw every committed
+    event). ``mirror=False`` in the result: the event is logged but the mirror could not be written
+    (the next push or ``cxpredict features`` rewrites it); readers that need exact counters read the
+    log (``features.event_log.counters``).
     """
     event = event if isinstance(event, RealtimeEvent) else RealtimeEvent.model_validate(event)
-    workspace = ws
-    store = store or open_store(workspace, settings)
-    window_start_s = load_manifest(workspace.features_dir).as_of.astimezone(UTC).timestamp()
-    current = store.get_online_features(
-        features=[f"{REALTIME_VIEW}:{name}" for name in REALTIME_FEATURES],
-        entity_rows=[{"customer_id": event.customer_id}],
-    ).to_dict()
-    counters = next_counters({name: current[name][0] for name in REALTIME_FEATURES}, event, window_start_s)
-    row = pd.DataFrame(
-        {"customer_id": [event.customer_id], "event_timestamp": [pd.Timestamp(event.timestamp)]}
-        | {name: [value] for name, value in counters.items()}
-    )
-    store.push(REALTIME_PUSH_SOURCE, row, to=to)
-    return counters
+    store = store or open_store(ws, settings)
+    log = log or EventLog.of(ws)
+    key, new = log.append(event, event_id)
+    window = snapshot_as_of(ws, store)
+    counts = mirror_counters(ws, store, log, [event.customer_id], window)
+    return PushResult(event_id=key, duplicate=not new, counters=counts.get(event.customer_id) or {})
+
+
+class PushResult(BaseModel):
+    """What one push did: the event's idempotency key, whether it had been logged before, and the
+    customer's counters since the snapshot after it."""
+
+    event_id: str
+    duplicate: bool
+    counters: dict[str, float | None]
+
+
+def snapshot_as_of(ws: Workspace, store: FeatureStore) -> datetime:
+    """The online store's snapshot time (see :func:`online_as_of`), else the manifest's as-of."""
+    return online_as_of(store) or load_manifest(ws.features_dir).as_of.astimezone(UTC)
+
+
+def mirror_counters(
+    ws: Workspace, store: FeatureStore, log: EventLog, customer_ids: list[str], window: datetime
+) -> dict[str, dict]:
+    """Write these customers' counters since ``window``, computed from the log, to Feast's
+    ``realtime`` view (a customer with no event since then gets empty counters); returns them."""
+    lock_path = ws.root / "events" / "mirror.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    window_s = window.timestamp()
+    with open(lock_path, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = log.events(customer_ids, since=window)
+        counts = {c: counters(found.get(c, ()), window_s) for c in customer_ids}
+        rows = [
+            {"customer_id": c, "event_timestamp": pd.Timestamp(datetime.now(UTC))}
+            | (values or dict.fromkeys(REALTIME_FEATURES, None) | {"realtime_window_start_ts": window_s})
+            for c, values in counts.items()
+        ]
+        for offset in range(0, len(rows), 10_000):
+            store.write_to_online_store(REALTIME_VIEW, pd.DataFrame(rows[offset : offset + 10_000]))
+    return counts

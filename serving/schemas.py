@@ -11,11 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StringConstraints, create_model
 
 from cxpredict import tasks as registry
 
-from features.store import ENGAGEMENT_EVENTS, SERVICE_EVENTS, SURVEY_EVENTS
+from features.event_log import ENGAGEMENT_EVENTS, SERVICE_EVENTS, SURVEY_EVENTS
 from serving.settings import MAX_CUSTOMERS
 from training.tasks import implementation
 
@@ -25,6 +25,12 @@ CustomerId = Annotated[
 CustomerIds = Annotated[list[CustomerId], Field(min_length=1, max_length=MAX_CUSTOMERS)]
 EventType = Literal[tuple(sorted(ENGAGEMENT_EVENTS | SERVICE_EVENTS | SURVEY_EVENTS))]  # type: ignore[valid-type]
 SurveyKind = Literal["nps", "csat"]
+EventId = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
+]
+"""The client's idempotency key for an event: a retry with the same id is counted once."""
+SurveyScore = StrictFloat
+"""A number (never a boolean or a string); a whole number on the survey's scale."""
 
 
 class CustomerPredictionBase(BaseModel):
@@ -67,7 +73,13 @@ class PredictResponse(BaseModel):
 class EventResponse(BaseModel):
     customer_id: str
     event_type: str
-    accepted: bool
+    accepted: bool = Field(description="True: the event is in the durable log (it survives a crash).")
+    event_id: str = Field(description="The idempotency key: the one sent, or a digest of the event.")
+    duplicate: bool = Field(description="True: this key was logged before; the event is counted once.")
+    known_customer: bool = Field(
+        description="False: the snapshot does not know this customer; the event is logged (and folded "
+        "into a later snapshot if the customer appears) but adds nothing to the online store."
+    )
     realtime: dict[str, float | None] = Field(
         description="The customer's counters since the last snapshot, after this event."
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -25,11 +26,13 @@ from serving.predictor import ModelSet, prior_block, task_blocks
 from serving.schemas import (
     CustomerId,
     CustomerIds,
+    EventId,
     EventResponse,
     EventType,
     PredictResponse,
     ReloadResponse,
     SurveyKind,
+    SurveyScore,
 )
 from serving.settings import ServeSettings
 
@@ -77,6 +80,16 @@ def error(status: int, message: str, field: str | None = None) -> JSONResponse:
     return JSONResponse({"error": message, "field": field}, status_code=status)
 
 
+RELOAD_MARKER = "reload-requested"
+
+
+def _mtime(path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 def _iso(epoch_s: float | None) -> str | None:
     return None if epoch_s is None else datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -85,7 +98,6 @@ class _Service:
     """Churn, next purchase and unmet needs for orchestration systems, with reasons."""
 
     def __init__(self) -> None:
-        from features.feature_repo.definitions import load_manifest
         from serving.champions import Champions
         from serving.online_features import OnlineFeatures
         from training.tracking import resolve_tracking
@@ -94,11 +106,11 @@ class _Service:
         self.ws = resolve_workspace(self.settings.home)
         self.feature_error: str | None = None
         self.features = None
-        self.snapshot_as_of: datetime | None = None
+        self.reload_marker = self.ws.serving_dir / RELOAD_MARKER
+        self._reload_seen = _mtime(self.reload_marker)
         try:
             self.features = OnlineFeatures(self.ws)
             self.features.warm([spec.feature_service for spec in registry.all_tasks()])
-            self.snapshot_as_of = load_manifest(self.ws.features_dir).as_of
         except Exception as failure:
             self.feature_error = f"the feature store could not be opened: {type(failure).__name__}: {failure}"
             log.error(self.feature_error)
@@ -125,16 +137,29 @@ class _Service:
             metrics()["reloads"].inc()
         log.info("serving model versions %s", after.versions())
 
+    def _sync(self) -> None:
+        """Pick up what another worker or process asked for: ``/admin/reload`` touches a marker
+        file in the workspace, and every worker reloads when it sees the marker change."""
+        seen = _mtime(self.reload_marker)
+        if seen != self._reload_seen:
+            self._reload_seen = seen
+            self.champions.reload()
+
     def readiness(self) -> tuple[bool, dict]:
+        self._sync()
         models = self.champions.current
         reasons = [self.feature_error] if self.feature_error else []
-        if self.features is not None and (failure := self.features.probe()):
-            reasons.append(failure)
+        as_of = None
+        if self.features is not None:
+            if failure := self.features.probe():
+                reasons.append(failure)
+            else:
+                as_of = self.features.snapshot_as_of()
         reasons += [f"{task}: {reason}" for task, reason in models.missing.items()]
         return not reasons, {
             "reasons": reasons,
             "models": models.refs(),
-            "features_as_of": _iso(self.snapshot_as_of.timestamp()) if self.snapshot_as_of else None,
+            "features_as_of": _iso(as_of.timestamp()) if as_of else None,
         }
 
     @bentoml.on_shutdown
@@ -145,6 +170,7 @@ class _Service:
     def _predict(self, customer_ids: Sequence[str], tasks: Sequence[str]) -> Response:
         from serving.online_features import StoreUnavailable
 
+        self._sync()
         models = self.champions.current
         if self.features is None:
             return error(503, self.feature_error or "the feature store is not available")
@@ -219,11 +245,14 @@ class _Service:
         event_type: EventType,
         timestamp: datetime | None = None,
         kind: SurveyKind | None = None,
-        score: float | None = None,
+        score: SurveyScore | None = None,
+        event_id: EventId | None = None,
     ) -> EventResponse:
         """Push one event (session, page view, ticket opened/resolved, survey answered with its kind and
-        score, ...) so the next prediction sees it."""
-        from features.store import SURVEY_EVENTS, SURVEY_SCALES, RealtimeEvent
+        score, ...) so the next prediction sees it. The 200 comes once the event is in the durable
+        log; a retry with the same ``event_id`` (or the same event with its ``timestamp``) is counted once;
+        an event sent with neither is stamped by the server and cannot be recognised as a retry."""
+        from features.event_log import SURVEY_EVENTS, SURVEY_SCALES, RealtimeEvent
         from serving.online_features import StoreUnavailable
 
         if self.features is None:
@@ -233,43 +262,59 @@ class _Service:
         moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
         if moment > now + FUTURE_TOLERANCE:
             return error(400, "the event is in the future", "timestamp")
-        if self.snapshot_as_of is not None and moment < self.snapshot_as_of:
-            return error(
-                400, "the event is older than the feature snapshot, which already holds it", "timestamp"
-            )
         survey = event_type in SURVEY_EVENTS
         if survey and kind is None:
             return error(400, "a survey_answered event needs kind (nps or csat)", "kind")
-        if survey and (score is None or not SURVEY_SCALES[kind][0] <= score <= SURVEY_SCALES[kind][1]):
-            low, high = SURVEY_SCALES[kind or "nps"]
-            return error(400, f"a {kind} score between {low:g} and {high:g} is needed", "score")
+        if survey:
+            low, high = SURVEY_SCALES[kind]
+            if score is None or not (low <= score <= high and float(score).is_integer()):
+                return error(400, f"a {kind} score is a whole number between {low} and {high}", "score")
         if not survey and (kind is not None or score is not None):
             return error(
                 400, "kind and score belong to survey_answered events only", "kind" if kind else "score"
             )
-        event = RealtimeEvent(
-            customer_id=customer_id, event_type=event_type, timestamp=moment, kind=kind, score=score
-        )
         try:
-            counters = self.features.push(event)
+            self.features.sync()
+            as_of = self.features.snapshot_as_of()
+            if as_of is not None and moment < as_of:
+                return error(
+                    400, "the event is older than the feature snapshot, which already holds it", "timestamp"
+                )
+            known = self.features.known(customer_id)
+            event = RealtimeEvent(
+                customer_id=customer_id, event_type=event_type, timestamp=moment, kind=kind, score=score
+            )
+            if event_id is None and timestamp is None:
+                event_id = f"server:{uuid.uuid4().hex}"  # stamped here: no retry can repeat it
+            pushed = self.features.push(event, event_id, mirror=known)
         except StoreUnavailable as failure:
             metrics()["store_errors"].inc()
             log.error("event push failed: %s", failure)
             return error(503, str(failure))
-        metrics()["events"].labels(event_type=event_type).inc()
-        return EventResponse(customer_id=customer_id, event_type=event_type, accepted=True, realtime=counters)
+        if not pushed.duplicate:
+            metrics()["events"].labels(event_type=event_type).inc()
+        return EventResponse(
+            customer_id=customer_id,
+            event_type=event_type,
+            accepted=True,
+            event_id=pushed.event_id,
+            duplicate=pushed.duplicate,
+            known_customer=known,
+            realtime=pushed.counters,
+        )
 
     @bentoml.api(route="/admin/reload")
     def reload(self) -> ReloadResponse:
-        """Check the registry alias now (and re-read the Feast registry); swap in new versions."""
-        from features.feature_repo.definitions import load_manifest
-
+        """Check the registry alias now and re-read the Feast registry, in every worker: this one at
+        once, the others on their next request (a marker file in the workspace tells them)."""
         if self.features is not None:
             try:
                 self.features.refresh()
-                self.snapshot_as_of = load_manifest(self.ws.features_dir).as_of
             except Exception as failure:
                 return error(503, str(failure))
+        self.reload_marker.parent.mkdir(parents=True, exist_ok=True)
+        self.reload_marker.touch()
+        self._reload_seen = _mtime(self.reload_marker)
         models, changed = self.champions.reload()
         return ReloadResponse(changed=changed, models=models.refs())
 

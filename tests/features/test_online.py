@@ -16,7 +16,7 @@ from cxpredict.workspace import Workspace
 from features import store as feature_store
 from features.feature_repo.definitions import REALTIME_FEATURES
 from features.online import EntityKeyEncoder, OnlineReader
-from features.store import RealtimeEvent, next_counters
+from features.event_log import RealtimeEvent, next_counters
 
 END = datetime(2026, 11, 20, tzinfo=UTC)
 REQUEST_TIME = END + timedelta(days=4)
