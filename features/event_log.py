@@ -21,10 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
@@ -191,6 +194,8 @@ class EventLog:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+        self._sqlite_path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+        self._local = threading.local()
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_durability)
         for attempt in range(3):  # several workers may create the table at the same moment
@@ -236,15 +241,35 @@ class EventLog:
     def events(
         self, customer_ids: Sequence[str], since: datetime | None = None
     ) -> dict[str, list[RealtimeEvent]]:
-        """Logged events of these customers (at or after ``since``), by customer."""
-        query = select(EVENTS).where(EVENTS.c.customer_id.in_(list(dict.fromkeys(customer_ids))))
-        if since is not None:
-            query = query.where(EVENTS.c.ts_us >= _micros(since))
+        """Logged events of these customers (at or after ``since``), by customer.
+
+        On SQLite this is the per-request read of the serving path, so it runs one plain statement
+        on a per-thread read-only connection (SQLAlchemy's per-call overhead is most of the cost)."""
+        ids = list(dict.fromkeys(customer_ids))
+        floor = _micros(since) if since is not None else -(2**62)
+        if self._sqlite_path is not None:
+            rows = self._reader().execute(
+                "SELECT customer_id, event_type, ts_us, kind, score FROM cx_events "
+                f"WHERE customer_id IN ({','.join('?' * len(ids))}) AND ts_us >= ?",
+                [*ids, floor],
+            )
+        else:
+            query = select(EVENTS).where(EVENTS.c.customer_id.in_(ids), EVENTS.c.ts_us >= floor)
+            with self.engine.connect() as connection:
+                rows = [
+                    (r.customer_id, r.event_type, r.ts_us, r.kind, r.score) for r in connection.execute(query)
+                ]
         found: dict[str, list[RealtimeEvent]] = {}
-        with self.engine.connect() as connection:
-            for row in connection.execute(query):
-                found.setdefault(row.customer_id, []).append(_event(row))
+        for customer_id, event_type, ts_us, kind, score in rows:
+            found.setdefault(customer_id, []).append(_event(customer_id, event_type, ts_us, kind, score))
         return found
+
+    def _reader(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(f"file:{quote(self._sqlite_path)}?mode=ro", uri=True)
+            self._local.connection = connection
+        return connection
 
     def customers(self, since: datetime) -> list[str]:
         """Customers with events at or after ``since``."""
@@ -260,19 +285,24 @@ class EventLog:
         """Every logged event dated before ``moment`` (what a snapshot at ``moment`` must hold), with its key."""
         query = select(EVENTS).where(EVENTS.c.ts_us < _micros(moment)).order_by(EVENTS.c.ts_us)
         with self.engine.connect() as connection:
-            return [(row.event_id, _event(row)) for row in connection.execute(query)]
+            return [
+                (r.event_id, _event(r.customer_id, r.event_type, r.ts_us, r.kind, r.score))
+                for r in connection.execute(query)
+            ]
 
     def close(self) -> None:
         self.engine.dispose()
 
 
-def _event(row) -> RealtimeEvent:
+def _event(
+    customer_id: str, event_type: str, ts_us: int, kind: str | None, score: float | None
+) -> RealtimeEvent:
     return RealtimeEvent.model_construct(
-        customer_id=row.customer_id,
-        event_type=row.event_type,
-        timestamp=datetime.fromtimestamp(row.ts_us / 1_000_000, UTC),
-        kind=row.kind,
-        score=row.score,
+        customer_id=customer_id,
+        event_type=event_type,
+        timestamp=datetime.fromtimestamp(ts_us / 1_000_000, UTC),
+        kind=kind,
+        score=score,
     )
 
 
