@@ -1,0 +1,185 @@
+"""Next best action for one customer: eligibility, consent, caps, holdout, exploration, priority.
+
+A pure function of the customer's model outputs and features, the catalogue, the customer's past
+contacts and a seed, so a decision can be replayed and tested without a server. The rules, in the
+order applied:
+
+1. No profiling consent: no decision at all (nothing is ranked or logged for them).
+2. Global holdout: a stable hash of the customer id puts ``holdout_share`` of customers in a control
+   group that gets no action, whatever the request; their decisions are still logged.
+3. Per action: marketing consent for marketing actions (``no_marketing_consent``), every eligibility
+   rule (``not_eligible: <rule>``), the cooldown since the same action (``cooldown_<n>d``), and a
+   priority above zero (``priority_not_positive``).
+4. Contact cap across actions: at most ``max_contacts`` in ``window_days`` (``contact_cap_<n>d``).
+5. Ranking, slot by slot: with probability ``exploration_share`` a uniform pick among the actions
+   left, else the highest priority; each chosen action carries the probability the policy had of
+   choosing it in its slot (``propensity``), so the propensities of one slot sum to 1 over the
+   actions left and policies can be evaluated off-policy later.
+
+Priority until an uplift model exists (documented prior): expected uplift = ``prior_uplift`` × the
+action's driver output (e.g. churn probability), expected value = uplift × ``success_value``,
+priority = expected value − cost. The channel is the allowed, consented channel the customer
+responds to most: email by their marketing open rate, push/app by their app share of sessions, web
+by the rest, sms and phone at fixed low/neutral scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from serving.actions import MARKETING_CHANNELS, Action, Catalogue
+
+SEND_WINDOWS = {"email": (0, 24), "sms": (0, 12), "push": (0, 2), "phone": (0, 48), "web": (0, 0),
+                "app": (0, 0), "store": (0, 168)}  # fmt: skip
+"""Hours from the decision within which to contact, per channel (web/app: in the current session)."""
+_FIXED_CHANNEL_SCORE = {"sms": 0.05, "phone": 0.5, "store": 0.1}
+
+
+@dataclass(frozen=True)
+class CustomerView:
+    """What a decision may look at: model outputs by dotted name and the feature vector."""
+
+    customer_id: str
+    outputs: Mapping[str, float | None]
+    features: Mapping[str, float | str | None]
+    top_need: str | None = None
+
+
+@dataclass(frozen=True)
+class Contact:
+    action: str
+    at: datetime
+
+
+@dataclass
+class Decision:
+    customer_id: str
+    holdout: bool
+    actions: list[dict] = field(default_factory=list)
+    suppressed: list[dict] = field(default_factory=list)
+    scored: bool = True
+    reason: str | None = None
+
+
+def in_holdout(customer_id: str, share: float, salt: str = "cxpredict-holdout") -> bool:
+    """Stable across calls, restarts and machines: a hash of the id, not a random draw."""
+    digest = hashlib.sha256(f"{salt}:{customer_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def _granted(value) -> bool:
+    return value is not None and value == value and float(value) > 0
+
+
+def _value(view: CustomerView, name: str) -> float | None:
+    value = view.outputs.get(name) if "." in name else view.features.get(name)
+    if value is None or isinstance(value, str) or value != value:
+        return None
+    return float(value)
+
+
+def channel_for(action: Action, view: CustomerView, marketing: bool) -> str | None:
+    """The allowed channel the customer responds to most (marketing channels only with consent)."""
+    app_share = _value(view, "engagement_app_share_90d")
+    opens = _value(view, "marketing_open_rate_90d")
+    scores = {
+        "email": 0.2 if opens is None else opens,
+        "push": 0.0 if app_share is None else app_share,
+        "app": 0.0 if app_share is None else app_share,
+        "web": 0.0 if app_share is None else 1.0 - app_share,
+    }
+    allowed = [c for c in action.channels if marketing or c not in MARKETING_CHANNELS]
+    if not allowed:
+        return None
+    return max(
+        allowed, key=lambda c: (scores.get(c, _FIXED_CHANNEL_SCORE.get(c, 0.0)), -action.channels.index(c))
+    )
+
+
+def _priced(action: Action, view: CustomerView) -> tuple[float, float, float]:
+    driver = _value(view, action.driver) if action.driver else 1.0
+    uplift = action.prior_uplift * (driver or 0.0)
+    worth = uplift * action.success_value
+    return uplift, worth, worth - action.cost
+
+
+def _reasons(action: Action, view: CustomerView) -> list[str]:
+    reasons = [
+        f"{rule.value} {_value(view, rule.value):.3g} {rule.op} {rule.threshold:g}"
+        for rule in action.eligible
+    ]
+    if action.kind == "cross_sell" and view.top_need:
+        reasons.append(f"top unmet need: {view.top_need}")
+    return reasons
+
+
+def decide(
+    view: CustomerView,
+    catalogue: Catalogue,
+    history: Sequence[Contact],
+    now: datetime,
+    *,
+    max_actions: int = 3,
+    seed: str,
+) -> Decision:
+    """The decision for one customer (see the module docstring for the rules)."""
+    if not _granted(view.features.get("profile_consent_profiling", 1.0)):
+        return Decision(view.customer_id, holdout=False, scored=False, reason="no profiling consent")
+    if in_holdout(view.customer_id, catalogue.holdout_share):
+        return Decision(view.customer_id, holdout=True)
+    decision = Decision(view.customer_id, holdout=False)
+    marketing = _granted(view.features.get("profile_consent_marketing"))
+    policy = catalogue.contact_policy
+    recent = [c for c in history if now - c.at < timedelta(days=policy.window_days)]
+    candidates: list[tuple[Action, float, float, float, str]] = []
+    for action in catalogue.actions:
+        if action.kind == "none":
+            continue
+        rule = None
+        if action.consent == "marketing" and not marketing:
+            rule = "no_marketing_consent"
+        elif failed := next((r for r in action.eligible if not r.holds(_value(view, r.value))), None):
+            rule = f"not_eligible: {failed}"
+        elif any(
+            c.action == action.name and now - c.at < timedelta(days=action.cooldown_days) for c in history
+        ):
+            rule = f"cooldown_{action.cooldown_days}d"
+        channel = channel_for(action, view, marketing)
+        uplift, worth, priority = _priced(action, view)
+        if rule is None and channel is None:
+            rule = "no_consented_channel"
+        if rule is None and priority <= 0:
+            rule = "priority_not_positive"
+        if rule is not None:
+            decision.suppressed.append({"action": action.name, "rule": rule})
+            continue
+        candidates.append((action, uplift, worth, priority, channel))
+    room = max(0, policy.max_contacts - len(recent))
+    slots = min(max_actions, room)
+    rng = random.Random(seed)
+    left = sorted(candidates, key=lambda c: (-c[3], c[0].name))
+    for _ in range(min(slots, len(left))):
+        explore = rng.random() < catalogue.exploration_share
+        pick = rng.randrange(len(left)) if explore else 0
+        share = catalogue.exploration_share / len(left)
+        action, uplift, worth, priority, channel = left.pop(pick)
+        decision.actions.append(
+            {
+                "action": action.name,
+                "channel": channel,
+                "send_within_hours": list(SEND_WINDOWS[channel]),
+                "priority": round(priority, 4),
+                "expected_uplift": round(uplift, 6),
+                "expected_value": round(worth, 4),
+                "propensity": round((1 - catalogue.exploration_share) * (pick == 0) + share, 6),
+                "explored": explore,
+                "reasons": _reasons(action, view),
+            }
+        )
+    rule = f"contact_cap_{policy.window_days}d" if room <= max_actions else "max_actions"
+    decision.suppressed += [{"action": action.name, "rule": rule} for action, *_ in left]
+    return decision
