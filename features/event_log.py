@@ -186,26 +186,38 @@ def _sqlite_durability(connection, _record) -> None:
     cursor.close()
 
 
+def durable_engine(url: str) -> Engine:
+    """An engine whose commits are durable when they return: SQLite in WAL mode with a full fsync
+    (its folder created), or a server database such as PostgreSQL."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_durability)
+    return engine
+
+
+def create_tables(engine: Engine, metadata: MetaData) -> None:
+    """Create missing tables; several workers may do it at the same moment."""
+    for attempt in range(3):
+        try:
+            metadata.create_all(engine, checkfirst=True)
+            return
+        except (OperationalError, ProgrammingError, IntegrityError):
+            if attempt == 2:
+                raise
+            time.sleep(0.1)
+
+
 class EventLog:
     """Append-only, idempotent, durable event log; safe to share between processes."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+        self.engine: Engine = durable_engine(url)
         self._sqlite_path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
         self._local = threading.local()
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_durability)
-        for attempt in range(3):  # several workers may create the table at the same moment
-            try:
-                _METADATA.create_all(self.engine, checkfirst=True)
-                break
-            except (OperationalError, ProgrammingError, IntegrityError):
-                if attempt == 2:
-                    raise
-                time.sleep(0.1)
+        create_tables(self.engine, _METADATA)
         self._insert = self._dialect_insert()
 
     @classmethod

@@ -1,0 +1,167 @@
+"""The decision and outcome log: what was decided for whom, and what came back.
+
+Why durable and append-only: impact is measured against the holdout and policies are evaluated
+off-policy from this log, so a decision the service answered must exist here even if the server
+dies right after (a commit before the answer, as for events: ``features.event_log.durable_engine``),
+and an outcome reported twice must count once (idempotent per decision, action and outcome).
+SQLite in the workspace by default (``<workspace>/decisions/decisions.db``); any SQLAlchemy URL in
+``CXPREDICT_DECISION_LOG_URL`` (PostgreSQL for several hosts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import BigInteger, Boolean, Column, Float, Index, MetaData, String, Table, Text, select
+
+from cxpredict.workspace import Workspace
+from features.event_log import create_tables, durable_engine
+from serving.decisions import Contact
+
+LOG_URL_ENV = "CXPREDICT_DECISION_LOG_URL"
+OUTCOMES = ("delivered", "opened", "clicked", "accepted", "converted", "rejected", "unsubscribed")
+
+_METADATA = MetaData()
+DECISIONS = Table(
+    "cx_decisions",
+    _METADATA,
+    Column("decision_id", String(64), primary_key=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("at_us", BigInteger, nullable=False),
+    Column("holdout", Boolean, nullable=False),
+    Column("actions", Text, nullable=False),
+    Column("models", Text, nullable=False),
+    Index("cx_decisions_customer_at", "customer_id", "at_us"),
+)
+RESULTS = Table(
+    "cx_outcomes",
+    _METADATA,
+    Column("decision_id", String(64), primary_key=True),
+    Column("action", String(64), primary_key=True),
+    Column("outcome", String(16), primary_key=True),
+    Column("at_us", BigInteger, nullable=False),
+    Column("revenue", Float),
+)
+
+
+def _micros(moment: datetime) -> int:
+    return int(round(moment.astimezone(UTC).timestamp() * 1_000_000))
+
+
+class UnknownDecision(LookupError):
+    """An outcome for a decision id the log does not hold."""
+
+
+class ActionNotDecided(ValueError):
+    """An outcome for an action the decision did not choose."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    duplicate: bool
+
+
+def log_url(ws: Workspace) -> str:
+    return os.environ.get(LOG_URL_ENV) or f"sqlite:///{(ws.root / 'decisions' / 'decisions.db').as_posix()}"
+
+
+class DecisionLog:
+    """Decisions and outcomes; safe to share between processes."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = durable_engine(url)
+        create_tables(self.engine, _METADATA)
+        self._insert = self._dialect_insert()
+
+    @classmethod
+    def of(cls, ws: Workspace) -> DecisionLog:
+        return cls(log_url(ws))
+
+    def _dialect_insert(self):
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert
+
+    def record_decisions(self, rows: list[dict]) -> None:
+        """Commit decisions (durable when this returns): dicts with decision_id, customer_id, at,
+        holdout, actions (the chosen actions, as answered) and models (name/version per task)."""
+        if not rows:
+            return
+        values = [
+            {
+                "decision_id": row["decision_id"],
+                "customer_id": row["customer_id"],
+                "at_us": _micros(row["at"]),
+                "holdout": row["holdout"],
+                "actions": json.dumps(row["actions"], separators=(",", ":")),
+                "models": json.dumps(row["models"], separators=(",", ":")),
+            }
+            for row in rows
+        ]
+        with self.engine.begin() as connection:
+            connection.execute(DECISIONS.insert(), values)
+
+    def contacts(self, customer_ids: list[str], since: datetime) -> dict[str, list[Contact]]:
+        """Actions decided for these customers since ``since`` (what caps and cooldowns count)."""
+        query = select(DECISIONS.c.customer_id, DECISIONS.c.at_us, DECISIONS.c.actions).where(
+            DECISIONS.c.customer_id.in_(list(dict.fromkeys(customer_ids))),
+            DECISIONS.c.at_us >= _micros(since),
+        )
+        found: dict[str, list[Contact]] = {}
+        with self.engine.connect() as connection:
+            for customer_id, at_us, actions in connection.execute(query):
+                at = datetime.fromtimestamp(at_us / 1_000_000, UTC)
+                for action in json.loads(actions):
+                    found.setdefault(customer_id, []).append(Contact(action["action"], at))
+        return found
+
+    def record_outcome(
+        self, decision_id: str, action: str, outcome: str, at: datetime, revenue: float | None = None
+    ) -> Recorded:
+        """Commit an outcome of a decided action; once per (decision, action, outcome)."""
+        with self.engine.begin() as connection:
+            found = connection.execute(
+                select(DECISIONS.c.actions).where(DECISIONS.c.decision_id == decision_id)
+            ).scalar_one_or_none()
+            if found is None:
+                raise UnknownDecision(decision_id)
+            if action not in {a["action"] for a in json.loads(found)}:
+                raise ActionNotDecided(action)
+            statement = self._insert(RESULTS).on_conflict_do_nothing(
+                index_elements=["decision_id", "action", "outcome"]
+            )
+            inserted = connection.execute(
+                statement,
+                {
+                    "decision_id": decision_id,
+                    "action": action,
+                    "outcome": outcome,
+                    "at_us": _micros(at),
+                    "revenue": revenue,
+                },
+            ).rowcount
+        return Recorded(duplicate=inserted != 1)
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(DECISIONS.c.holdout)).all()
+            outcomes = connection.execute(select(RESULTS.c.outcome)).all()
+        return {
+            "decisions": len(rows),
+            "holdout_decisions": sum(1 for (held,) in rows if held),
+            "outcomes": len(outcomes),
+        }
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def cooldown_horizon(catalogue) -> timedelta:
+    """How far back decisions matter for one customer: the longest cooldown or contact window."""
+    longest = max([a.cooldown_days for a in catalogue.actions] + [catalogue.contact_policy.window_days])
+    return timedelta(days=longest)

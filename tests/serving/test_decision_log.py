@@ -1,0 +1,48 @@
+"""The decision and outcome log: outcomes validated against decisions, counted once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from serving.decision_log import ActionNotDecided, DecisionLog, UnknownDecision
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+@pytest.fixture()
+def log(tmp_path) -> DecisionLog:
+    log = DecisionLog(f"sqlite:///{tmp_path / 'decisions.db'}")
+    log.record_decisions(
+        [
+            {"decision_id": "d-1", "customer_id": "C1", "at": NOW - timedelta(days=2), "holdout": False,
+             "actions": [{"action": "retention_offer", "propensity": 0.9}], "models": {"churn": "1"}},
+            {"decision_id": "d-2", "customer_id": "C2", "at": NOW, "holdout": True, "actions": [], "models": {}},
+        ]
+    )  # fmt: skip
+    return log
+
+
+def test_given_an_outcome_twice_then_it_is_recorded_once(log):
+    first = log.record_outcome("d-1", "retention_offer", "opened", NOW)
+    again = log.record_outcome("d-1", "retention_offer", "opened", NOW + timedelta(hours=1))
+    other = log.record_outcome("d-1", "retention_offer", "converted", NOW, revenue=42.0)
+
+    assert (first.duplicate, again.duplicate, other.duplicate) == (False, True, False)
+    assert log.counts() == {"decisions": 2, "holdout_decisions": 1, "outcomes": 2}
+
+
+def test_given_an_unknown_decision_or_an_action_not_decided_then_the_outcome_is_refused(log):
+    with pytest.raises(UnknownDecision):
+        log.record_outcome("d-404", "retention_offer", "opened", NOW)
+    with pytest.raises(ActionNotDecided):
+        log.record_outcome("d-2", "retention_offer", "opened", NOW)
+    assert log.counts()["outcomes"] == 0
+
+
+def test_given_past_decisions_then_contacts_are_what_caps_and_cooldowns_count(log):
+    contacts = log.contacts(["C1", "C2", "C3"], since=NOW - timedelta(days=7))
+
+    assert [(c.action, c.at) for c in contacts["C1"]] == [("retention_offer", NOW - timedelta(days=2))]
+    assert "C2" not in contacts and log.contacts(["C1"], since=NOW - timedelta(days=1)) == {}
