@@ -7,8 +7,8 @@ whole when it is loaded; an invalid one is refused with the line and the field a
 never becomes a silent "no action".
 
 Eligibility rules are plain comparisons, ``"<value> <op> <number>"``, where ``<value>`` is a model
-output (``churn.probability``, ``next_purchase.probability``, ``unmet_needs.<need>``) or a feature
-of the customer's feature vector; every rule of an action must hold. A value the customer does not
+output (``<task>.probability``; for a ranked block, ``<task>.<item>`` and ``<task>.top``) or a
+feature of the customer's feature vector; every rule of an action must hold. A value the customer does not
 have (unknown feature, no model) makes the rule fail, never pass.
 """
 
@@ -53,7 +53,7 @@ class Rule(BaseModel):
         match = _RULE.match(text)
         if match is None:
             raise ValueError(
-                f"{text!r} is not a rule: write '<output or feature> <op> <number>', e.g. 'churn.probability >= 0.3'"
+                f"{text!r} is not a rule: write '<output or feature> <op> <number>', e.g. '<task>.probability >= 0.3'"
             )
         return cls(value=match.group(1), op=match.group(2), threshold=float(match.group(3)))
 

@@ -183,3 +183,38 @@ def decide(
     rule = f"contact_cap_{policy.window_days}d" if room <= max_actions else "max_actions"
     decision.suppressed += [{"action": action.name, "rule": rule} for action, *_ in left]
     return decision
+
+
+def view_from(prediction: Mapping, features: Mapping[str, Sequence], row: int | None) -> CustomerView:
+    """A decision's view of one answered customer: each task block of the prediction as dotted
+    outputs — ``<task>.probability`` for a block with a probability, and for a ranked list of
+    scored items ``<task>.<item>`` per item and ``<task>.top`` for the best one (whose name becomes
+    ``top_need``) — and their feature vector (``row`` of ``features``; None: unknown customer)."""
+    outputs: dict[str, float | None] = {}
+    top_name = None
+    for task, block in prediction.items():
+        if isinstance(block, Mapping) and "probability" in block:
+            outputs[f"{task}.probability"] = block["probability"]
+        elif (
+            isinstance(block, list) and block and isinstance(block[0], Mapping) and "probability" in block[0]
+        ):
+            name_key = next(key for key in block[0] if key != "probability")
+            for item in block:
+                outputs[f"{task}.{item[name_key]}"] = item["probability"]
+            best = max(block, key=lambda item: item["probability"])
+            outputs[f"{task}.top"], top_name = best["probability"], best[name_key]
+    vector = {} if row is None else {name: values[row] for name, values in features.items()}
+    return CustomerView(prediction["customer_id"], outputs, vector, top_name)
+
+
+def as_answer(decision: Decision, decision_id: str | None) -> dict:
+    """The per-customer body of ``/decide``."""
+    return {
+        "customer_id": decision.customer_id,
+        "decision_id": decision_id,
+        "scored": decision.scored,
+        "reason": decision.reason,
+        "holdout": decision.holdout,
+        "actions": decision.actions,
+        "suppressed": decision.suppressed,
+    }

@@ -150,3 +150,16 @@ def test_given_the_same_seed_then_the_decision_is_replayed_exactly():
     assert decide(_view(customer), CATALOGUE, [], NOW, seed="x") == decide(
         _view(customer), CATALOGUE, [], NOW, seed="x"
     )
+
+
+def test_given_an_answered_prediction_then_the_view_has_every_block_as_dotted_outputs():
+    from serving.decisions import view_from
+
+    prediction = {"customer_id": "C1", "scored": True, "churn": {"probability": 0.4, "risk_band": "medium"},
+                  "unmet_needs": [{"need": "home", "probability": 0.3}, {"need": "garden", "probability": 0.6}]}  # fmt: skip
+
+    view = view_from(prediction, {"days_since_last_purchase": [10.0, 200.0]}, row=1)
+
+    assert view.outputs == {"churn.probability": 0.4, "unmet_needs.home": 0.3, "unmet_needs.garden": 0.6,
+                            "unmet_needs.top": 0.6}  # fmt: skip
+    assert view.top_need == "garden" and view.features == {"days_since_last_purchase": 200.0}
