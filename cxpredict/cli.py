@@ -2,13 +2,16 @@
 ``features``, ``training`` or ``serving`` and renders the result (``cxpredict.render``).
 
 Command names are fixed (scripts and docs rely on them). Heavy libraries are imported inside the
-commands so ``cxpredict --help`` stays instant. Results go to stdout, errors to stderr.
+commands so ``cxpredict --help`` stays instant. Results go to stdout; progress, warnings and errors
+to stderr. With ``--json`` a command prints exactly one JSON document on stdout (keys: its help and
+``cxpredict.documents``); an expected refusal exits 2 with one line on stderr and nothing on stdout.
 """
 
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stdout
 from enum import Enum
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,8 +19,10 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cxpredict import __version__
+from cxpredict import documents
 from cxpredict import tasks as registry
 from cxpredict.workspace import HOME_VARIABLE, Workspace, resolve_workspace
 
@@ -85,6 +90,15 @@ AliasOption = Annotated[str, typer.Option(help="Registry alias of the model vers
 ActorOption = Annotated[Optional[str], typer.Option(help="Who acts (default: $USER).")]
 
 
+def _json_option(command: str) -> object:
+    """The --json option of ``command``; its help states the document (``documents.DOCUMENTS``)."""
+    return typer.Option(
+        "--json",
+        help=f"Print one JSON document on stdout instead of tables: {documents.DOCUMENTS[command]}. "
+        "Progress and warnings go to stderr; a refusal (exit 2) prints nothing on stdout.",
+    )
+
+
 def _version(show: bool) -> None:
     if show:
         console.print(f"cxpredict {__version__}")
@@ -141,8 +155,27 @@ def _refusal(what: str, *kinds: type[BaseException]):
         FileNotFoundError,
         LookupError,
     ) as error:
-        errors.print(f"[red]{what}:[/red] {error}")
+        errors.print(f"[red]{what}:[/red] {escape(str(error))}", soft_wrap=True)  # one line, for grep
         raise typer.Exit(code=2) from error
+
+
+@contextmanager
+def _stdout_for(as_json: bool) -> Iterator[None]:
+    """With --json, stdout carries the document only: whatever is printed meanwhile (a library's
+    chatter) goes to stderr."""
+    if not as_json:
+        yield
+        return
+    with redirect_stdout(sys.stderr):
+        yield
+
+
+def _show(as_json: bool, result: object, view: Callable[[object], object], document: Callable) -> None:
+    """The result on stdout: ``document(result)`` as one JSON document with --json, else ``view(result)``."""
+    if as_json:
+        sys.stdout.write(documents.json_text(document(result)))
+    else:
+        console.print(view(result))
 
 
 @app.command()
@@ -161,8 +194,9 @@ def generate(
 
     config = WorldConfig(customers=customers, seed=seed, days=days, end=(_day(end) or _today()).date())
     ws = _workspace(workspace)
-    with render.progress(console) as progress:
-        console.print(render.generated(generate_world(ws, config, progress=progress)))
+    with render.progress(errors) as progress:
+        summary = generate_world(ws, config, progress=progress)
+    console.print(render.generated(summary))
 
 
 SOURCE_HELP = "CSV or Parquet file of the {} source."
@@ -191,11 +225,14 @@ def ingest(
             min=1, help="With --numeric-ids convert: zero-pad converted customer ids to this many digits."
         ),
     ] = None,
+    as_json: Annotated[bool, _json_option("ingest")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Validate, quarantine, de-duplicate and stitch raw sources into canonical tables and the unified
-    profile. With no file given, reads the workspace's raw/ folder. Only transactions are required.
-    Identifiers are text: a numeric id column is refused unless --numeric-ids convert says how."""
+    profile. With no file given, reads the workspace's raw/ folder. Only transactions are required,
+    and they must yield rows: when none is accepted (say every row quarantined) the ingest is refused
+    (exit 2, the top quarantine rules on stderr) and nothing is written. Identifiers are text: a
+    numeric id column is refused unless --numeric-ids convert says how."""
     from cxpredict import render
     from features.ingest import ingest as run_ingest
 
@@ -203,11 +240,14 @@ def ingest(
                  surveys=surveys, marketing=marketing, consents=consents)  # fmt: skip
     paths = {source: path for source, path in given.items() if path is not None} or None
     ws = _workspace(workspace)
-    with _refusal("refused"), render.progress(console) as progress:
+    with _refusal("refused"), _stdout_for(as_json), render.progress(errors) as progress:
         report = run_ingest(
             ws, paths, progress=progress, numeric_ids=numeric_ids.value, customer_id_width=customer_id_width
         )
-        console.print(render.ingest_report(report))
+    if as_json:
+        for warning in report.warnings:
+            errors.print(f"[yellow]warning:[/] {escape(warning)}")
+    _show(as_json, report, render.ingest_report, documents.ingest_document)
 
 
 @app.command()
@@ -218,7 +258,7 @@ def features(as_of: DayOption = None, workspace: WorkspaceOption = None) -> None
 
     render.quiet_libraries()
     ws = _workspace(workspace)
-    with _refusal("cannot build features"), render.progress(console) as progress:
+    with _refusal("cannot build features"), render.progress(errors) as progress:
         build, materialized = refresh_features(ws, _day(as_of) or _today(), progress)
     console.print(render.features_built(build, materialized))
 
@@ -234,18 +274,19 @@ def train(
     tune: Annotated[
         int, typer.Option(min=0, help="Optuna trials on the validation cutoff (0: no tuning).")
     ] = 0,
+    as_json: Annotated[bool, _json_option("train")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Train on rolling cutoffs (Feast point-in-time features), log runs and register models in MLflow."""
+    """Train on rolling cutoffs (Feast point-in-time features), log runs and register models in MLflow.
+    Exits 1 when no task could be trained."""
     from cxpredict import render
     from training.run import train_workspace
 
     render.quiet_libraries()
     ws = _workspace(workspace)
-    with _refusal("cannot train"), render.progress(console) as progress:
+    with _refusal("cannot train"), _stdout_for(as_json), render.progress(errors) as progress:
         results = train_workspace(ws, task, _day(as_of), horizon_days, tune, progress=progress)
-    for result in results.values():
-        console.print(render.trained(result))
+    _show(as_json, results, render.trained_all, documents.train_document)
     if not any(result.status == "trained" for result in results.values()):
         raise typer.Exit(code=1)
 
@@ -257,18 +298,19 @@ def evaluate(
     ] = "all",
     alias: AliasOption = "champion",
     as_of: DayOption = None,
+    as_json: Annotated[bool, _json_option("evaluate")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Re-evaluate registered models on the latest complete held-out cutoff (vs the oracle on generated worlds)."""
+    """Re-evaluate registered models on the latest complete held-out cutoff (vs the oracle on generated
+    worlds). Exits 1 when no task has a version behind the alias."""
     from cxpredict import render
     from training.evaluate import evaluate_workspace
 
     render.quiet_libraries()
     ws = _workspace(workspace)
-    with _refusal("cannot evaluate"):
+    with _refusal("cannot evaluate"), _stdout_for(as_json):
         results = evaluate_workspace(ws, task, alias, _day(as_of))
-    for result in results.values():
-        console.print(render.evaluated(result))
+    _show(as_json, results, render.evaluated_all, documents.evaluate_document)
     if not any(result.status == "evaluated" for result in results.values()):
         raise typer.Exit(code=1)
 
@@ -278,6 +320,7 @@ def score(
     out: Annotated[Path, typer.Option(help="Output file: .parquet or .csv.")],
     as_of: DayOption = None,
     alias: AliasOption = "champion",
+    as_json: Annotated[bool, _json_option("score")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Score every known customer with the champion models; one row per customer into --out."""
@@ -288,8 +331,9 @@ def score(
         raise typer.BadParameter(f"the output must end in {' or '.join(SCORE_FORMATS)}", param_hint="--out")
     render.quiet_libraries()
     ws = _workspace(workspace)
-    with _refusal("cannot score"), render.progress(console) as progress:
-        console.print(render.scored(score_workspace(ws, _day(as_of), out, alias, progress=progress)))
+    with _refusal("cannot score"), _stdout_for(as_json), render.progress(errors) as progress:
+        summary = score_workspace(ws, _day(as_of), out, alias, progress=progress)
+    _show(as_json, summary, render.scored, documents.score_document)
 
 
 @app.command()
@@ -361,9 +405,11 @@ def promote(
     tolerance: Annotated[Optional[float], typer.Option(help="Largest AUC drop against the champion.")] = None,
     ece_bound: Annotated[Optional[float], typer.Option(help="Largest expected calibration error.")] = None,
     actor: ActorOption = None,
+    as_json: Annotated[bool, _json_option("promote")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Gate a candidate against the champion on the latest held-out cutoff; move `champion` only if it passes."""
+    """Gate a candidate against the champion on the latest held-out cutoff; move `champion` only if it
+    passes. Exits 0 when the candidate is champion afterwards, 1 when the gate refused it."""
     from cxpredict import render
     from training.commands import promote_command
     from training.promotion import GateConfig
@@ -372,9 +418,9 @@ def promote(
     limits = {"auc_tolerance": tolerance, "ece_bound": ece_bound}
     gate = GateConfig(**{name: value for name, value in limits.items() if value is not None})
     ws = _workspace(workspace)
-    with _refusal("cannot promote"):
+    with _refusal("cannot promote"), _stdout_for(as_json):
         result = promote_command(ws, task, version, force, reason, gate, actor=actor)
-    console.print(render.decided(result))
+    _show(as_json, result, render.decided, documents.promote_document)
     raise typer.Exit(code=result.exit_code)
 
 
@@ -398,7 +444,7 @@ def rollback(
 
 @app.command()
 def models(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    as_json: Annotated[bool, _json_option("models")] = False,
     history: Annotated[bool, typer.Option("--history", help="Show every alias move.")] = False,
     card: Annotated[
         Optional[tuple[str, str]],
@@ -406,22 +452,20 @@ def models(
     ] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Every task's registered versions, aliases, key metrics, as-of and training rows."""
-    import json
-
+    """Every task's registered versions, aliases, key metrics, as-of and training rows. --card prints
+    the Markdown as stored (never re-wrapped), so `> card.md` keeps every table row whole."""
     from cxpredict import render
-    from training.commands import card_command, models_command
+    from training import commands
 
     ws = resolve_workspace(workspace)
-    with _refusal("cannot show", registry.UnknownTask):
-        if card is not None:
-            sys.stdout.write(card_command(ws, registry.get(card[0]).name, card[1]))
-            return
-        data = models_command(ws, history=history)
-    if as_json:
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-    else:
-        console.print(render.models(data, history))
+    if card is not None:
+        with _refusal("cannot show", registry.UnknownTask), _stdout_for(True):
+            text = commands.card_command(ws, registry.get(card[0]).name, card[1])
+        sys.stdout.write(text)
+        return
+    with _refusal("cannot show"), _stdout_for(as_json):
+        data = commands.models_command(ws, history=history)
+    _show(as_json, data, lambda found: render.models(found, history), lambda found: found)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,10 +1,11 @@
 """Everything the command line shows: rich tables and progress bars for the results that
-``features``, ``training`` and ``serving`` return. Nothing here computes or writes."""
+``features``, ``training`` and ``serving`` return (their ``--json`` documents: ``cxpredict.documents``).
+Nothing here computes or writes."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from rich.console import Console, Group
@@ -36,10 +37,11 @@ class RichProgress:
 
 @contextmanager
 def progress(console: Console) -> Iterator[RichProgress]:
-    """Transient bars for long work, so the summaries after them stay readable."""
+    """Transient bars for long work, so the summaries after them stay readable; none when ``console``
+    is not a terminal (a log or a pipe gets no bar residue)."""
     columns = (SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
                MofNCompleteColumn(), TimeElapsedColumn())  # fmt: skip
-    with Progress(*columns, console=console, transient=True) as bars:
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bars:
         yield RichProgress(bars)
 
 
@@ -117,6 +119,10 @@ def metrics_table(title: str, summary) -> Table:
     return table
 
 
+def trained_all(results: Mapping[str, object]) -> Group:
+    return Group(*(trained(result) for result in results.values()))
+
+
 def trained(result) -> object:
     from training.metrics import summary_table
 
@@ -128,6 +134,10 @@ def trained(result) -> object:
         parts.append(f"{result.model_name} version {result.model_version}: {result.decision}")
     parts += [f"[dim]{note}[/dim]" for note in (result.fitted.notes if result.fitted else [])]
     return Group(*parts)
+
+
+def evaluated_all(results: Mapping[str, object]) -> Group:
+    return Group(*(evaluated(result) for result in results.values()))
 
 
 def evaluated(result) -> object:

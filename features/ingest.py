@@ -14,7 +14,9 @@ then does not count as reconciled.
 
 Contract: :func:`ingest` reads ``<ws>/raw/<source>.{parquet,csv}`` (or the given paths; only
 transactions is required), and returns an :class:`IngestReport`; the same report is stored as
-``report.json`` in the committed version.
+``report.json`` in the committed version. A required source must yield rows: when its canonical table
+would stay empty, or every row of its file is quarantined (a wrong date format, say), the ingest is
+refused with the top quarantine rules (:class:`NoAcceptedRowsError`) and nothing is committed.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ QUARANTINE_COLUMNS = ("_rule", "_reason", "_source_file", "_row_number", "_row_h
 AMBIGUOUS_IN_REPORT = 50
 STAGES_PER_SOURCE = 4  # read, validate, stitch + de-duplicate, write
 EXAMPLE_IDS = 3
+TOP_RULES = 3
 EXACT_FLOAT_LIMIT = 2**53
 
 NumericIds = Literal["refuse", "convert"]
@@ -91,6 +94,21 @@ class MissingColumnError(IngestError):
         self.file, self.source, self.columns = file, source, columns
         names = ", ".join(map(repr, columns))
         super().__init__(f"{file}: the {source} file is missing required column(s) {names}")
+
+
+class NoAcceptedRowsError(IngestError):
+    """A required source yields no row to build on: its file's rows were all quarantined, or its
+    canonical table would stay empty. ``rules`` are the commonest (rule, reason, rows), first first;
+    reasons never repeat raw values."""
+
+    def __init__(self, file: str, source: str, read: int, rules: list[tuple[str, str, int]]) -> None:
+        self.file, self.source, self.read, self.rules = file, source, read, rules
+        if rules:
+            top = "; ".join(f"{rule}: {rows:,} ({reason})" for rule, reason, rows in rules)
+            why = f"all {read:,} rows were quarantined. Top rules: {top}"
+        else:
+            why = f"the file holds no new row ({read:,} read) and there is none from earlier ingests"
+        super().__init__(f"{file}: no {source} row was accepted, so nothing was written; {why}")
 
 
 class UnreadableSourceError(IngestError):
@@ -487,8 +505,9 @@ def ingest(ws: Workspace, paths: dict[str, Path] | None = None, now: datetime | 
     ids to that many digits so they meet the text ids of other sources.
 
     Raises :class:`IngestError` subclasses (nothing written) when transactions are absent, a file
-    cannot be read, a file lacks a required column, or an identifier column is not text (and, if
-    numeric, its conversion was not allowed).
+    cannot be read, a file lacks a required column, an identifier column is not text (and, if
+    numeric, its conversion was not allowed), or a required source yields no accepted row
+    (:class:`NoAcceptedRowsError`).
     """
     started = time.perf_counter()
     now = _utc(now)
@@ -516,6 +535,7 @@ def ingest(ws: Workspace, paths: dict[str, Path] | None = None, now: datetime | 
         try:
             reports, tables = _write_sources(ws, staged, previous, files, raws, converted, stitched,
                                              manifest, stages)  # fmt: skip
+            _require_rows(reports, stitched)
             report = _finish(staged, manifest, reports, tables, stitched, key, started, now)
         except BaseException:
             catalog.discard(staged)
@@ -576,6 +596,21 @@ def _write_sources(
             canonical_rows=len(merge.table), converted_ids=converted.get(source, {}),
         )  # fmt: skip
     return reports, tables
+
+
+def _require_rows(reports: dict[str, SourceReport], stitched: Stitched) -> None:
+    """Raise :class:`NoAcceptedRowsError` for the first required source whose file had rows but all
+    were quarantined, or whose canonical table would be empty: downstream would silently see no
+    customers. A re-delivered file (rows recognised as duplicates) passes."""
+    for source in sorted(REQUIRED_SOURCES & set(reports)):
+        r = reports[source]
+        if r.canonical_rows and not (r.read and r.quarantined == r.read):
+            continue
+        parsed = stitched.sources[source]
+        broken = pd.DataFrame({"rule": parsed.rule, "reason": parsed.reason}).dropna()
+        counts = broken.value_counts(sort=True).head(TOP_RULES)
+        rules = [(str(rule), str(reason), int(rows)) for (rule, reason), rows in counts.items()]
+        raise NoAcceptedRowsError(r.file, source, r.read, rules)
 
 
 def id_mismatches(tables: dict[str, pd.DataFrame | None]) -> list[IdMismatch]:

@@ -7,6 +7,7 @@ task the data cannot support (e.g. unmet needs on transactions-only data) comes 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -83,12 +84,15 @@ def train_task(
     truth_oracle: OracleFor | None = None,
     hash_: str | None = None,
     report: Callable[[str], None] = lambda message: None,
+    data_source: str | None = None,
 ) -> TrainResult:
     """Build, fit and (when ``target`` is given) log and register one task.
 
     With a target, the task's run is open from fitting to registration (``tracking.task_run``):
     it ends FINISHED only when all of it succeeded, FAILED on any exception or interrupt (which
-    propagates), and aliases move only after it finished (``tracking.publish_task``).
+    propagates), and aliases move only after it finished (``tracking.publish_task``). The fit's
+    wall time is logged as ``fit_seconds``; ``data_source`` names where the data came from (see
+    ``tracking.training_data``).
     """
     spec = registry.get(task)
     try:
@@ -101,10 +105,13 @@ def train_task(
         else:
             with task_run(target, task, dataset.plan.as_of, discard=(L.LabelsUnavailable,)) as run:
                 report(f"{task}: fitting")
+                began = time.perf_counter()
                 fitted = fit_task(task, dataset, labels, config)
+                fit_seconds = time.perf_counter() - began
                 report(f"{task}: logging to MLflow")
                 hash_ = hash_ or data_hash(tables)
-                recorded = record_task(run, fitted, dataset, config, hash_, target.staging_dir)
+                recorded = record_task(run, fitted, dataset, config, hash_, target.staging_dir,
+                                       data_source=data_source, fit_seconds=fit_seconds)  # fmt: skip
             logged = publish_task(target, recorded)
     except L.LabelsUnavailable as error:
         report(f"{task}: unavailable")
@@ -131,14 +138,16 @@ def train(
     truth_oracle: OracleFor | None = None,
     progress: Progress | None = None,
     data_hash_: str | None = None,
+    data_source: str | None = None,
 ) -> dict[str, TrainResult]:
     """Every task of ``config.tasks``, each with its own MLflow run and registered model.
 
     ``tables`` are canonical tables (source -> DataFrame); ``features_for(entity_df, task)`` is the
     point-in-time feature retrieval (the task's Feast FeatureService); ``truth_oracle`` (generated
     worlds only) returns oracle probabilities per entity row; ``data_hash_`` identifies the data
-    snapshot (computed from ``tables`` when not given). With ``target=None`` nothing is logged or
-    registered (a dry run).
+    snapshot (computed from ``tables`` when not given); ``data_source`` is the URI each run names as
+    its training data's source (the workspace's feature manifest). With ``target=None`` nothing is
+    logged or registered (a dry run).
 
     Interruptions: SIGTERM unwinds like Ctrl-C while training (``lifecycle.sigterm_as_interrupt``),
     so the open run ends FAILED; before anything, runs that a killed train left RUNNING on this
@@ -150,6 +159,8 @@ def train(
         if target is not None:
             reap_abandoned(target)
         return {
-            task: train_task(task, target, tables, features_for, config, truth_oracle, hash_, report)
+            task: train_task(
+                task, target, tables, features_for, config, truth_oracle, hash_, report, data_source
+            )
             for task in config.tasks
         }

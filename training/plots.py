@@ -13,7 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from training.metrics import calibration_curve
+from training.metrics import auc, calibration_curve
 from training.models import BinaryEvaluation
 
 MODEL_STYLES = {"model": "-", "logistic": "--", "rf_heuristic": ":", "oracle": "-."}
@@ -26,7 +26,7 @@ def _figure(width: float = 5.5, height: float = 4.5) -> tuple[Figure, object]:
 
 
 def roc(evaluations: Sequence[BinaryEvaluation]) -> Figure:
-    """ROC curves of the model and its baselines (and oracle) per target."""
+    """ROC curves of the model and its baselines (and oracle) per target, each labelled with its AUC."""
     figure, axes = _figure()
     for evaluation in evaluations:
         if not 0 < evaluation.y.sum() < len(evaluation.y):
@@ -36,6 +36,7 @@ def roc(evaluations: Sequence[BinaryEvaluation]) -> Figure:
                 continue
             fpr, tpr, _ = roc_curve(evaluation.y, probability)
             label = evaluation.target if len(evaluations) > 1 else name
+            label = f"{label} (AUC {auc(evaluation.y, probability):.3f})"
             axes.plot(fpr, tpr, MODEL_STYLES.get(name, "-"), label=label)
     axes.plot([0, 1], [0, 1], color="grey", linewidth=0.5)
     axes.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (held-out cutoff)")

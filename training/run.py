@@ -73,6 +73,7 @@ def train_workspace(
             oracle,
             progress=progress,
             data_hash_=data_hash(tables),
+            data_source=(ws.features_dir / "manifest.json").as_uri(),
         )
     if parent is not None:
         link_project_run(parent, parent_uri, results)

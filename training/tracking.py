@@ -14,7 +14,15 @@
   tagged with what promotion needs (as_of, horizon, label definition, feature service, data hash,
   code version, headline AUCs, decision) and their lineage (cutoffs, feature list, row counts, ECE).
   Alias moves go through ``model_registry.move_alias``: locked and recorded in the audit trail.
-- Each run also holds ``model_card.md`` (see ``model_card``); the version tag ``model_card`` points to it.
+- Each run also holds ``model_card.md`` (see ``model_card``); the version tag ``model_card`` points to
+  it, and the card is the version's description (cut to ``DESCRIPTION_LIMIT``, what MLflow's SQL
+  stores hold), so the registry UI shows it.
+- Each run names its training data as an input dataset (``mlflow.log_input``, context
+  ``training``): the feature service at as_of, with the data hash as digest, the schema of features
+  and labels, row counts and cutoffs as profile, and the workspace's feature manifest as source.
+  It is metadata only: no row, no identifier (the frames hold personal data).
+- The ROC plot's legend gives each curve's AUC; ``fit_seconds`` is the fit's wall time, inside the
+  run's own span.
 - Interruptions: a task's run opens before fitting (``task_run``) and records its process; the
   version is created with all its tags in one call (``record_task``), the card follows, then the
   run ends FINISHED, and only then do aliases move (``publish_task``). An exception, Ctrl-C or
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import os
 import subprocess
 import tempfile
@@ -40,6 +49,10 @@ import sklearn
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.dataset_source_registry import get_registered_sources
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
@@ -57,6 +70,9 @@ from training.model_registry import REQUIRED_LINEAGE, AliasConflict, move_alias
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 MODEL_CARD = "model_card.md"
+DESCRIPTION_LIMIT = 5000
+"""Longest version description: MLflow's SQL stores declare the column VARCHAR(5000)."""
+TRAINING_CONTEXT = "training"
 MAX_PARAM_LENGTH = 6000
 PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_model.py")
 BUNDLE_CODE = Path(__file__).with_name("model_bundle.py")
@@ -224,6 +240,80 @@ def figures(fitted: FittedTask, dataset: TaskDataset, config: TrainConfig) -> di
         ),
         "shap_summary.png": plots.shap_summary(contributions, sample, seed=config.seed),
     }
+
+
+class TrainingData(MetaDataset):
+    """A dataset known by its metadata only (schema, digest, source) plus an aggregate profile."""
+
+    def __init__(self, source: DatasetSource, name: str, digest: str, schema: Schema,
+                 profile: dict[str, object]) -> None:  # fmt: skip
+        self._profile = profile
+        super().__init__(source=source, name=name, digest=digest, schema=schema)
+
+    @property
+    def profile(self) -> dict[str, object]:
+        return self._profile
+
+    def to_dict(self) -> dict[str, str]:
+        return {**super().to_dict(), "profile": json.dumps(self._profile)}
+
+
+def _data_source(uri: str | None, service: str) -> DatasetSource:
+    """A local file source for ``uri`` (MLflow's own class for file URIs), else a code source naming
+    the feature service (training on tables given in memory)."""
+    if uri is None:
+        return CodeDatasetSource(tags={"feature_service": service})
+    local = next(source for source in get_registered_sources() if source._get_source_type() == "local")
+    return local(uri)
+
+
+def _column_type(values: pd.Series) -> str:
+    """The MLflow type of a column, from its dtype alone (no value is read)."""
+    if pd.api.types.is_bool_dtype(values):
+        return "boolean"
+    if pd.api.types.is_integer_dtype(values):
+        return "long"
+    return "double" if pd.api.types.is_float_dtype(values) else "string"
+
+
+def training_data(
+    dataset: TaskDataset, inputs: Schema, hash_: str, source_uri: str | None = None
+) -> TrainingData:
+    """The run's training data for ``mlflow.log_input``: named ``<feature service>@<as_of>``, the data
+    hash as digest, ``inputs`` (the model's feature schema) plus the label columns as schema, and
+    row counts and cutoffs as profile. Built from no row: the frames hold personal data."""
+    service = registry.get(dataset.task).feature_service
+    labels = [
+        ColSpec(type=_column_type(dataset.train.labels[name]), name=name) for name in dataset.label_columns
+    ]
+    plan = dataset.plan.describe()
+    profile = {
+        "feature_service": service,
+        "as_of": dataset.plan.as_of.isoformat(),
+        "horizon_days": dataset.plan.horizon_days,
+        "cutoffs_train": plan["cutoffs_train"],
+        "cutoff_valid": plan["cutoff_valid"],
+        "cutoff_test": plan["cutoff_test"],
+        "features": len(dataset.feature_names),
+        **{f"rows_{name}": len(dataset.split(name)) for name in ("train", "valid", "test")},
+    }
+    return TrainingData(
+        source=_data_source(source_uri, service),
+        name=f"{service}@{dataset.plan.as_of.date()}",
+        digest=hash_,
+        schema=Schema([*inputs.inputs, *labels]),
+        profile=profile,
+    )
+
+
+def version_description(card: str, run_id: str) -> str:
+    """The card as a version description: whole when it fits ``DESCRIPTION_LIMIT``, else cut at a
+    line break with a pointer to the full card in the run."""
+    if len(card) <= DESCRIPTION_LIMIT:
+        return card
+    note = f"\n\n(Cut to fit the registry; the full card is runs:/{run_id}/{MODEL_CARD}.)\n"
+    kept = card[: DESCRIPTION_LIMIT - len(note)]
+    return kept[: kept.rfind("\n")].rstrip() + note
 
 
 def lineage_tags(fitted: FittedTask, dataset: TaskDataset) -> dict[str, str]:
@@ -426,16 +516,21 @@ def record_task(
     config: TrainConfig,
     hash_: str,
     staging_dir: Path | None = None,
+    data_source: str | None = None,
+    fit_seconds: float | None = None,
 ) -> RecordedTask:
-    """Log a fitted task into the active ``run`` (params, metrics, plots, the pyfunc model) and,
-    with ``config.register_models``, register the model with every version tag in the creating
-    call, so no version ever exists without its lineage; then the model card. Must run inside
+    """Log a fitted task into the active ``run`` (params, metrics, the training data's metadata
+    from ``data_source``, plots, the pyfunc model) and, with ``config.register_models``, register
+    the model with every version tag in the creating call, so no version ever exists without its
+    lineage; then the model card, as artifact and as the version's description. Must run inside
     ``task_run``: the run only ends FINISHED after all of this succeeded."""
     version = code_version()
     name = registry.get(fitted.task).model_name
     run_id = run.info.run_id
     mlflow.log_params(run_params(fitted, dataset, config, hash_, version))
     mlflow.log_metrics(run_metrics(fitted))
+    if fit_seconds is not None:
+        mlflow.log_metric("fit_seconds", fit_seconds)
     for file_name, figure in figures(fitted, dataset, config).items():
         mlflow.log_figure(figure, f"plots/{file_name}")
     mlflow.log_text(fitted.metrics.to_csv(index=False), "metrics.csv")
@@ -449,6 +544,7 @@ def record_task(
     )
     example = _input_example(dataset)
     signature = optional_inputs(infer_signature(example, fitted.bundle.predict(example)))
+    mlflow.log_input(training_data(dataset, signature.inputs, hash_, data_source), context=TRAINING_CONTEXT)
     if staging_dir is not None:
         staging_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=staging_dir) as staging:
@@ -477,7 +573,11 @@ def record_task(
     if missing:
         raise RuntimeError(f"version tags lack required lineage {missing}")
     model_version = str(mlflow.register_model(info.model_uri, name, tags=tags).version)
-    mlflow.log_text(card_text(fitted, dataset, name, model_version, run_id, hash_, version), MODEL_CARD)
+    card = card_text(fitted, dataset, name, model_version, run_id, hash_, version)
+    mlflow.log_text(card, MODEL_CARD)
+    mlflow.MlflowClient().update_model_version(
+        name, model_version, description=version_description(card, run_id)
+    )
     return RecordedTask(run_id, name, model_version, f"models:/{name}/{model_version}", fitted.usable(), won)
 
 

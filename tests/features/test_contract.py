@@ -116,9 +116,11 @@ def test_given_identifiers_in_different_spellings_when_normalised_then_they_matc
 
 
 def test_given_a_rejected_row_with_an_email_then_no_reason_repeats_the_raw_value(ws, write_raw, now):
+    # the last row is accepted: an ingest with no accepted transaction is refused
     write_raw("transactions", [
         {"customer_id": "", "email": "secret.person@example.com", "timestamp": "2025-01-01", "amount": "1"},
         {"customer_id": "C1", "email": "secret.person@example.com", "timestamp": "nope", "amount": "1"},
+        {"customer_id": "C2", "email": "", "timestamp": "2025-01-01", "amount": "1"},
     ])  # fmt: skip
 
     report = ingest(ws, now=now)

@@ -102,16 +102,18 @@ def test_given_an_identifier_that_matches_nobody_then_the_row_is_quarantined_as_
     ws, write_raw, customers, now
 ):
     write_raw("customers", customers)
+    # the last row is accepted: an ingest with no accepted transaction is refused
     write_raw("transactions", [
         {"customer_id": "", "email": "stranger@example.com", "timestamp": "2025-01-01", "amount": "1"},
         {"customer_id": "", "email": "", "timestamp": "2025-01-01", "amount": "1"},
+        {"customer_id": "C1", "email": "", "timestamp": "2025-01-01", "amount": "1"},
     ])  # fmt: skip
 
     report = ingest(ws, now=now)
 
     rules = read_quarantine(ws, "transactions")["_rule"].tolist()
     assert rules == ["unresolved_identity", "missing_identity"]
-    assert report.sources["transactions"].accepted == 0
+    assert report.sources["transactions"].accepted == 1
     assert report.reconciled
 
 
