@@ -82,8 +82,9 @@ def _value(view: CustomerView, name: str) -> float | None:
     return float(value)
 
 
-def channel_for(action: Action, view: CustomerView, marketing: bool) -> str | None:
-    """The allowed channel the customer responds to most (marketing channels only with consent)."""
+def channel_for(action: Action, view: CustomerView, marketing: bool, prefer: str | None = None) -> str | None:
+    """The allowed channel the customer responds to most (marketing channels only with consent);
+    ``prefer`` wins when it is allowed."""
     app_share = _value(view, "engagement_app_share_90d")
     opens = _value(view, "marketing_open_rate_90d")
     scores = {
@@ -95,6 +96,8 @@ def channel_for(action: Action, view: CustomerView, marketing: bool) -> str | No
     allowed = [c for c in action.channels if marketing or c not in MARKETING_CHANNELS]
     if not allowed:
         return None
+    if prefer in allowed:
+        return prefer
     return max(
         allowed, key=lambda c: (scores.get(c, _FIXED_CHANNEL_SCORE.get(c, 0.0)), -action.channels.index(c))
     )
@@ -125,8 +128,10 @@ def decide(
     *,
     max_actions: int = 3,
     seed: str,
+    channel: str | None = None,
 ) -> Decision:
-    """The decision for one customer (see the module docstring for the rules)."""
+    """The decision for one customer (see the module docstring for the rules); ``channel``, where
+    the customer is now, wins when the action allows it and consent permits."""
     if not _granted(view.features.get("profile_consent_profiling", 1.0)):
         return Decision(view.customer_id, holdout=False, scored=False, reason="no profiling consent")
     if in_holdout(view.customer_id, catalogue.holdout_share):
@@ -148,16 +153,16 @@ def decide(
             c.action == action.name and now - c.at < timedelta(days=action.cooldown_days) for c in history
         ):
             rule = f"cooldown_{action.cooldown_days}d"
-        channel = channel_for(action, view, marketing)
+        chosen = channel_for(action, view, marketing, prefer=channel)
         uplift, worth, priority = _priced(action, view)
-        if rule is None and channel is None:
+        if rule is None and chosen is None:
             rule = "no_consented_channel"
         if rule is None and priority <= 0:
             rule = "priority_not_positive"
         if rule is not None:
             decision.suppressed.append({"action": action.name, "rule": rule})
             continue
-        candidates.append((action, uplift, worth, priority, channel))
+        candidates.append((action, uplift, worth, priority, chosen))
     room = max(0, policy.max_contacts - len(recent))
     slots = min(max_actions, room)
     rng = random.Random(seed)
@@ -166,12 +171,12 @@ def decide(
         explore = rng.random() < catalogue.exploration_share
         pick = rng.randrange(len(left)) if explore else 0
         share = catalogue.exploration_share / len(left)
-        action, uplift, worth, priority, channel = left.pop(pick)
+        action, uplift, worth, priority, via = left.pop(pick)
         decision.actions.append(
             {
                 "action": action.name,
-                "channel": channel,
-                "send_within_hours": list(SEND_WINDOWS[channel]),
+                "channel": via,
+                "send_within_hours": list(SEND_WINDOWS[via]),
                 "priority": round(priority, 4),
                 "expected_uplift": round(uplift, 6),
                 "expected_value": round(worth, 4),

@@ -1,5 +1,5 @@
-"""ASGI middleware in front of the BentoML app: API keys, a body-size limit, and a readiness answer
-that says why.
+"""ASGI middleware in front of the BentoML app: API keys, a body-size limit, a readiness answer
+that says why, and the API docs.
 
 Every path except the open ones (health, metrics, API docs) needs ``Authorization: Bearer <key>``;
 keys are compared as SHA-256 digests in constant time and never logged. ``/readyz`` is answered
@@ -8,20 +8,60 @@ missing (feature store, a task's champion). No body larger than ``ServeSettings.
 reaches BentoML (which would read it whole into memory): 413 ``{"error", "field": "body"}``.
 Building the middleware (once per server worker, after BentoML configured logging) also installs
 the log redaction of ``serving.logs``, so a refused request's values never reach the log.
+
+Docs: ``/docs.json`` is the document the service hands in (``openapi``: BentoML's, completed by
+``serving.openapi``), built on first request and kept; ``/docs`` is a Swagger UI page over it, drawn
+with the Swagger UI assets BentoML serves under ``/static_content/`` (BentoML's own page stays at
+``/``). Starlette's plain-text 404 and 405 become JSON ``{"error", "field": null}`` like every other
+error of the API.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import logging
 from collections.abc import Callable
 
 from serving.logs import install_log_redaction
 from serving.settings import ServeSettings, digest
 
-OPEN_PATHS = frozenset({"/livez", "/healthz", "/metrics", "/docs", "/docs.json", "/", "/favicon.ico"})
+DOCS_PATH = "/docs"
+DOCUMENT_PATH = "/docs.json"
+OPEN_PATHS = frozenset({"/livez", "/healthz", "/metrics", DOCS_PATH, DOCUMENT_PATH, "/", "/favicon.ico"})
 OPEN_PREFIXES = ("/static_content/",)
 READY_PATH = "/readyz"
+PLAIN_ERRORS = {404: "this server has no such endpoint", 405: "this endpoint does not accept this method"}
+"""Starlette's plain-text answers the gateway turns into JSON errors."""
+
+log = logging.getLogger("cxpredict.serving")
+
+SWAGGER_PAGE = b"""<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>CX Predict API</title>
+  <link rel="stylesheet" href="./static_content/swagger-ui.css">
+  <link rel="icon" type="image/png" href="./static_content/favicon-light-32x32.png">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="./static_content/swagger-ui-bundle.js"></script>
+  <script>
+    window.onload = function () {
+      window.ui = SwaggerUIBundle({
+        url: "./docs.json",
+        dom_id: "#swagger-ui",
+        deepLinking: true,
+        presets: [SwaggerUIBundle.presets.apis],
+        layout: "BaseLayout",
+      });
+    };
+  </script>
+</body>
+</html>
+"""
+"""Relative links, so the page also works behind a proxy that serves the API under a path prefix."""
 
 
 class Readiness:
@@ -34,14 +74,13 @@ class Readiness:
         )
 
 
-async def _send_json(send, status: int, body: dict, headers: tuple = ()) -> None:
-    payload = json.dumps(body).encode()
+async def _send(send, status: int, payload: bytes, media_type: bytes, headers: tuple = ()) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", media_type),
                 (b"content-length", str(len(payload)).encode()),
                 *headers,
             ],
@@ -50,14 +89,63 @@ async def _send_json(send, status: int, body: dict, headers: tuple = ()) -> None
     await send({"type": "http.response.body", "body": payload})
 
 
+async def _send_json(send, status: int, body: dict, headers: tuple = ()) -> None:
+    await _send(send, status, json.dumps(body).encode(), b"application/json", headers)
+
+
+def _json_errors(send):
+    """``send`` with Starlette's plain-text 404 and 405 (unknown path or method) replaced by JSON
+    errors; the 405's ``Allow`` header is kept."""
+    replaced = False
+
+    async def sending(message) -> None:
+        nonlocal replaced
+        if message["type"] == "http.response.start" and message["status"] in PLAIN_ERRORS:
+            headers = message.get("headers", ())
+            media = next((value for name, value in headers if name.lower() == b"content-type"), b"")
+            if media.startswith(b"text/plain"):
+                replaced = True
+                kept = tuple((name, value) for name, value in headers if name.lower() == b"allow")
+                status = message["status"]
+                await _send_json(send, status, {"error": PLAIN_ERRORS[status], "field": None}, kept)
+                return
+        if replaced and message["type"] == "http.response.body":
+            return
+        await send(message)
+
+    return sending
+
+
 class GatewayMiddleware:
-    def __init__(self, app, readiness: Readiness, settings: ServeSettings | None = None) -> None:
+    def __init__(
+        self,
+        app,
+        readiness: Readiness,
+        settings: ServeSettings | None = None,
+        openapi: Callable[[], dict] | None = None,
+    ) -> None:
+        """``openapi`` builds the document ``/docs.json`` serves (None: BentoML's own answers)."""
         settings = settings or ServeSettings()
         self.app = app
         self.readiness = readiness
         self.digests = settings.key_digests()
         self.max_body = settings.max_body_bytes
+        self.openapi = openapi
+        self._document: bytes | None = None
         install_log_redaction()
+
+    async def _send_document(self, send) -> None:
+        """The OpenAPI document, built once (it depends only on the code and the task registry)."""
+        if self._document is None:
+            try:
+                self._document = json.dumps(self.openapi(), separators=(",", ":")).encode()
+            except Exception:
+                log.exception("the OpenAPI document could not be built")
+                await _send_json(
+                    send, 500, {"error": "the OpenAPI document could not be built", "field": None}
+                )
+                return
+        await _send(send, 200, self._document, b"application/json")
 
     def _authorised(self, scope) -> bool:
         for name, value in scope.get("headers", ()):
@@ -78,6 +166,13 @@ class GatewayMiddleware:
             ready, details = self.readiness.report()
             await _send_json(send, 200 if ready else 503, {"ready": ready, **details})
             return
+        if path in (DOCS_PATH, DOCUMENT_PATH) and scope.get("method") in ("GET", "HEAD"):
+            if path == DOCS_PATH:
+                await _send(send, 200, SWAGGER_PAGE, b"text/html; charset=utf-8")
+                return
+            if self.openapi is not None:
+                await self._send_document(send)
+                return
         if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES) or scope.get("method") == "OPTIONS":
             await self._bounded(scope, receive, send)
             return
@@ -114,6 +209,7 @@ class GatewayMiddleware:
                     return
             elif name == b"transfer-encoding":
                 chunked = True
+        send = _json_errors(send)
         if not chunked:
             await self.app(scope, receive, send)
             return

@@ -4,6 +4,10 @@ Start with ``cxpredict serve [--port P]`` or ``bentoml serve serving.service:CXP
 workspace comes from ``CXPREDICT_HOME``). On start the service opens the Feast online store, loads
 the registry's ``champion`` version of every task model and polls the alias (see
 ``serving.champions``). Blocks per customer: one per registered task; errors are JSON ``{"error", "field"}``.
+
+The handlers' docstrings are the operations' descriptions in the OpenAPI document, which the
+gateway serves at ``/docs.json`` (BentoML's, completed by ``serving.openapi``) with a Swagger UI at
+``/docs``.
 """
 
 from __future__ import annotations
@@ -22,15 +26,25 @@ from starlette.responses import JSONResponse, Response
 from cxpredict import tasks as registry
 from cxpredict.workspace import resolve_workspace
 from serving.gateway import GatewayMiddleware, Readiness
+from serving.openapi import complete_openapi
 from serving.predictor import ModelSet, prior_block, task_blocks
 from serving.schemas import (
+    TASK_RESPONSES,
+    ActionName,
     CustomerId,
     CustomerIds,
+    DecideContext,
+    DecideResponse,
+    DecisionId,
     EventId,
     EventResponse,
     EventType,
+    MaxActions,
+    Outcome,
+    OutcomeResponse,
     PredictResponse,
     ReloadResponse,
+    Revenue,
     SurveyKind,
     SurveyScore,
 )
@@ -73,10 +87,14 @@ def metrics() -> dict[str, object]:
             name="cxpredict_feature_store_errors",
             documentation="Requests refused because the online store failed.",
         ),
+        "decisions": Counter(
+            name="cxpredict_decisions", documentation="Decisions logged by /decide (holdout included)."
+        ),
     }
 
 
 def error(status: int, message: str, field: str | None = None) -> JSONResponse:
+    """An error answer of the handlers: ``ErrorResponse`` in the OpenAPI document."""
     return JSONResponse({"error": message, "field": field}, status_code=status)
 
 
@@ -107,6 +125,12 @@ class _Service:
         self.feature_error: str | None = None
         self.features = None
         self.reload_marker = self.ws.serving_dir / RELOAD_MARKER
+        from serving.actions import load_catalogue
+        from serving.decision_log import DecisionLog, cooldown_horizon
+
+        self.catalogue = load_catalogue(self.ws)
+        self.decision_horizon = cooldown_horizon(self.catalogue)
+        self.decisions = DecisionLog.of(self.ws)
         self._reload_seen = _mtime(self.reload_marker)
         try:
             self.features = OnlineFeatures(self.ws)
@@ -168,6 +192,13 @@ class _Service:
 
     # ---- predictions -------------------------------------------------------------------------
     def _predict(self, customer_ids: Sequence[str], tasks: Sequence[str]) -> Response:
+        answered = self._answer(customer_ids, tasks)
+        if isinstance(answered, Response):
+            return answered
+        return Response(json.dumps(answered[0], separators=(",", ":")), media_type="application/json")
+
+    def _answer(self, customer_ids: Sequence[str], tasks: Sequence[str]):
+        """(the ``/predict`` body, the request's features), or the error Response."""
         from serving.online_features import StoreUnavailable
 
         self._sync()
@@ -230,11 +261,13 @@ class _Service:
             "models": {task: refs[task] for task in tasks},
             "predictions": predictions,
         }
-        return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+        return body, features
 
     @bentoml.api(route="/predict")
     def predict(self, customer_ids: CustomerIds) -> PredictResponse:
-        """Every task's block (churn, next purchase, unmet needs, ...) for 1 to 1,000 customers."""
+        """Every task's block (churn, next purchase, unmet needs, ...) for 1 to 1,000 customers, in the
+        order sent. ``models`` names the model version behind each block; a task without a model
+        answers null blocks and says why there."""
         return self._predict(customer_ids, registry.names())
 
     # ---- events and admin --------------------------------------------------------------------
@@ -303,6 +336,89 @@ class _Service:
             realtime=pushed.counters,
         )
 
+    @bentoml.api(route="/decide")
+    def decide(
+        self,
+        customer_ids: CustomerIds,
+        context: DecideContext | None = None,
+        max_actions: MaxActions = 3,
+    ) -> DecideResponse:
+        """The next best actions for 1 to 1,000 customers, ranked, with channel, send window, priority,
+        propensity and reasons, and the actions suppressed with the rule that suppressed them. A
+        stable share of customers (the holdout) gets no action; every decision is in the durable
+        decision log before the answer."""
+        from serving.decisions import as_answer, decide, view_from
+
+        answered = self._answer(customer_ids, registry.names())
+        if isinstance(answered, Response):
+            return answered
+        body, features = answered
+        now = datetime.now(UTC)
+        catalogue = self.catalogue
+        try:
+            history = self.decisions.contacts(list(customer_ids), since=now - self.decision_horizon)
+        except Exception as failure:
+            return error(503, f"the decision log could not be read ({type(failure).__name__})")
+        answers, rows = [], []
+        channel = None if context is None else context.channel
+        for i, prediction in enumerate(body["predictions"]):
+            row = i if features.snapshot_s[i] is not None else None
+            decision_id = f"d-{uuid.uuid4().hex}"
+            made = decide(
+                view_from(prediction, features.columns, row),
+                catalogue,
+                history.get(prediction["customer_id"], []),
+                now,
+                max_actions=max_actions,
+                seed=decision_id,
+                channel=channel,
+            )
+            if not made.scored:
+                answers.append(as_answer(made, None))
+                continue
+            answers.append(as_answer(made, decision_id))
+            rows.append({"decision_id": decision_id, "customer_id": made.customer_id, "at": now,
+                         "holdout": made.holdout, "actions": made.actions, "models": body["models"]})  # fmt: skip
+        try:
+            self.decisions.record_decisions(rows)
+        except Exception as failure:
+            log.error("decision log write failed: %s", type(failure).__name__)
+            return error(503, f"the decisions could not be logged ({type(failure).__name__})")
+        metrics()["decisions"].inc(len(rows))
+        answer = {"request_time": body["request_time"], "models": body["models"], "decisions": answers}
+        return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
+
+    @bentoml.api(route="/outcomes")
+    def outcomes(
+        self,
+        decision_id: DecisionId,
+        action: ActionName,
+        outcome: Outcome,
+        timestamp: datetime | None = None,
+        revenue: Revenue | None = None,
+    ) -> OutcomeResponse:
+        """Report what happened to a decided action (delivered, opened, ..., converted); once per
+        decision, action and outcome, durable before the answer."""
+        from serving.decision_log import ActionNotDecided, UnknownDecision
+
+        moment = datetime.now(UTC) if timestamp is None else timestamp
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        try:
+            recorded = self.decisions.record_outcome(decision_id, action, outcome, moment, revenue)
+        except UnknownDecision:
+            return error(404, "no decision with this id", "decision_id")
+        except ActionNotDecided:
+            return error(400, "this action was not decided for this decision", "action")
+        except Exception as failure:
+            return error(503, f"the outcome could not be logged ({type(failure).__name__})")
+        return OutcomeResponse(
+            decision_id=decision_id,
+            action=action,
+            outcome=outcome,
+            accepted=True,
+            duplicate=recorded.duplicate,
+        )
+
     @bentoml.api(route="/admin/reload")
     def reload(self) -> ReloadResponse:
         """Check the registry alias now and re-read the Feast registry, in every worker: this one at
@@ -326,7 +442,8 @@ def _task_endpoint(spec: registry.TaskSpec):
         return self._predict(customer_ids, (spec.name,))
 
     endpoint.__name__ = endpoint.__qualname__ = spec.name
-    endpoint.__doc__ = spec.summary
+    endpoint.__doc__ = f"{spec.summary} The same input and answer as /predict, with this block only."
+    endpoint.__annotations__["return"] = TASK_RESPONSES[spec.name]
     return bentoml.api(route=f"/{spec.cli_name}")(endpoint)
 
 
@@ -336,4 +453,12 @@ for _spec in registry.all_tasks():
 CXPredict = bentoml.service(
     name="cxpredict", workers=1, threads=4, traffic={"timeout": 30}, http={"port": 3000}
 )(_Service)
-CXPredict.add_asgi_middleware(GatewayMiddleware, readiness=READINESS)
+
+
+def openapi_document() -> dict:
+    """The API's OpenAPI document: what BentoML reads from the handlers, completed."""
+    inputs = {name: api.input_spec for name, api in CXPredict.apis.items()}
+    return complete_openapi(CXPredict.openapi_spec.asdict(), inputs)
+
+
+CXPredict.add_asgi_middleware(GatewayMiddleware, readiness=READINESS, openapi=openapi_document)
