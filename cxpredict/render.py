@@ -304,6 +304,9 @@ def _demo_server(found: dict) -> Group:
         lines.append(f"[yellow]not ready:[/yellow] {'; '.join(found['ready']['reasons'])}")
     lines.append(f"POST {server.url}/predict {found['request']}  → {found['status']}")
     lines.append(JSON(found["answer"]))
+    if "decide_answer" in found:
+        lines.append(f"POST {server.url}/decide {found['decide_request']}  → {found['decide_status']}")
+        lines.append(JSON(found["decide_answer"]))
     lines.append(f"\nAPI: {server.url}  docs: {server.url}/docs  health: {server.url}/readyz  metrics: "
                  f"{server.url}/metrics\nAPI keys: {found['key_file']}   server log: {server.log_path}   "
                  "[bold]Ctrl-C stops the server[/bold]")  # fmt: skip

@@ -97,12 +97,16 @@ def start_demo_server(ws: Workspace, port: int, scores_path, alias: str) -> dict
     scores = pd.read_parquet(scores_path, columns=["customer_id", column]).dropna()
     sample = scores.iloc[(scores[column] - 0.65).abs().argsort()[:1]]["customer_id"].tolist()
     body = {"customer_ids": [*sample, NEW_CUSTOMER]}
-    answer = httpx.post(
-        f"{server.url}/predict", json=body, headers={"Authorization": f"Bearer {first_key(env)}"}, timeout=30
-    )
+    headers = {"Authorization": f"Bearer {first_key(env)}"}
+    answer = httpx.post(f"{server.url}/predict", json=body, headers=headers, timeout=30)
+    decide = {"customer_ids": sample, "context": {"channel": "web", "moment": "session"}, "max_actions": 2}
+    decided = httpx.post(f"{server.url}/decide", json=decide, headers=headers, timeout=30)
     return found | {
         "ready": ready,
         "request": json.dumps(body),
         "status": answer.status_code,
         "answer": answer.text,
+        "decide_request": json.dumps(decide),
+        "decide_status": decided.status_code,
+        "decide_answer": decided.text,
     }
