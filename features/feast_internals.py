@@ -1,9 +1,10 @@
 """Every Feast name this project uses from outside Feast's public API, in one place.
 
 The fast online paths (``features.materialize`` writes and ``features.online`` reads Feast's SQLite
-online format byte for byte) and the registry apply in ``features.store`` rest on these. They can
-change in any Feast release: ``pyproject.toml`` caps Feast to the versions they are tested with,
-and the equivalence tests against Feast's own API (``tests/features/test_store.py``,
+online format byte for byte), the registry apply in ``features.store`` and the CLI's workspace
+check (``features.feature_repo.workspace_registry`` extends Feast's file registry store) rest on
+these. They can change in any Feast release: ``pyproject.toml`` caps Feast to the versions they are
+tested with, and the equivalence tests against Feast's own API (``tests/features/test_store.py``,
 ``tests/features/test_online.py``: materialised rows read back by ``get_online_features``, fast
 retrieval equal to ``get_historical_features``) are the upgrade check.
 """
@@ -13,6 +14,7 @@ from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
 from feast.infra.online_stores.helpers import compute_table_id
 from feast.infra.online_stores.sqlite import SqliteOnlineStore
+from feast.infra.registry.file import FileRegistryStore
 from feast.project import Project
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
@@ -24,6 +26,7 @@ from feast.utils import to_naive_utc
 __all__ = [
     "DUMMY_ENTITY",
     "EntityKeyProto",
+    "FileRegistryStore",
     "Project",
     "RepoContents",
     "SqliteOnlineStore",

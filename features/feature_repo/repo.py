@@ -5,13 +5,11 @@ so this module builds them on import (that is Feast's contract for a repo module
 is ``CXPREDICT_HOME``, the same variable ``feature_store.yaml`` expands.
 """
 
-import os
-
-from cxpredict.workspace import HOME_VARIABLE, resolve_workspace
+from cxpredict.workspace import resolve_workspace
 from features.feature_repo.definitions import build_repo, ensure_realtime_log, load_manifest
+from features.feature_repo.workspace_registry import require_home
 
-if not os.environ.get(HOME_VARIABLE):
-    raise RuntimeError(f"set {HOME_VARIABLE} to the workspace before running feast on this repository")
+require_home()  # unset: Feast's CLI prints one line saying what to export (a RuntimeError in Python)
 
 _workspace = resolve_workspace()
 _manifest = load_manifest(_workspace.features_dir)
