@@ -1,6 +1,11 @@
 """The served model versions: resolved from a registry alias, reloaded when the alias moves (or
 pinned to fixed versions, as in a Bento, and then never moved).
 
+A pinned version comes from the BentoML model store when the running Bento carries it (a Bento
+built by ``serving.bento`` names each task's model by the task, as a model alias), so a Bento
+serves without the MLflow registry; otherwise, and always when following an alias, it is
+downloaded from the registry.
+
 A reload builds a complete new :class:`ModelSet` (unchanged versions are reused, new ones downloaded
 and loaded) and swaps it in with one assignment; a request in flight keeps the set it started with,
 so a swap never fails it. The bundle is loaded with this code's ``ModelBundle`` (not the copy logged
@@ -37,6 +42,37 @@ def load_version(target: TrackingTarget, task: str, version: str, alias: str) ->
     return ServedModel.of(task, name, str(version), alias, spec.feature_service, bundle)
 
 
+MLFLOW_MODULE = "bentoml.mlflow"
+MLFLOW_FOLDER = "mlflow_model"
+"""Where ``bentoml.mlflow.import_model`` keeps the MLflow model inside a BentoML model."""
+
+
+def stored_version(task: str, version: str, alias: str) -> ServedModel | None:
+    """The task's model carried by the running Bento, when it is ``version``; else None.
+
+    The Bento's ``models:`` give each imported champion the task's name as alias, which
+    ``bentoml.models.get`` resolves in the Bento's model store only; outside a Bento (or for another
+    version than the Bento's) nothing matches and the caller falls back to the registry."""
+    import bentoml
+    from bentoml.exceptions import BentoMLException
+
+    spec = registry.get(task)
+    try:
+        stored = bentoml.models.get(task)
+    except (BentoMLException, ValueError):  # not in a Bento, or no such model
+        return None
+    metadata = stored.info.metadata
+    if (
+        stored.info.module != MLFLOW_MODULE
+        or metadata.get("registered_model") != spec.model_name
+        or str(metadata.get("version")) != str(version)
+    ):
+        return None
+    bundle = ModelBundle.load(Path(stored.path_of(MLFLOW_FOLDER)) / "artifacts" / "bundle")
+    log.info("loaded %s version %s from the BentoML model store (%s)", spec.model_name, version, stored.tag)
+    return ServedModel.of(task, spec.model_name, str(version), alias, spec.feature_service, bundle)
+
+
 PINNED = "pinned"
 
 
@@ -69,7 +105,8 @@ def resolve(
             models[task] = kept
             continue
         try:
-            models[task] = load_version(target, task, info["version"], alias)
+            stored = stored_version(task, info["version"], alias) if pinned else None
+            models[task] = stored or load_version(target, task, info["version"], alias)
         except Exception as error:  # a broken version must not take the others down
             log.exception("loading %s version %s failed", name, info["version"])
             missing[task] = f"{name} version {info['version']} failed to load: {type(error).__name__}"

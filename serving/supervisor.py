@@ -3,6 +3,7 @@ and the demo). The service itself is ``serving.service``."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -12,10 +13,17 @@ import time
 from pathlib import Path
 
 import httpx
+import yaml
 
 from cxpredict.workspace import Workspace
 
 READY_TIMEOUT_S = 180.0
+SERVICE = "cxpredict"
+"""The service's name in BentoML's configuration (``bentoml.service(name=...)``)."""
+CONFIG_OVERRIDES = "BENTOML_CONFIG_OVERRIDES"
+"""BentoML 1.4's configuration overrides: a JSON object merged into its configuration."""
+DEPRECATED_OPTIONS = "BENTOML_CONFIG_OPTIONS"
+"""The ``key.path=value ...`` overrides BentoML 1.4 deprecates (it warns at start) for ``CONFIG_OVERRIDES``."""
 
 
 def api_keys_file(ws: Workspace) -> Path:
@@ -68,15 +76,38 @@ def serve_environment(
     # server starts: one home per workspace, so two servers never share or delete each other's metrics.
     env["BENTOML_HOME"] = str(ws.serving_dir / "bentoml")
     env["CXPREDICT_RELOAD_SECONDS"] = str(reload_seconds)
-    overrides = [part for part in env.get("BENTOML_CONFIG_OPTIONS", "").split() if part]
-    env["BENTOML_CONFIG_OPTIONS"] = " ".join(
-        [*overrides, f"services.cxpredict.workers={workers or default_workers()}"]
-    )
+    env[CONFIG_OVERRIDES] = config_overrides(env, workers or default_workers())
     env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if not env.get("CXPREDICT_API_KEYS") and not env.get("CXPREDICT_API_KEYS_FILE"):
         env["CXPREDICT_API_KEYS_FILE"] = str(api_keys_file(ws))
     return env
+
+
+def config_overrides(env: dict[str, str], workers: int) -> str:
+    """The JSON of ``BENTOML_CONFIG_OVERRIDES``: the caller's own overrides, then those of a deprecated
+    ``BENTOML_CONFIG_OPTIONS`` translated (and removed from ``env``, so BentoML has nothing to warn
+    about), then the service's worker count, each winning over the ones before."""
+    merged = json.loads(env.get(CONFIG_OVERRIDES) or "{}")
+    for part in env.pop(DEPRECATED_OPTIONS, "").split():
+        path, _, value = part.partition("=")
+        _merge(merged, _nest(path.split("."), yaml.safe_load(value)))
+    _merge(merged, {"services": {SERVICE: {"workers": workers}}})
+    return json.dumps(merged, separators=(",", ":"))
+
+
+def _nest(keys: list[str], value: object) -> dict:
+    for key in reversed(keys):
+        value = {key: value}
+    return value
+
+
+def _merge(into: dict, update: dict) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 class Server:

@@ -1,5 +1,6 @@
 """`cxpredict serve` prepares the server's environment: workspace, alias, workers, and an API key kept off screen."""
 
+import json
 import stat
 
 from serving.supervisor import serve_environment as _serve_environment
@@ -12,6 +13,7 @@ def test_without_configured_keys_a_private_key_file_is_created_and_the_key_never
     monkeypatch.delenv("CXPREDICT_API_KEYS", raising=False)
     monkeypatch.delenv("CXPREDICT_API_KEYS_FILE", raising=False)
     monkeypatch.delenv("BENTOML_CONFIG_OPTIONS", raising=False)
+    monkeypatch.delenv("BENTOML_CONFIG_OVERRIDES", raising=False)
     ws = resolve_workspace(tmp_path / "ws").ensure()
     env = _serve_environment(ws, "challenger", 5.0, workers=3)
     keys = ws.serving_dir / "api_keys"
@@ -21,7 +23,7 @@ def test_without_configured_keys_a_private_key_file_is_created_and_the_key_never
     assert key not in capsys.readouterr().out
     assert env["CXPREDICT_HOME"] == str(ws.root) and env["CXPREDICT_MODEL_ALIAS"] == "challenger"
     assert env["CXPREDICT_RELOAD_SECONDS"] == "5.0"
-    assert env["BENTOML_CONFIG_OPTIONS"] == "services.cxpredict.workers=3"
+    assert json.loads(env["BENTOML_CONFIG_OVERRIDES"]) == {"services": {"cxpredict": {"workers": 3}}}
     # a second start keeps the same key
     _serve_environment(ws, "champion", 5.0)
     assert key in keys.read_text()
@@ -29,11 +31,30 @@ def test_without_configured_keys_a_private_key_file_is_created_and_the_key_never
 
 def test_configured_keys_are_used_as_they_are(tmp_path, monkeypatch):
     monkeypatch.setenv("CXPREDICT_API_KEYS", "k1,k2")
-    monkeypatch.setenv("BENTOML_CONFIG_OPTIONS", "api_server.http.port=1")
     ws = resolve_workspace(tmp_path / "ws").ensure()
     env = _serve_environment(ws, "champion", 30.0, workers=1)
     assert "CXPREDICT_API_KEYS_FILE" not in env and not (ws.serving_dir / "api_keys").exists()
-    assert env["BENTOML_CONFIG_OPTIONS"] == "api_server.http.port=1 services.cxpredict.workers=1"
+
+
+def test_bentoml_overrides_are_kept_and_the_deprecated_variable_is_translated(tmp_path, monkeypatch):
+    # given overrides in BentoML's JSON variable and in the variable BentoML 1.4 deprecates
+    monkeypatch.setenv("CXPREDICT_API_KEYS", "k1")
+    monkeypatch.setenv(
+        "BENTOML_CONFIG_OVERRIDES", '{"services": {"cxpredict": {"threads": 2, "workers": 9}}}'
+    )
+    monkeypatch.setenv(
+        "BENTOML_CONFIG_OPTIONS", "api_server.http.port=1 services.cxpredict.traffic.timeout=5"
+    )
+    ws = resolve_workspace(tmp_path / "ws").ensure()
+    # when the server's environment is prepared
+    env = _serve_environment(ws, "champion", 30.0, workers=2)
+    # then every override reaches BentoML as JSON, the worker count of `serve` winning, and the
+    # deprecated variable is gone (BentoML would warn about it)
+    assert "BENTOML_CONFIG_OPTIONS" not in env
+    assert json.loads(env["BENTOML_CONFIG_OVERRIDES"]) == {
+        "api_server": {"http": {"port": 1}},
+        "services": {"cxpredict": {"threads": 2, "workers": 2, "traffic": {"timeout": 5}}},
+    }
 
 
 def test_two_workspaces_get_two_bentoml_homes_so_their_metrics_never_mix(tmp_path, monkeypatch):

@@ -448,3 +448,51 @@ def test_the_gateway_serves_the_docs_builds_the_document_once_and_answers_json_4
     status, headers, body = _run(gateway, "/nowhere", "POST")
     assert status == 404 and headers[b"content-type"] == b"application/json"
     assert json.loads(body) == {"error": "this server has no such endpoint", "field": None}
+
+
+def test_given_the_document_when_a_client_is_generated_from_it_then_it_parses_real_200_and_400_answers(
+    api, known_ids, tmp_path
+):
+    import importlib.util
+    import sys
+
+    from datamodel_code_generator import DataModelType, InputFileType, generate
+
+    # given pydantic models generated from the served document by datamodel-code-generator
+    with api.client() as client:
+        document = client.get("/docs.json").text
+        predicted = client.post("/predict", json={"customer_ids": known_ids[:3]})
+        decided = client.post("/decide", json={"customer_ids": known_ids[:20]})
+        refused = client.post("/predict", json={"customer_ids": ["jane.doe@example.com"]})
+        unknown = client.post(
+            "/outcomes", json={"decision_id": "d-0000", "action": "win_back", "outcome": "opened"}
+        )
+    target = tmp_path / "client_models.py"
+    generate(
+        document,
+        input_file_type=InputFileType.OpenAPI,
+        output=target,
+        output_model_type=DataModelType.PydanticV2BaseModel,
+    )
+    spec = importlib.util.spec_from_file_location("client_models", target)
+    models = importlib.util.module_from_spec(spec)
+    sys.modules["client_models"] = models  # pydantic resolves the generated forward references here
+    try:
+        spec.loader.exec_module(models)
+        for name in ("PredictResponse", "DecideResponse", "ValidationErrorResponse", "ErrorResponse"):
+            getattr(models, name).model_rebuild()
+    finally:
+        del sys.modules["client_models"]
+
+    # when the real answers are parsed, then they fit the generated types
+    assert (predicted.status_code, decided.status_code, refused.status_code, unknown.status_code) == (
+        200,
+        200,
+        400,
+        404,
+    )
+    parsed = models.PredictResponse.model_validate(predicted.json())
+    assert [p.customer_id for p in parsed.predictions] == known_ids[:3]
+    assert len(models.DecideResponse.model_validate(decided.json()).decisions) == 20
+    assert models.ValidationErrorResponse.model_validate(refused.json()).detail
+    assert models.ErrorResponse.model_validate(unknown.json()).field == "decision_id"
