@@ -197,6 +197,17 @@ def durable_engine(url: str) -> Engine:
     return engine
 
 
+def dialect_insert(engine: Engine):
+    """The dialect's ``insert`` (it has ``on_conflict_do_nothing``, what makes appends idempotent)."""
+    if engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        raise ValueError(f"the durable logs support SQLite and PostgreSQL, not {engine.dialect.name}")
+    return insert
+
+
 def create_tables(engine: Engine, metadata: MetaData) -> None:
     """Create missing tables; several workers may do it at the same moment."""
     for attempt in range(3):
@@ -218,21 +229,11 @@ class EventLog:
         self._sqlite_path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
         self._local = threading.local()
         create_tables(self.engine, _METADATA)
-        self._insert = self._dialect_insert()
+        self._insert = dialect_insert(self.engine)(EVENTS).on_conflict_do_nothing(index_elements=["event_id"])
 
     @classmethod
     def of(cls, ws: Workspace) -> EventLog:
         return cls(log_url(ws))
-
-    def _dialect_insert(self):
-        name = self.engine.dialect.name
-        if name == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        elif name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            raise ValueError(f"the event log supports SQLite and PostgreSQL, not {name}")
-        return insert(EVENTS).on_conflict_do_nothing(index_elements=["event_id"])
 
     def append(self, item: RealtimeEvent, event_id: str | None = None) -> tuple[str, bool]:
         """Commit the event (durable when this returns); (its key, False when the key was already logged)."""

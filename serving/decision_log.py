@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import BigInteger, Boolean, Column, Float, Index, MetaData, String, Table, Text, select
 
 from cxpredict.workspace import Workspace
-from features.event_log import create_tables, durable_engine
+from features.event_log import create_tables, dialect_insert, durable_engine
 from serving.decisions import Contact
 
 LOG_URL_ENV = "CXPREDICT_DECISION_LOG_URL"
@@ -74,18 +74,11 @@ class DecisionLog:
     def __init__(self, url: str) -> None:
         self.engine = durable_engine(url)
         create_tables(self.engine, _METADATA)
-        self._insert = self._dialect_insert()
+        self._insert = dialect_insert(self.engine)
 
     @classmethod
     def of(cls, ws: Workspace) -> DecisionLog:
         return cls(log_url(ws))
-
-    def _dialect_insert(self):
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        return insert
 
     def record_decisions(self, rows: list[dict]) -> None:
         """Commit decisions (durable when this returns): dicts with decision_id, customer_id, at,
