@@ -68,7 +68,6 @@ class OnlineFeatures:
         self.registry_path = Path(str(config.registry.path))
         self._registry_seen = _stamp(self.registry_path)
         self._online_seen = self._online_inode()
-        self._as_of: tuple[object, datetime | None] = (None, None)
         self._services: tuple[str, ...] = ()
 
     def _online_inode(self) -> int | None:
