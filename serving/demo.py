@@ -99,14 +99,20 @@ def start_demo_server(ws: Workspace, port: int, scores_path, alias: str) -> dict
     body = {"customer_ids": [*sample, NEW_CUSTOMER]}
     headers = {"Authorization": f"Bearer {first_key(env)}"}
     answer = httpx.post(f"{server.url}/predict", json=body, headers=headers, timeout=30)
-    decide = {"customer_ids": sample, "context": {"channel": "web", "moment": "session"}, "max_actions": 2}
+    risky = scores.sort_values(column, ascending=False)["customer_id"].head(20).tolist()
+    decide = {"customer_ids": risky, "context": {"channel": "web", "moment": "session"}, "max_actions": 2}
     decided = httpx.post(f"{server.url}/decide", json=decide, headers=headers, timeout=30)
+    shown = decided.text
+    if decided.status_code == 200:  # show one decision, preferably one with actions
+        body = decided.json()
+        picked = next((d for d in body["decisions"] if d["actions"]), body["decisions"][0])
+        shown = json.dumps(body | {"decisions": [picked]})
     return found | {
         "ready": ready,
         "request": json.dumps(body),
         "status": answer.status_code,
         "answer": answer.text,
-        "decide_request": json.dumps(decide),
+        "decide_request": f"{{customer_ids: the 20 highest {first.name} risks, ...}}",
         "decide_status": decided.status_code,
-        "decide_answer": decided.text,
+        "decide_answer": shown,
     }
