@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import mlflow
 import numpy as np
@@ -613,26 +614,23 @@ def promote(
         problem = registered_problem(client, name, candidate)
         for _ in range(config.max_attempts):
             champion = alias_version(client, name, CHAMPION)
+            unmoved = partial(
+                PromotionResult,
+                task=task,
+                model=name,
+                candidate=candidate,
+                champion_before=champion,
+                champion_after=champion,
+                moved=False,
+            )
             if champion == candidate:
-                return PromotionResult(
-                    task=task,
-                    model=name,
-                    candidate=candidate,
-                    champion_before=champion,
-                    champion_after=champion,
-                    moved=False,
+                return unmoved(
                     forced=False,
                     gate_passed=True,
                     decision=f"version {candidate} is already champion; nothing moved",
                 )
             if problem is not None and not force:
-                result = PromotionResult(
-                    task=task,
-                    model=name,
-                    candidate=candidate,
-                    champion_before=champion,
-                    champion_after=champion,
-                    moved=False,
+                result = unmoved(
                     forced=False,
                     gate_passed=False,
                     decision=f"refused: version {candidate} is not usable: {problem}; "
@@ -653,13 +651,7 @@ def promote(
                 "candidate": cand.result.metrics,
                 **({"champion": champ.result.metrics} if champ else {}),
             }
-            result = PromotionResult(
-                task=task,
-                model=name,
-                candidate=candidate,
-                champion_before=champion,
-                champion_after=champion,
-                moved=False,
+            result = unmoved(
                 forced=force,
                 gate_passed=passed,
                 decision="",
