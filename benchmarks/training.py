@@ -303,9 +303,13 @@ def render(result: dict) -> str:
         "model ECE | bars (≥ 0.95 × oracle, ≥ heuristic + 0.03, ≥ logistic, ECE ≤ 0.02) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    continuous = {}
     for task, quality in train["quality"].items():
         if "model" not in quality:
             lines.append(f"| {task} | — | not trained: {quality.get('reason')} | | | | | | |")
+            continue
+        if "gini" in quality["model"]:
+            continuous[task] = quality
             continue
         get = lambda model, metric: quality.get(model, {}).get(metric)  # noqa: E731
         model, oracle = get("model", "auc"), get("oracle", "auc")
@@ -321,6 +325,31 @@ def render(result: dict) -> str:
         lines.append(
             f"| {task} | {r['train']:,} / {r['valid']:,} / {r['test']:,} | {_f(model)} | {_f(heuristic)} | "
             f"{_f(logistic)} | {_f(oracle)} | {_f(model / oracle if oracle else None, 3)} | {_f(ece)} | {verdict} |"
+        )
+    if continuous:
+        lines += [
+            "",
+            "Continuous targets (value: net spend in the horizon) on the held-out cutoff — normalised Gini "
+            "(1 = the biggest spenders first), MAE and the relative error of the predicted total:",
+            "",
+            "| task | rows train / valid / test | model Gini | run-rate Gini | BG/NBD × Gamma-Gamma Gini | "
+            "model MAE | run-rate MAE | model total error | bars (Gini above both baselines, MAE below the run rate) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+    for task, quality in continuous.items():
+        get = lambda model, metric: quality.get(model, {}).get(metric)  # noqa: E731
+        gini, rate, btyd = get("model", "gini"), get("run_rate", "gini"), get("btyd", "gini")
+        bars = [
+            ("run rate", rate is not None and gini > rate),
+            ("BG/NBD", btyd is not None and gini > btyd),
+            ("MAE", get("run_rate", "mae") is not None and get("model", "mae") < get("run_rate", "mae")),
+        ]
+        verdict = ", ".join(f"{name} {'met' if ok else '**not met**'}" for name, ok in bars)
+        r = train["rows"][task]
+        lines.append(
+            f"| {task} | {r['train']:,} / {r['valid']:,} / {r['test']:,} | {_f(gini)} | {_f(rate)} | {_f(btyd)} | "
+            f"{_f(get('model', 'mae'), 2)} | {_f(get('run_rate', 'mae'), 2)} | {_f(get('model', 'total_error'))} | "
+            f"{verdict} |"
         )
     if result.get("million"):
         lines += [

@@ -133,6 +133,24 @@ _BUILTIN = (
             "output.",
         ),
     ),
+    TaskSpec(
+        name="value",
+        families=("purchase", "engagement", "marketing", "profile", "service"),
+        horizon_days=90,
+        label_definition="net spend (purchase amounts minus returned amounts) in (t, t+H] of a customer "
+        "known at t",
+        implementation="training.tasks.value",
+        summary="Customer value: expected net spend in the horizon, its 10-90 % interval and the value at risk.",
+        purpose="Estimates each known customer's net spend in the next H days with an interval, and the "
+        "spend expected to be lost to the chance that they do not buy at all (value at risk).",
+        intended_use="Weighing actions by what a customer is worth (next best action priorities), "
+        "budgeting retention by value at risk, revenue forecasts by segment.",
+        limitations=(
+            "Spend is predicted for customers already known; acquisition is not modelled.",
+            "Returns after the horizon of the purchase they undo are counted in the horizon they fall in.",
+        ),
+        gate_metric="gini",
+    ),
 )
 
 _registry: dict[str, TaskSpec] = {}

@@ -2,7 +2,7 @@
 in a temporary workspace, and (built on demand) a copy with every model trained and registered.
 
 Treat both workspaces as read-only: copy them (``copy_workspace``) before changing anything.
-Building the world takes ~5 s; training the three models ~35 s on one LightGBM thread.
+Building the world takes ~5 s; training every registered task ~50 s on one LightGBM thread.
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ def featurised_world(tmp_path_factory) -> WorldWorkspace:
 
 @pytest.fixture(scope="session")
 def trained_world(featurised_world, tmp_path_factory):
-    """A copy of the featurised world with churn, next purchase and unmet needs trained as of
-    2026-10-01, logged and registered (champions) in the copy's own MLflow store.
+    """A copy of the featurised world with every registered task (churn, next purchase, unmet needs,
+    value) trained as of 2026-10-01, logged and registered (champions) in the copy's own MLflow store.
 
     Returns ``(WorldWorkspace, {task: TrainResult})``.
     """

@@ -64,9 +64,19 @@ def test_given_a_product_module_then_it_imports_nothing_from_a_layer_above_it(pa
     assert not above, f"{relative} imports {sorted(above)} from a layer above it"
 
 
+COMMON_WORDS = {"value"}
+"""Task names that are also ordinary words of the code (every ``value`` variable, the metrics tables'
+``value`` column): such a task is recognised by its model name only."""
+
+
 def _task_words() -> dict[str, set[str]]:
     """Per task, the words that name it: code name, command-line name and model name."""
-    return {spec.name: {spec.name, spec.cli_name, spec.model_name} for spec in registry.all_tasks()}
+    return {
+        spec.name: {spec.model_name}
+        if spec.name in COMMON_WORDS
+        else {spec.name, spec.cli_name, spec.model_name}
+        for spec in registry.all_tasks()
+    }
 
 
 def _strings_and_names(path: Path) -> list[tuple[int, str]]:

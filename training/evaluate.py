@@ -50,10 +50,22 @@ class Evaluation:
 
 
 def score_targets(
-    frame: pd.DataFrame, predicted: pd.DataFrame, outputs: Mapping[str, str], oracle: pd.DataFrame | None
+    frame: pd.DataFrame,
+    predicted: pd.DataFrame,
+    outputs: Mapping[str, str],
+    oracle: pd.DataFrame | None,
+    continuous: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Long metrics table (target, model, metric, value) of predictions (and the oracle) vs labels."""
-    rows = []
+    """Long metrics table (target, model, metric, value) of predictions (and the oracle) vs labels:
+    binary ``outputs`` by AUC, ECE, ...; ``continuous`` targets (label -> output) by Gini, MAE, total
+    error."""
+    rows = [
+        (target, "model", metric, float(value))
+        for target, output in (continuous or {}).items()
+        for metric, value in m.spend_metrics(
+            frame[target].to_numpy(dtype=float), predicted[output].to_numpy(dtype=float)
+        ).items()
+    ]
     for target, output in outputs.items():
         y = frame[target].to_numpy(dtype=np.int64)
         scores = {"model": m.binary_metrics(y, predicted[output].to_numpy(dtype=float))}
@@ -161,7 +173,8 @@ def _evaluate(
         features = features_for(labels.frame[L.KEYS].copy(), task)
         predicted = model.predict(features[model.metadata.get_input_schema().input_names()])
         exact = None if oracle is None else oracle(labels.frame[L.KEYS], task)
-        metrics = score_targets(labels.frame, predicted, labels.outputs, exact)
+        continuous = spec.get("continuous_targets", {})
+        metrics = score_targets(labels.frame, predicted, labels.outputs, exact, continuous)
         result = Evaluation(task, "evaluated", alias, info["version"], cutoff, metrics)
         if log:
             result.run_id = _log_evaluation(target, result, horizon, moment)

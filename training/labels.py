@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from features.contract import TIME_COLUMNS
@@ -162,3 +163,37 @@ def prepare(
     entity = known_at(seen, cutoffs)
     window_end = entity["event_timestamp"] + pd.Timedelta(days=horizon_days)
     return seen, entity, window_end
+
+
+def signed_amounts(transactions: pd.DataFrame) -> pd.DataFrame:
+    """(customer_id, timestamp, amount) with returns negative: a row flagged ``returned`` or with a
+    negative amount takes away its absolute amount."""
+    amount = transactions["amount"].to_numpy(dtype=float)
+    returned = amount < 0
+    if "returned" in transactions:
+        returned |= transactions["returned"].fillna(False).to_numpy(dtype=bool)
+    signed = np.where(returned, -np.abs(amount), amount)
+    return pd.DataFrame(
+        {"customer_id": transactions["customer_id"], "timestamp": transactions["timestamp"], "amount": signed}
+    ).dropna(subset=["timestamp", "amount"])
+
+
+def window_sums(entity: pd.DataFrame, facts: pd.DataFrame, end: pd.Series) -> np.ndarray:
+    """Per entity row, the sum of ``facts.amount`` with time in (t, end]: the difference of the
+    customer's cumulative sums at ``end`` and at t (both inclusive), found by as-of joins."""
+    stamp = "datetime64[us, UTC]"
+    facts = facts.assign(timestamp=pd.to_datetime(facts["timestamp"], utc=True).astype(stamp))
+    facts = facts.sort_values("timestamp", kind="stable")
+    running = facts.assign(total=facts.groupby("customer_id", sort=False)["amount"].cumsum())
+    running = running[["customer_id", "timestamp", "total"]]
+
+    def total_at(moments: pd.Series) -> np.ndarray:
+        at = pd.to_datetime(moments, utc=True).astype(stamp).reset_index(drop=True)
+        left = pd.DataFrame({"customer_id": entity["customer_id"].to_numpy(), "at": at})
+        left = left.reset_index(names="_row").sort_values("at", kind="stable")
+        joined = pd.merge_asof(
+            left, running, left_on="at", right_on="timestamp", by="customer_id", direction="backward"
+        )
+        return joined.set_index("_row").sort_index()["total"].fillna(0.0).to_numpy()
+
+    return total_at(end) - total_at(entity["event_timestamp"])

@@ -117,6 +117,8 @@ def summary_table(
 ) -> pd.DataFrame:
     """Model vs baselines vs oracle on the binary targets (means over targets, e.g. over needs):
     rows = models present, columns auc, pr_auc, ece, brier, rows and the AUC ratio to the oracle."""
+    if not binary_targets(metrics) and (metrics["metric"] == "gini").any():
+        return continuous_summary(metrics, (*models, "run_rate"))
     binary = metrics.loc[metrics["target"].isin(binary_targets(metrics))]
     wide = binary.pivot_table(index="model", columns="metric", values="value", aggfunc="mean")
     wide = wide.reindex([name for name in models if name in wide.index])
@@ -124,6 +126,15 @@ def summary_table(
     if "oracle" in table.index:
         table["auc_ratio_to_oracle"] = table["auc"] / table.loc["oracle", "auc"]
     return table
+
+
+def continuous_summary(metrics: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame:
+    """Model vs baselines on the continuous targets (those with a Gini): gini, mae, total error, rows."""
+    targets = metrics.loc[metrics["metric"] == "gini", "target"].unique()
+    rows = metrics.loc[metrics["target"].isin(targets)]
+    wide = rows.pivot_table(index="model", columns="metric", values="value", aggfunc="mean")
+    wide = wide.reindex([name for name in models if name in wide.index])
+    return wide.reindex(columns=["gini", "mae", "total_error", "rows"])
 
 
 def _grouped(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -172,4 +183,89 @@ def bootstrap_auc_difference(
         "diff": auc(y, a) - auc(y, b),
         "low": float(np.quantile(spread, tail)),
         "high": float(np.quantile(spread, 1 - tail)),
+    }
+
+
+def _weighted_ginis(y: np.ndarray, order: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Gini of ``y`` ranked by ``order`` (highest score first) under each row of ``weights``: twice
+    the area between the cumulative share of y and the diagonal, trapezoid rule."""
+    w = weights[:, order]
+    wy = w * y[order]
+    total_w, total_y = w.sum(axis=1, keepdims=True), wy.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share_y = (np.cumsum(wy, axis=1) - wy / 2) / total_y
+        area = (share_y * w).sum(axis=1) / total_w[:, 0]
+    return 2 * area - 1
+
+
+def normalized_gini(y: np.ndarray, prediction: np.ndarray) -> float:
+    """Gini of the ranking by ``prediction`` over the Gini of the perfect ranking (by y itself):
+    1 ranks the biggest spenders first, 0 is no better than random. NaN when y sums to 0."""
+    y = np.asarray(y, dtype=np.float64)
+    if len(y) < 2 or not np.sum(y) > 0:
+        return float("nan")
+    ones = np.ones((1, len(y)))
+    by_model = _weighted_ginis(y, np.argsort(-np.asarray(prediction, dtype=float), kind="stable"), ones)
+    best = _weighted_ginis(y, np.argsort(-y, kind="stable"), ones)
+    return float(by_model[0] / best[0])
+
+
+def bootstrap_gini_difference(
+    y: np.ndarray, a: np.ndarray, b: np.ndarray, resamples: int = 200, seed: int = 0, level: float = 0.95
+) -> dict[str, float]:
+    """Normalised Gini(a) - Gini(b) on the same rows with a paired bootstrap interval over rows
+    (Poisson(1) weights, as ``bootstrap_auc_difference``); ``b`` constant gives Gini(a) - 0."""
+    y = np.asarray(y, dtype=np.float64)
+    if len(y) < 2 or not np.sum(y) > 0:
+        return {"diff": float("nan"), "low": float("nan"), "high": float("nan")}
+    rng = np.random.default_rng(seed)
+    orders = [np.argsort(-np.asarray(s, dtype=float), kind="stable") for s in (a, b, y)]
+    constant_b = np.ptp(np.asarray(b, dtype=float)) == 0
+    diffs = []
+    chunk = max(1, 4_000_000 // max(len(y), 1))
+    for start in range(0, resamples, chunk):
+        weights = rng.poisson(1.0, size=(min(chunk, resamples - start), len(y))).astype(np.float64)
+        best = _weighted_ginis(y, orders[2], weights)
+        first = _weighted_ginis(y, orders[0], weights) / best
+        second = 0.0 if constant_b else _weighted_ginis(y, orders[1], weights) / best
+        diffs.append(first - second)
+    spread = np.concatenate(diffs)
+    spread = spread[np.isfinite(spread)]
+    tail = (1 - level) / 2
+    point_b = 0.0 if constant_b else normalized_gini(y, b)
+    return {
+        "diff": normalized_gini(y, a) - point_b,
+        "low": float(np.quantile(spread, tail)),
+        "high": float(np.quantile(spread, 1 - tail)),
+    }
+
+
+def total_error(y: np.ndarray, prediction: np.ndarray) -> float:
+    """Relative error of the predicted total: sum(prediction) / sum(y) - 1 (0: the total is exact)."""
+    total = float(np.sum(y))
+    return float(np.sum(prediction) / total - 1) if total > 0 else float("nan")
+
+
+def decile_table(y: np.ndarray, prediction: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """Rows ranked by prediction in ``bins`` equal-frequency groups (1 = highest predictions): rows,
+    mean predicted and mean actual per group — how well the ranking and the level hold together."""
+    y = np.asarray(y, dtype=float)
+    prediction = np.asarray(prediction, dtype=float)
+    rank = np.argsort(np.argsort(-prediction, kind="stable"), kind="stable")
+    group = (rank * bins // max(len(y), 1)) + 1
+    frame = pd.DataFrame({"decile": group, "predicted": prediction, "actual": y})
+    table = frame.groupby("decile").agg(
+        rows=("actual", "size"), mean_predicted=("predicted", "mean"), mean_actual=("actual", "mean")
+    )
+    return table.reset_index()
+
+
+def spend_metrics(y: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
+    """What a spend prediction is judged on: MAE, normalised Gini, total error, rows, mean actual."""
+    return {
+        "mae": mae(y, prediction),
+        "gini": normalized_gini(y, prediction),
+        "total_error": total_error(y, prediction),
+        "rows": float(len(y)),
+        "mean_actual": float(np.mean(y)) if len(y) else float("nan"),
     }

@@ -26,6 +26,8 @@ import pandas as pd
 
 SPEC_FILE = "spec.json"
 FORMAT_VERSION = 1
+FORMULA_FAMILIES = ("run_rate",)
+"""Head families computed from the spec alone (no model file): ``run_rate`` = ``column`` × ``factor``."""
 
 
 def prepare_features(
@@ -106,10 +108,11 @@ class ModelBundle:
     """Boosters + calibrators + feature schema of one task; ``spec`` is JSON-serialisable.
 
     ``spec["heads"]`` lists the models; each head has ``name``, ``kind`` (binary | quantile |
-    multiclass) and ``output`` (column name or, for multiclass, a prefix), plus ``calibrator``
+    multiclass | regression: a mean, times its ``scale``) and ``output`` (column name or, for multiclass, a prefix), plus ``calibrator``
     (binary), ``alpha`` (quantile) or ``classes`` and ``top`` (multiclass), and ``prior``: the
     training population's value (positive rate, days quantile, class shares) for cold starts.
     Unmet-needs heads also carry ``need`` (the category), and ``spec["needs"]`` maps need -> column.
+    ``spec["shortfalls"]`` (optional) derives outputs ``max(of - minus, 0)`` from two other outputs.
     """
 
     def __init__(
@@ -119,7 +122,8 @@ class ModelBundle:
         estimators: Mapping[str, object] | None = None,
     ) -> None:
         self.estimators = dict(estimators or {})
-        missing = {head["name"] for head in spec["heads"]} - set(boosters) - set(self.estimators)
+        formulas = {head["name"] for head in spec["heads"] if head.get("family") in FORMULA_FAMILIES}
+        missing = {head["name"] for head in spec["heads"]} - set(boosters) - set(self.estimators) - formulas
         if missing:
             raise ValueError(f"no booster or estimator for heads {sorted(missing)}")
         self.spec = dict(spec)
@@ -193,7 +197,16 @@ class ModelBundle:
             frame[column] = frame[column].astype(object).where(frame[column].notna(), "missing")
         return frame
 
+    def _column(self, X: pd.DataFrame | np.ndarray, name: str) -> np.ndarray:
+        if isinstance(X, pd.DataFrame):
+            return X[name].to_numpy(dtype=float)
+        return np.asarray(X, dtype=float)[:, self.feature_names.index(name)]
+
     def _raw(self, name: str, X: pd.DataFrame | np.ndarray, **kwargs: object) -> np.ndarray:
+        head = self.head(name)
+        if head.get("family") == "run_rate":
+            values = np.clip(np.nan_to_num(self._column(X, head["column"]), nan=0.0), 0, None)
+            return values * float(head["factor"])
         if name in self.estimators:
             return self.estimators[name].predict_proba(self._linear_inputs(name, X))[:, 1]
         threads = int(self.spec.get("num_threads", 2)) if len(X) >= 256 else 1
@@ -215,6 +228,17 @@ class ModelBundle:
         out[:, -1] = float(model.intercept_[0])
         return out
 
+    def _rate_contributions(self, name: str, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """A run-rate head's drivers: all of the log of its prediction over the prior comes from its
+        one column (bias last: the log of the prior), in the log units of a Tweedie head's SHAP."""
+        head = self.head(name)
+        prior = max(float(head["prior"]), 1e-9)
+        out = np.zeros((len(X), len(self.feature_names) + 1))
+        predicted = np.maximum(self._raw(name, X), 1e-9)
+        out[:, self.feature_names.index(head["column"])] = np.log(predicted / prior)
+        out[:, -1] = np.log(prior)
+        return out
+
     def probability(self, name: str, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Calibrated probability of a binary head on prepared inputs."""
         return apply_calibrator(self.head(name).get("calibrator"), self._raw(name, X))
@@ -226,12 +250,16 @@ class ModelBundle:
     def outputs(self, X: pd.DataFrame | np.ndarray) -> dict[str, np.ndarray]:
         """The task's outputs as columns, from :meth:`prepare` or :meth:`prepare_matrix` inputs."""
         heads = self.spec["heads"]
-        unknown = {head["kind"] for head in heads} - {"binary", "quantile", "multiclass"}
+        unknown = {head["kind"] for head in heads} - {"binary", "quantile", "multiclass", "regression"}
         if unknown:
             raise ValueError(f"unknown head kinds {sorted(unknown)}")
         out: dict[str, np.ndarray] = {
             head["output"]: self.probability(head["name"], X) for head in heads if head["kind"] == "binary"
         }
+        for head in heads:
+            if head["kind"] == "regression":
+                raw = np.clip(self._raw(head["name"], X), 0, None)
+                out[head["output"]] = raw * float(head.get("scale", 1.0))
         quantiles = sorted(
             (float(head["alpha"]), head["output"], head["name"])
             for head in heads
@@ -244,6 +272,8 @@ class ModelBundle:
         for head in heads:
             if head["kind"] == "multiclass":
                 out.update(self._ranked(head, self._raw(head["name"], X)))
+        for shortfall in self.spec.get("shortfalls", ()):
+            out[shortfall["output"]] = np.clip(out[shortfall["of"]] - out[shortfall["minus"]], 0, None)
         bands = self.spec.get("risk_bands")
         if bands:
             out[f"{self.task}_risk_band"] = risk_bands(np.asarray(out[heads[0]["output"]]), bands)
@@ -272,7 +302,9 @@ class ModelBundle:
         """Tree SHAP contributions of a binary or quantile head (default: the first), bias last."""
         name = head or self.spec["heads"][0]["name"]
         if self.head(name)["kind"] == "multiclass":
-            raise ValueError("drivers are defined for binary and quantile heads")
+            raise ValueError("drivers are defined for binary, quantile and regression heads")
+        if self.head(name).get("family") == "run_rate":
+            return self._rate_contributions(name, X)
         if name in self.estimators:
             return self._linear_contributions(name, X)
         return self._raw(name, X, pred_contrib=True)
@@ -296,7 +328,11 @@ class ModelBundle:
         if spec.get("format") != FORMAT_VERSION:
             raise ValueError(f"unsupported model bundle format {spec.get('format')!r}")
         tree = [head["name"] for head in spec["heads"] if head.get("family", "lightgbm") == "lightgbm"]
-        linear = [head["name"] for head in spec["heads"] if head["name"] not in tree]
+        linear = [
+            head["name"]
+            for head in spec["heads"]
+            if head["name"] not in tree and head.get("family") not in FORMULA_FAMILIES
+        ]
         boosters = {name: lgb.Booster(model_file=str(folder / f"{name}.txt")) for name in tree}
         if linear:
             import joblib

@@ -124,6 +124,29 @@ def slice_metrics(
     return table[columns]
 
 
+def spend_slices(
+    features: pd.DataFrame, y: np.ndarray, p: np.ndarray, min_rows: int = MIN_SLICE_ROWS
+) -> pd.DataFrame:
+    """Rows, mean actual and mean predicted spend and normalised Gini per slice (continuous targets)."""
+    frames = []
+    for dimension, labels in slice_labels(features).items():
+        frame = pd.DataFrame(
+            {"slice": labels.to_numpy(), "y": np.asarray(y, float), "p": np.asarray(p, float)}
+        )
+        grouped = frame.groupby("slice", sort=True)
+        table = grouped.agg(rows=("y", "size"), mean_actual=("y", "mean"), mean_predicted=("p", "mean"))
+        table["gini"] = grouped[["y", "p"]].apply(
+            lambda g: m.normalized_gini(g["y"].to_numpy(), g["p"].to_numpy())
+        )
+        frames.append(table.reset_index().assign(dimension=dimension))
+    columns = ["dimension", "slice", "rows", "mean_actual", "mean_predicted", "gini"]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    table = pd.concat(frames, ignore_index=True)
+    table.loc[table["rows"] < min_rows, ["mean_actual", "mean_predicted", "gini"]] = np.nan
+    return table[columns]
+
+
 def largest_gap(table: pd.DataFrame) -> Gap | None:
     """The dimension whose reported slices differ most in AUC (None with fewer than two such slices)."""
     usable = table.loc[~table["suppressed"].astype(bool) & np.isfinite(table["auc"].astype(float))]
@@ -187,6 +210,7 @@ class CardInputs:
     """Which candidate family won on the validation cutoff, and by how much."""
     calibration_plot: str = "plots/calibration.png"
     generated_at: str = ""
+    gate_metric: str = "auc"
 
 
 def metrics_comparison(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -207,6 +231,8 @@ def render(card: CardInputs, gap_warning: float = GAP_WARNING) -> str:
     spec = registry.get(card.task)
     purpose, use = spec.purpose, spec.intended_use
     title = f"{card.model_name} version {card.version}" if card.version else card.model_name
+    if card.gate_metric != "auc":
+        return _render_continuous(card)
     comparison = metrics_comparison(card.metrics)
     primary = card.metrics.loc[(card.metrics["target"] == card.primary) & (card.metrics["model"] == "model")]
     values = dict(zip(primary["metric"], primary["value"]))
@@ -320,7 +346,8 @@ def from_training(
     selection: str = "",
 ) -> CardInputs:
     """Card inputs of a freshly fitted task: slices of the primary target on the held-out cutoff."""
-    primary = next(evaluation for evaluation in fitted.evaluations if evaluation.target == fitted.primary)
+    primary = next(e for e in [*fitted.evaluations, *fitted.regressions] if e.target == fitted.primary)
+    slicing = slice_metrics if fitted.evaluations else spend_slices
     plan = dataset.plan.describe()
     return CardInputs(
         task=fitted.task,
@@ -340,8 +367,81 @@ def from_training(
         code_version=code_version,
         metrics=fitted.metrics,
         primary=fitted.primary,
-        slices=slice_metrics(dataset.test.X, primary.y, primary.predictions["model"]),
+        slices=slicing(dataset.test.X, primary.y, primary.predictions["model"]),
         notes=list(fitted.notes),
         selection=selection,
         generated_at=generated_at,
+        gate_metric=fitted.gate_metric,
     )
+
+
+def _render_continuous(card: CardInputs) -> str:
+    """The card of a task with a continuous target (spend): ranking (Gini), error and level."""
+    spec = registry.get(card.task)
+    title = f"{card.model_name} version {card.version}" if card.version else card.model_name
+    rows = card.metrics.loc[card.metrics["target"] == card.primary]
+    wanted = ["gini", "mae", "total_error", "mean_actual"]
+    wide = rows.loc[rows["metric"].isin(wanted)].pivot_table(
+        index="model", columns="metric", values="value", aggfunc="first"
+    )
+    wide = wide.reindex(columns=[name for name in wanted if name in wide.columns]).reset_index()
+    deciles = card.metrics.loc[card.metrics["target"].str.startswith("decile_")]
+    deciles = deciles.pivot_table(
+        index="target", columns="metric", values="value", aggfunc="first"
+    ).reset_index()
+    coverage = rows.loc[(rows["model"] == "model") & (rows["metric"] == "interval_coverage"), "value"]
+    lines = [
+        f"# Model card: {title}",
+        "",
+        f"Task `{card.task}`, training run `{card.run_id}`"
+        + (f", generated {card.generated_at}." if card.generated_at else "."),
+        "",
+        "## Purpose and intended use",
+        "",
+        spec.purpose,
+        "",
+        f"Intended use: {spec.intended_use}",
+        "",
+        NOT_INTENDED,
+        "",
+        *([f"Model: {card.selection}.", ""] if card.selection else []),
+        "## Data window",
+        "",
+        f"As of {card.as_of}, horizon {card.horizon_days} days; training cutoffs {', '.join(card.cutoffs_train)}; "
+        f"validation cutoff {card.cutoff_valid}; held-out cutoff {card.cutoff_test}; rows train / valid / test "
+        + " / ".join(f"{int(card.rows.get(k, 0)):,}" for k in ("train", "valid", "test"))
+        + f"; data hash {card.data_hash}; code version {card.code_version[:12]}.",
+        "",
+        f"Label: {card.label_definition}.",
+        "",
+        "## Features",
+        "",
+        f"Feature service `{card.feature_service}`, {len(card.features)} features: "
+        + ", ".join(f"`{name}`" for name in card.features)
+        + ".",
+        "",
+        "## Metrics on the held-out cutoff",
+        "",
+        "Normalised Gini (1: the biggest spenders ranked first; 0: random), mean absolute error, and the "
+        "relative error of the predicted total, for the model, the run rate and BG/NBD × Gamma-Gamma.",
+        "",
+        markdown_table(wide),
+        "",
+        f"Share of actual spend inside the 10-90 % interval: {_fmt(coverage.iloc[0] if len(coverage) else np.nan)}.",
+        "",
+        "Mean predicted and actual spend by decile of prediction (1 = highest):",
+        "",
+        markdown_table(deciles) if len(deciles) else "No deciles were recorded.",
+        "",
+        "## Metrics by slice",
+        "",
+        markdown_table(card.slices)
+        if len(card.slices)
+        else "No slice features were available to this model.",
+        "",
+        "## Known limitations",
+        "",
+        *[f"- {item}" for item in [*spec.limitations, *GENERIC_LIMITATIONS, *card.notes]],
+        "",
+    ]
+    return "\n".join(lines)

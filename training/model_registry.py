@@ -323,6 +323,9 @@ class VersionRow:
     run_status: str | None = None
     usable: bool = True
     problem: str | None = None
+    gini: float | None = None
+    """Continuous targets (value): held-out normalised Gini of the model and of the run rate."""
+    gini_run_rate: float | None = None
 
 
 def version_problem(tags: dict[str, str], run_id: str | None, run: Run | None) -> str | None:
@@ -414,6 +417,8 @@ def version_row(
         auc_rf_heuristic=_number(tags.get("auc_rf_heuristic", metrics.get("auc_rf_heuristic"))),
         auc_oracle=_number(tags.get("auc_oracle", metrics.get("auc_oracle"))),
         ece=_number(tags.get("ece_model")) if "ece_model" in tags else _headline_ece(metrics),
+        gini=_number(tags.get("gini_model", metrics.get("gini"))),
+        gini_run_rate=_number(tags.get("gini_run_rate", metrics.get("gini_run_rate"))),
         beats_baselines=None if beats is None else beats == "true",
         label_definition=lineage("label_definition"),
         feature_service=lineage("feature_service"),

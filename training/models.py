@@ -43,6 +43,15 @@ class BinaryEvaluation:
 
 
 @dataclass
+class RegressionEvaluation:
+    """Held-out predictions of one continuous target (e.g. spend), kept for plots."""
+
+    target: str
+    y: np.ndarray
+    predictions: dict[str, np.ndarray]  # model name -> prediction (model, baselines)
+
+
+@dataclass
 class FittedTask:
     """Everything a run reports about one task: the bundle, the held-out metrics and plot inputs."""
 
@@ -53,6 +62,15 @@ class FittedTask:
     primary: str
     params: dict[str, object]
     notes: list[str] = field(default_factory=list)
+    gate_metric: str = "auc"
+    """The ranking metric candidates are chosen and gated on: ``auc`` (binary heads) or ``gini``
+    (normalised Gini of a continuous target); its bootstrap intervals are ``<metric>_vs_<name>_*``."""
+    regressions: list[RegressionEvaluation] = field(default_factory=list)
+
+    @property
+    def targets(self) -> list[str]:
+        """The targets the gate metric is computed on (binary heads, or continuous targets)."""
+        return [evaluation.target for evaluation in (self.evaluations or self.regressions)]
 
     def metric(self, target: str, model: str, metric: str) -> float:
         rows = self.metrics
@@ -60,10 +78,10 @@ class FittedTask:
         return float(hit["value"].iloc[0]) if len(hit) else float("nan")
 
     def headline(self) -> dict[str, float]:
-        """AUC of the model and baselines on the held-out cutoff (means over the targets of a task with
-        several binary heads)."""
-        targets = [evaluation.target for evaluation in self.evaluations]
-        rows = self.metrics.loc[self.metrics["target"].isin(targets) & (self.metrics["metric"] == "auc")]
+        """The gate metric (AUC, or Gini) of the model and baselines on the held-out cutoff (means over
+        the targets of a task with several heads)."""
+        rows = self.metrics
+        rows = rows.loc[rows["target"].isin(self.targets) & (rows["metric"] == self.gate_metric)]
         return rows.groupby("model")["value"].mean().to_dict()
 
     def beats_baselines(self) -> bool:
@@ -71,7 +89,8 @@ class FittedTask:
         end of the bootstrap interval of AUC(model) - AUC(baseline) is >= 0 for every baseline
         (averaged over the targets of a task with several heads)."""
         rows = self.metrics
-        highs = rows.loc[(rows["model"] == "model") & rows["metric"].str.match(r"^auc_vs_.+_high$")]
+        pattern = rf"^{self.gate_metric}_vs_.+_high$"
+        highs = rows.loc[(rows["model"] == "model") & rows["metric"].str.match(pattern)]
         if highs.empty or not np.isfinite(self.headline().get("model", np.nan)):
             return False
         return bool((highs.groupby("metric")["value"].mean() >= 0).all())
@@ -81,15 +100,17 @@ class FittedTask:
         end of the bootstrap interval of AUC - 0.5 above 0, averaged over the targets): what a first
         champion needs."""
         rows = self.metrics
-        low = rows.loc[(rows["model"] == "model") & (rows["metric"] == "auc_vs_chance_low"), "value"]
+        low = rows.loc[
+            (rows["model"] == "model") & (rows["metric"] == f"{self.gate_metric}_vs_chance_low"), "value"
+        ]
         return bool(len(low) and np.isfinite(low.mean()) and low.mean() > 0)
 
     def families(self) -> dict[str, str]:
-        """Binary target -> the family of the candidate that won it on the validation cutoff."""
+        """Chosen head -> the family of the candidate that won it on the validation cutoff."""
         return {
             head["name"]: str(head.get("family", "lightgbm"))
             for head in self.bundle.spec["heads"]
-            if head["kind"] == "binary"
+            if head["kind"] == "binary" or "family" in head
         }
 
 

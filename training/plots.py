@@ -74,6 +74,35 @@ def lift(evaluation: BinaryEvaluation, deciles: int = 10) -> Figure:
     return figure
 
 
+def deciles(evaluation, groups: int = 10) -> Figure:
+    """Mean actual and mean predicted value per decile of each model's prediction (1 = highest)."""
+    figure, axes = _figure()
+    axes.plot(
+        np.arange(1, groups + 1),
+        [
+            evaluation.y[g].mean()
+            for g in np.array_split(np.argsort(-evaluation.predictions["model"], kind="stable"), groups)
+        ],
+        "k-",
+        label="actual (model's deciles)",
+    )
+    for name, prediction in evaluation.predictions.items():
+        order = np.argsort(-prediction, kind="stable")
+        axes.plot(
+            np.arange(1, groups + 1),
+            [prediction[g].mean() for g in np.array_split(order, groups)],
+            "o--",
+            label=f"predicted: {name}",
+        )
+    axes.set(
+        xlabel="decile of prediction",
+        ylabel=f"mean {evaluation.target}",
+        title=f"Deciles: {evaluation.target}",
+    )
+    axes.legend(fontsize="small")
+    return figure
+
+
 def importance(table: pd.DataFrame, top: int = 20) -> Figure:
     """Global importance: gain share and mean |SHAP| of the top features."""
     rows = table.head(top).iloc[::-1]

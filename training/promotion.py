@@ -90,6 +90,9 @@ class GateConfig(BaseModel):
     )
     bootstrap_resamples: int = Field(200, ge=20, description="resamples of the AUC difference interval")
     ece_bound: float = Field(0.02, gt=0, le=1, description="largest expected calibration error")
+    total_error_bound: float = Field(
+        0.15, gt=0, le=1, description="continuous targets: largest relative error of the predicted total"
+    )
     require_beats_baselines: bool = True
     max_attempts: int = Field(3, ge=1, description="gate re-runs when the champion moves meanwhile")
     lock_timeout_s: float = Field(30.0, gt=0)
@@ -206,6 +209,27 @@ def gate_metrics() -> list:
 SUMMARY_METRICS = ("auc", "ece", "brier", "log_loss", "pr_auc")
 
 
+def _spend_metric(name: str, function: Callable[[np.ndarray, np.ndarray], float], greater_is_better: bool):
+    def eval_fn(predictions: pd.Series, targets: pd.Series) -> MetricValue:
+        y, p = np.asarray(targets, dtype=float), np.asarray(predictions, dtype=float)
+        return MetricValue(aggregate_results={name: float(function(y, p)) if len(y) else float("nan")})
+
+    return make_metric(eval_fn=eval_fn, greater_is_better=greater_is_better, name=name)
+
+
+def continuous_gate_metrics() -> list:
+    """Custom MLflow metrics for continuous outputs (spend): normalised Gini, MAE, total error."""
+    return [
+        _spend_metric("gini", m.normalized_gini, True),
+        _spend_metric("mae", m.mae, False),
+        _spend_metric("total_error", m.total_error, False),
+        _spend_metric("abs_total_error", lambda y, p: abs(m.total_error(y, p)), False),
+    ]
+
+
+CONTINUOUS_SUMMARY = ("gini", "mae", "total_error", "abs_total_error")
+
+
 @dataclass
 class ModelEvaluation:
     """One registered version evaluated on the evaluation set."""
@@ -214,10 +238,12 @@ class ModelEvaluation:
     tags: dict[str, str]
     params: dict[str, str]
     features: list[str]
-    targets: dict[str, str]  # binary label column -> model output column
+    targets: dict[str, str]  # label column -> model output column (binary heads, or continuous)
     per_target: dict[str, dict[str, float]] = field(default_factory=dict)
     predictions: dict[str, np.ndarray] = field(default_factory=dict)  # target -> probabilities, per row
     result: EvaluationResult | None = None
+    kind: str = "auc"
+    """The gate metric of the task: ``auc`` (probabilities) or ``gini`` (continuous outputs)."""
 
     def summary(self, targets: Sequence[str]) -> dict[str, float]:
         """Mean of each metric over ``targets`` (the single target for churn and next purchase)."""
@@ -225,7 +251,7 @@ class ModelEvaluation:
             name: float(np.mean([self.per_target[target][name] for target in targets]))
             if targets
             else float("nan")
-            for name in SUMMARY_METRICS
+            for name in (SUMMARY_METRICS if self.kind == "auc" else CONTINUOUS_SUMMARY)
         }
         out["rows"] = (
             float(np.mean([self.per_target[target]["rows"] for target in targets])) if targets else 0.0
@@ -233,9 +259,11 @@ class ModelEvaluation:
         return out
 
 
-def _binary_targets(model: mlflow.pyfunc.PyFuncModel) -> dict[str, str]:
+def _targets(model: mlflow.pyfunc.PyFuncModel) -> dict[str, str]:
+    """Label column -> output the gate compares: binary heads, and a bundle's continuous targets."""
     bundle = model.unwrap_python_model().bundle
-    return {head["name"]: head["output"] for head in bundle.spec["heads"] if head["kind"] == "binary"}
+    binary = {head["name"]: head["output"] for head in bundle.spec["heads"] if head["kind"] == "binary"}
+    return {**binary, **dict(bundle.spec.get("continuous_targets", {}))}
 
 
 def _as_caller_sends(features: pd.DataFrame) -> pd.DataFrame:
@@ -257,7 +285,8 @@ def load_version(
             params = {}
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     features = list(model.metadata.get_input_schema().input_names())
-    return model, ModelEvaluation(str(version), tags, params, features, _binary_targets(model))
+    kind = registry.get(tags["task"]).gate_metric if tags.get("task") else "auc"
+    return model, ModelEvaluation(str(version), tags, params, features, _targets(model), kind=kind)
 
 
 def evaluate_version(
@@ -275,17 +304,14 @@ def evaluate_version(
     for target in targets:
         output = evaluation.targets[target]
         evaluation.predictions[target] = predicted[output].to_numpy(dtype=float)
+        binary = evaluation.kind == "auc"
+        labels = evaluation_set.labels[target].to_numpy(dtype=np.int64 if binary else float)
         result = mlflow.models.evaluate(
-            data=pd.DataFrame(
-                {
-                    output: evaluation.predictions[target],
-                    LABEL: evaluation_set.labels[target].to_numpy(dtype=np.int64),
-                }
-            ),
+            data=pd.DataFrame({output: evaluation.predictions[target], LABEL: labels}),
             targets=LABEL,
             predictions=output,
             model_type=None,
-            extra_metrics=gate_metrics(),
+            extra_metrics=gate_metrics() if binary else continuous_gate_metrics(),
             evaluator_config={"metric_prefix": f"{role}.{target}.", "log_model_explainability": False},
         )
         prefix = f"{role}.{target}."
@@ -335,11 +361,14 @@ def _auc_check(
     config: GateConfig,
 ) -> Check:
     """Candidate vs champion on the same rows: the bootstrap interval (over customers) of the AUC
-    difference, averaged over the targets. The candidate fails only when it is worse beyond the
-    noise: the interval's upper end is below ``-auc_tolerance``."""
+    (continuous targets: normalised Gini) difference, averaged over the targets. The candidate fails
+    only when it is worse beyond the noise: the interval's upper end is below ``-auc_tolerance``."""
+    binary = candidate.kind == "auc"
+    difference = m.bootstrap_auc_difference if binary else m.bootstrap_gini_difference
+    name = "AUC" if binary else "Gini"
     intervals = [
-        m.bootstrap_auc_difference(
-            evaluation_set.labels[target].to_numpy(dtype=np.int64),
+        difference(
+            evaluation_set.labels[target].to_numpy(dtype=np.int64 if binary else float),
             candidate.predictions[target],
             champion.predictions[target],
             resamples=config.bootstrap_resamples,
@@ -349,10 +378,10 @@ def _auc_check(
     diff, low, high = (float(np.mean([i[key] for i in intervals])) for key in ("diff", "low", "high"))
     passed = bool(np.isfinite(high) and high >= -config.auc_tolerance)
     return Check(
-        "AUC",
+        name,
         passed,
-        _f(candidate.result.metrics["auc"]),
-        _f(champion.result.metrics["auc"]),
+        _f(candidate.result.metrics[candidate.kind]),
+        _f(champion.result.metrics[candidate.kind]),
         f"difference not below -{config.auc_tolerance:g} beyond the noise",
         f"candidate - champion {diff:+.4f}, 95% interval [{low:+.4f}, {high:+.4f}]",
     )
@@ -378,24 +407,33 @@ def gate_checks(
                 False,
                 ", ".join(candidate.targets),
                 "–",
-                "a shared binary target",
+                "a shared target",
                 "none in common",
             )
         )
+    binary = candidate.kind == "auc"
     if champion is None:
-        checks.append(Check("AUC", True, _f(cand["auc"]), "–", "no champion: not compared"))
+        name = "AUC" if binary else "Gini"
+        checks.append(Check(name, True, _f(cand[candidate.kind]), "–", "no champion: not compared"))
     else:
         checks.append(_auc_check(candidate, champion, evaluation_set, targets, config))
+    level, bound = ("ece", config.ece_bound) if binary else ("abs_total_error", config.total_error_bound)
     passed, detail = _validated(
-        {"ece": MetricThreshold(threshold=float(config.ece_bound), greater_is_better=False)}, candidate.result
+        {level: MetricThreshold(threshold=float(bound), greater_is_better=False)}, candidate.result
     )
+    requirement = f"<= {bound:g}"
+    if not binary:
+        # A season moves the total of every model alike: no worse than the served champion also passes.
+        requirement += " or no worse than the champion's"
+        if not passed and champion is not None and cand[level] <= champ.get(level, np.nan) + 1e-9:
+            passed, detail = True, ""
     checks.append(
         Check(
-            "calibration (ECE)",
+            "calibration (ECE)" if binary else "level (total error)",
             passed,
-            _f(cand["ece"]),
-            _f(champ.get("ece")),
-            f"<= {config.ece_bound:g}",
+            _f(cand[level]),
+            _f(champ.get(level)),
+            requirement,
             detail,
         )
     )
@@ -445,7 +483,8 @@ def gate_checks(
                 chance != "false",
                 chance or "unknown",
                 "–",
-                "AUC above 0.5 beyond the noise on the validation cutoff",
+                ("AUC above 0.5" if candidate.kind == "auc" else "Gini above 0")
+                + " beyond the noise on the validation cutoff",
             )
         )
         beats = candidate.tags.get("beats_baselines") == "true"
@@ -670,9 +709,9 @@ def promote(
             why = reason.strip() if reason else "passed the gate"
             details = {
                 "gate_passed": passed,
-                "candidate_auc": cand.result.metrics["auc"],
-                "champion_auc": champ.result.metrics["auc"] if champ else None,
-                "candidate_ece": cand.result.metrics["ece"],
+                f"candidate_{cand.kind}": cand.result.metrics[cand.kind],
+                f"champion_{cand.kind}": champ.result.metrics[cand.kind] if champ else None,
+                **({"candidate_ece": cand.result.metrics["ece"]} if cand.kind == "auc" else {}),
                 "evaluation_cutoff": result.evaluation_cutoff,
                 "evaluation_run_id": run_id,
             }

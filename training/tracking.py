@@ -194,9 +194,10 @@ def run_metrics(fitted: FittedTask) -> dict[str, float]:
         for row in fitted.metrics.itertuples(index=False)
         if np.isfinite(row.value)
     }
+    metric = fitted.gate_metric
     for model, value in fitted.headline().items():
         if np.isfinite(value):
-            out["auc" if model == "model" else f"auc_{model}"] = float(value)
+            out[metric if model == "model" else f"{metric}_{model}"] = float(value)
     return out
 
 
@@ -222,22 +223,37 @@ def optional_inputs(signature: ModelSignature) -> ModelSignature:
 
 def figures(fitted: FittedTask, dataset: TaskDataset, config: TrainConfig) -> dict[str, object]:
     """The run's plots by file name."""
-    primary = next(e for e in fitted.evaluations if e.target == fitted.primary)
-    booster = fitted.bundle.boosters.get(fitted.primary)
+    head = fitted.primary if fitted.evaluations else fitted.bundle.spec["heads"][0]["name"]
+    booster = fitted.bundle.boosters.get(head)
     rows = np.random.default_rng(config.seed).permutation(len(dataset.test))[: config.shap_sample]
     sample = dataset.test.X.iloc[np.sort(rows)]
     contributions = (
         explain.contributions(booster, sample, config.lightgbm.num_threads)
         if booster is not None
-        else fitted.bundle.contributions(sample, fitted.primary)
+        else fitted.bundle.contributions(sample, head)
     )
+    if fitted.evaluations:
+        primary = next(e for e in fitted.evaluations if e.target == fitted.primary)
+        ranking = {
+            "roc.png": plots.roc(fitted.evaluations),
+            "calibration.png": plots.calibration(primary),
+            "lift.png": plots.lift(primary),
+        }
+    else:
+        ranking = {"deciles.png": plots.deciles(fitted.regressions[0])}
+    if booster is None:
+        importance = pd.DataFrame(
+            {
+                "feature": list(dataset.feature_names),
+                "gain_share": 0.0,
+                "mean_abs_shap": np.abs(contributions[:, :-1]).mean(axis=0),
+            }
+        ).sort_values("mean_abs_shap", ascending=False)
+    else:
+        importance = explain.global_importance(booster, sample, dataset.feature_names, contributions)
     return {
-        "roc.png": plots.roc(fitted.evaluations),
-        "calibration.png": plots.calibration(primary),
-        "lift.png": plots.lift(primary),
-        "importance.png": plots.importance(
-            explain.global_importance(booster, sample, dataset.feature_names, contributions)
-        ),
+        **ranking,
+        "importance.png": plots.importance(importance),
         "shap_summary.png": plots.shap_summary(contributions, sample, seed=config.seed),
     }
 
@@ -391,16 +407,19 @@ def alias_trained_version(
 
 
 def selection_summary(fitted: FittedTask) -> str:
-    """Which family won each head on the validation cutoff, and by how much (mean AUC over heads)."""
-    heads = [head for head in fitted.bundle.spec["heads"] if head["kind"] == "binary" and "valid_auc" in head]
+    """Which family won each head on the validation cutoff, and by how much (mean of the gate metric,
+    AUC or Gini, over heads)."""
+    key = f"valid_{fitted.gate_metric}"
+    heads = [head for head in fitted.bundle.spec["heads"] if key in head]
     if not heads:
         return "candidates were not compared"
-    families = sorted({family for head in heads for family in head["valid_auc"]})
-    mean = {f: float(np.nanmean([head["valid_auc"].get(f, np.nan) for head in heads])) for f in families}
+    families = sorted({family for head in heads for family in head[key]})
+    mean = {f: float(np.nanmean([head[key].get(f, np.nan) for head in heads])) for f in families}
     won = pd.Series([head.get("family", "lightgbm") for head in heads]).value_counts()
     winners = ", ".join(f"{family} ({count} of {len(heads)} heads)" for family, count in won.items())
     scores = ", ".join(f"{family} {mean[family]:.4f}" for family in sorted(mean, key=lambda f: -mean[f]))
-    return f"best on the validation cutoff: {winners}; validation AUC {scores}"
+    label = "AUC" if fitted.gate_metric == "auc" else fitted.gate_metric.capitalize()
+    return f"best on the validation cutoff: {winners}; validation {label} {scores}"
 
 
 @dataclass(frozen=True)
@@ -489,7 +508,8 @@ def version_tags(
     when the version is created. Holds at least ``model_registry.REQUIRED_LINEAGE``."""
     spec = registry.get(fitted.task)
     headline = fitted.headline().items()
-    aucs = {f"auc_{model}": f"{value:.6f}" for model, value in headline if np.isfinite(value)}
+    metric = fitted.gate_metric
+    aucs = {f"{metric}_{model}": f"{value:.6f}" for model, value in headline if np.isfinite(value)}
     return {
         "task": fitted.task,
         "as_of": dataset.plan.as_of.isoformat(),

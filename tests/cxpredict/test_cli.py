@@ -25,7 +25,7 @@ def test_given_trained_models_when_listing_as_json_then_every_task_has_a_champio
     assert result.exit_code == 0
     listing = json.loads(result.stdout)
     tasks = {task["task"]: task for task in listing["tasks"]}
-    assert set(tasks) == {"churn", "next_purchase", "unmet_needs"}
+    assert set(tasks) == {"churn", "next_purchase", "unmet_needs", "value"}
     for task in tasks.values():
         aliases = {alias for version in task["versions"] for alias in version["aliases"]}
         assert "champion" in aliases, task["task"]

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from store_fixtures import SNAPSHOTS, write_world
 
+from cxpredict import tasks as registry
 from cxpredict.workspace import HOME_VARIABLE, Workspace
 from features import store as feature_store
 from features.feature_repo.definitions import RepoSettings, build_repo, load_manifest
@@ -58,7 +59,7 @@ def test_given_a_manifest_when_applied_then_one_view_per_family_derived_views_an
     }
     services = {s.name: {p.name for p in s.feature_view_projections} for s in store.list_feature_services()}
     assert services["churn"] == {"purchase", "engagement", "profile", "ratios", "recency_now"}
-    assert set(services) == {"churn", "next_purchase", "unmet_needs", "realtime_signals"}
+    assert set(services) == {*registry.names(), "realtime_signals"}
 
 
 def test_given_a_family_missing_when_built_then_no_view_and_no_ratio_over_its_features(tmp_path):

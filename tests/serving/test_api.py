@@ -31,6 +31,7 @@ def test_predict_answers_every_block_in_the_design_shape(api, known_ids):
         "cx-churn",
         "cx-next-purchase",
         "cx-unmet-needs",
+        "cx-value",
     }
     assert [p["customer_id"] for p in body["predictions"]] == ids
     bands = bundle_of(api.ws, "churn").spec["risk_bands"]
@@ -59,6 +60,10 @@ def test_predict_answers_every_block_in_the_design_shape(api, known_ids):
         assert shares == sorted(shares, reverse=True) and sum(shares) <= 1 + 1e-6
         needs = [n["probability"] for n in prediction["unmet_needs"]]
         assert needs == sorted(needs, reverse=True) and all(0 <= p <= 1 for p in needs)
+        spend = prediction["value"]
+        low, high = spend["interval"]
+        assert 0 <= low <= high and spend["expected_spend"] >= 0 and spend["value_at_risk"] >= 0
+        assert spend["horizon_days"] == 90 and len(spend["drivers"]) >= 1
 
 
 def test_scores_equal_the_registered_model_on_the_same_features(api, known_ids):
@@ -86,12 +91,13 @@ def test_single_task_endpoints_answer_only_their_block(api, known_ids):
         ("/churn", "churn"),
         ("/next-purchase", "next_purchase"),
         ("/unmet-needs", "unmet_needs"),
+        ("/value", "value"),
     ):
         body = _predict(api, ids, path).json()
         assert list(body["models"]) == [block]
         for prediction in body["predictions"]:
             assert prediction[block] is not None
-            assert not ({"churn", "next_purchase", "unmet_needs"} - {block}) & set(prediction)
+            assert not ({"churn", "next_purchase", "unmet_needs", "value"} - {block}) & set(prediction)
 
 
 def test_unknown_customer_gets_a_flagged_cold_start_from_population_priors(api, known_ids):

@@ -178,7 +178,7 @@ def test_given_champions_when_batch_scoring_then_one_row_per_customer_with_every
 
     scores = score(models, features)
 
-    assert set(models) == {"churn", "next_purchase", "unmet_needs"}
+    assert set(models) == {"churn", "next_purchase", "unmet_needs", "value"}
     assert len(scores) == len(customers) and scores["customer_id"].is_unique
     outputs = {"churn_probability", "purchase_probability", "expected_days_to_purchase"}
     assert outputs | {"need_home_probability", "churn_risk_band"} <= set(scores.columns)
