@@ -12,7 +12,9 @@ kept cheap (its CPU per request is reported). Phases, in order, each after its o
 1. one customer per request, concurrency 8 (target p50 <= 5 ms, p99 <= 15 ms);
 2. 100 customers per request, concurrency 1 (target p99 <= 60 ms), then concurrency 8;
 3. one customer per request, concurrency 8, for 60 s (target >= 300 requests/s, zero errors);
-4. with the server stopped, in this process: Feast's ``get_online_features`` for the three feature
+   then ``POST /decide`` for one customer at concurrency 1 (target p50 <= 5 ms) and 8 (each answer is
+   a decision committed to the durable decision log: its rate is the log's write rate);
+4. with the server stopped, in this process: Feast's ``get_online_features`` for the feature
    services /predict reads, on the 100-customer sets of phase 2 (the service must beat it), and the
    fast reader (``features.online.OnlineReader``) on the same sets for context.
 
@@ -47,11 +49,14 @@ sys.path.insert(0, str(ROOT))
 
 from report import DOC, machine, write_section  # noqa: E402
 
+from cxpredict import tasks as registry  # noqa: E402
+
 OPEN, CLOSE = "<!-- serving -->", "<!-- /serving -->"
-TASKS = ("churn", "next_purchase", "unmet_needs")
+TASKS = registry.names()
 READER_SERVICES = (*TASKS, "realtime_signals")
 SEED = 7
 ONE_P50_MS, ONE_P99_MS, HUNDRED_P99_MS, RATE_TARGET = 5.0, 15.0, 60.0, 300.0
+DECIDE_P50_MS = 5.0
 
 
 @dataclass(frozen=True)
@@ -65,9 +70,12 @@ class Plan:
     hundred_c8: int = 400
     sustained_s: float = 60.0
     feast_calls: int = 50
+    decide_c1: int = 1000
+    decide_c8: int = 2000
 
 
-QUICK = Plan(warmup_hundred=40, single=600, hundred_c1=60, hundred_c8=80, sustained_s=5.0, feast_calls=10)
+QUICK = Plan(warmup_hundred=40, single=600, hundred_c1=60, hundred_c8=80, sustained_s=5.0, feast_calls=10,
+             decide_c1=200, decide_c8=300)  # fmt: skip
 
 
 def load_average() -> float:
@@ -193,24 +201,24 @@ class Server:
 # --------------------------------------------------------------------------- load generator
 
 
-def request_bytes(port: int, key: str, ids: list[str]) -> bytes:
+def request_bytes(port: int, key: str, ids: list[str], path: str = "/predict") -> bytes:
     body = json.dumps({"customer_ids": ids}, separators=(",", ":")).encode()
     head = (
-        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode("latin-1") + body
 
 
 def request_set(
-    pool: list[str], size: int, count: int, port: int, key: str, seed: int
+    pool: list[str], size: int, count: int, port: int, key: str, seed: int, path: str = "/predict"
 ) -> tuple[list[bytes], list[list[str]]]:
     """``count`` requests of ``size`` distinct random known customers (seeded), and their id lists."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     picks = [[pool[i] for i in rng.choice(len(pool), size, replace=False)] for _ in range(count)]
-    return [request_bytes(port, key, ids) for ids in picks], picks
+    return [request_bytes(port, key, ids, path) for ids in picks], picks
 
 
 async def exchange(
@@ -348,7 +356,7 @@ def measure(
 
 
 def check_answer(port: int, request: bytes, size: int) -> dict:
-    """One request read in full: a 200 with one prediction per customer and the three model blocks."""
+    """One request read in full: a 200 with one prediction per customer and every task's block."""
 
     async def once():
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -413,7 +421,7 @@ def summary(run: Run) -> dict:
 
 def feast_reference(ws, id_sets: list[list[str]], calls: int) -> dict:
     """Features only, in this process, for the 100-customer sets of the HTTP phase: Feast's
-    ``get_online_features`` on each of the three services /predict reads (one call = the three), and
+    ``get_online_features`` on each of the services /predict reads (one call each), and
     the fast reader on their union with the realtime counters (what the service reads)."""
     import warnings
 
@@ -483,6 +491,7 @@ def verdicts(result: dict) -> list[tuple[str, str, str, bool | None]]:
     """(metric, target, measured, met) rows; met is None where there is no target."""
     phases, feast = result["phases"], result["feast"]
     one, c1, c8, held = (phases[k] for k in ("single", "hundred_c1", "hundred_c8", "sustained"))
+    decide, decide_c8 = phases["decide_c1"], phases["decide_c8"]
     ratio = c1["p99_ms"] / feast["sdk_p99_ms"]
     every_error = sum(p["errors"] for p in phases.values())
     return [
@@ -524,8 +533,20 @@ def verdicts(result: dict) -> list[tuple[str, str, str, bool | None]]:
             held["errors"] == 0 and every_error == 0,
         ),
         (
-            "100 customers, p99: service over HTTP (c=1; features + 3 models + drivers) vs Feast SDK "
-            "(3 services, features only)",
+            "/decide, 1 customer/request, concurrency 1: p50 (features + every model + decision + durable log)",
+            f"≤ {DECIDE_P50_MS:g} ms",
+            f"{decide['p50_ms']:.2f} ms (p99 {decide['p99_ms']:.2f})",
+            decide["p50_ms"] <= DECIDE_P50_MS,
+        ),
+        (
+            "/decide, concurrency 8: decisions committed to the decision log per second",
+            "— (reported)",
+            f"{decide_c8['rate']:.0f} decisions/s (p50 {decide_c8['p50_ms']:.2f} ms, p99 {decide_c8['p99_ms']:.2f})",
+            None,
+        ),
+        (
+            "100 customers, p99: service over HTTP (c=1; features + every model + drivers) vs Feast SDK "
+            "(every service, features only)",
             "service < Feast",
             f"{c1['p99_ms']:.1f} vs {feast['sdk_p99_ms']:.1f} ms ({ratio:.2f}×)",
             ratio < 1.0,
@@ -552,7 +573,8 @@ PHASE_COLUMNS = (
 def phase_rows(result: dict) -> list[list[str]]:
     return [
         [
-            f"{p['customers_per_request']} customer(s), c={p['concurrency']}, {p['seconds']:.0f} s",
+            f"{'/decide' if name.startswith('decide') else '/predict'} {p['customers_per_request']} "
+            f"customer(s), c={p['concurrency']}, {p['seconds']:.0f} s",
             f"{p['requests']:,}",
             str(p["errors"]),
             f"{p['rate']:.0f}",
@@ -563,7 +585,7 @@ def phase_rows(result: dict) -> list[list[str]]:
             f"{p['client_cpu_us_per_request']:.0f} µs",
             f"{p['load_before']} / {p['load_after']}",
         ]
-        for p in result["phases"].values()
+        for name, p in result["phases"].items()
     ]
 
 
@@ -624,12 +646,12 @@ def render(result: dict) -> str:
                     f"{feast['sdk_p99_ms']:.1f}",
                 ],
                 [
-                    "CX Predict fast reader (`OnlineReader.read`: the three services + realtime_signals, one read)",
+                    "CX Predict fast reader (`OnlineReader.read`: every service + realtime_signals, one read)",
                     f"{feast['reader_p50_ms']:.2f}",
                     f"{feast['reader_p99_ms']:.2f}",
                 ],
                 [
-                    "the service over HTTP, concurrency 1 (features + 3 models + drivers)",
+                    "the service over HTTP, concurrency 1 (features + every model + drivers)",
                     f"{c1['p50_ms']:.1f}",
                     f"{c1['p99_ms']:.1f}",
                 ],
@@ -702,6 +724,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     key = secrets.token_urlsafe(24)
     single, _ = request_set(pool, 1, 4096, args.port, key, SEED)
     hundred, hundred_ids = request_set(pool, 100, 512, args.port, key, SEED + 1)
+    decide, _ = request_set(pool, 1, 4096, args.port, key, SEED + 2, path="/decide")
     result: dict = {
         "machine": machine(),
         "command": " ".join([".venv/bin/python benchmarks/serving.py", *map(shlex.quote, sys.argv[1:])]),
@@ -733,6 +756,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                 ("hundred_c1", hundred, 100, 1, {"total": plan.hundred_c1}),
                 ("hundred_c8", hundred, 100, 8, {"total": plan.hundred_c8}),
                 ("sustained", single, 1, 8, {"seconds": plan.sustained_s}),
+                ("decide_c1", decide, 1, 1, {"total": plan.decide_c1}),
+                ("decide_c8", decide, 1, 8, {"total": plan.decide_c8}),
             )
             for name, requests, size, concurrency, budget in phases:
                 warmup = plan.warmup if size == 1 else plan.warmup_hundred

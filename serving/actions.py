@@ -80,6 +80,11 @@ class Action(BaseModel):
     success_value: float = Field(
         default=0.0, ge=0, description="Value of a success, until a value model exists."
     )
+    value: str | None = Field(
+        default=None,
+        description="The output a success is worth (e.g. value.value_at_risk); success_value when the "
+        "customer has no such output (no value model).",
+    )
     prior_uplift: float = Field(default=0.0, ge=0, le=1, description="Uplift per unit of the driving output.")
     driver: str | None = Field(default=None, description="The output the prior uplift scales with.")
 

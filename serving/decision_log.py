@@ -82,7 +82,9 @@ class DecisionLog:
 
     def record_decisions(self, rows: list[dict]) -> None:
         """Commit decisions (durable when this returns): dicts with decision_id, customer_id, at,
-        holdout, actions (the chosen actions, as answered) and models (name/version per task)."""
+        holdout, actions (the chosen actions, as answered), optionally withheld (a holdout
+        customer's actions the policy would have chosen, stored flagged ``withheld``) and models
+        (name/version per task)."""
         if not rows:
             return
         values = [
@@ -91,7 +93,10 @@ class DecisionLog:
                 "customer_id": row["customer_id"],
                 "at_us": _micros(row["at"]),
                 "holdout": row["holdout"],
-                "actions": json.dumps(row["actions"], separators=(",", ":")),
+                "actions": json.dumps(
+                    [*row["actions"], *({**a, "withheld": True} for a in row.get("withheld", ()))],
+                    separators=(",", ":"),
+                ),
                 "models": json.dumps(row["models"], separators=(",", ":")),
             }
             for row in rows
@@ -110,7 +115,8 @@ class DecisionLog:
             for customer_id, at_us, actions in connection.execute(query):
                 at = datetime.fromtimestamp(at_us / 1_000_000, UTC)
                 for action in json.loads(actions):
-                    found.setdefault(customer_id, []).append(Contact(action["action"], at))
+                    if not action.get("withheld"):
+                        found.setdefault(customer_id, []).append(Contact(action["action"], at))
         return found
 
     def record_outcome(
@@ -123,7 +129,7 @@ class DecisionLog:
             ).scalar_one_or_none()
             if found is None:
                 raise UnknownDecision(decision_id)
-            if action not in {a["action"] for a in json.loads(found)}:
+            if action not in {a["action"] for a in json.loads(found) if not a.get("withheld")}:
                 raise ActionNotDecided(action)
             statement = self._insert(RESULTS).on_conflict_do_nothing(
                 index_elements=["decision_id", "action", "outcome"]
@@ -149,6 +155,42 @@ class DecisionLog:
             "holdout_decisions": sum(1 for (held,) in rows if held),
             "outcomes": len(outcomes),
         }
+
+    def decisions(self, since: datetime | None = None) -> list[dict]:
+        """Every decision (since ``since``): decision_id, customer_id, at, holdout, actions given and
+        actions withheld (holdout), as stored."""
+        query = select(DECISIONS.c.decision_id, DECISIONS.c.customer_id, DECISIONS.c.at_us,
+                       DECISIONS.c.holdout, DECISIONS.c.actions)  # fmt: skip
+        if since is not None:
+            query = query.where(DECISIONS.c.at_us >= _micros(since))
+        out = []
+        with self.engine.connect() as connection:
+            for decision_id, customer_id, at_us, holdout, actions in connection.execute(query):
+                chosen = json.loads(actions)
+                out.append(
+                    {
+                        "decision_id": decision_id,
+                        "customer_id": customer_id,
+                        "at": datetime.fromtimestamp(at_us / 1_000_000, UTC),
+                        "holdout": bool(holdout),
+                        "actions": [a["action"] for a in chosen if not a.get("withheld")],
+                        "withheld": [a["action"] for a in chosen if a.get("withheld")],
+                    }
+                )
+        return out
+
+    def outcome_counts(self, since: datetime | None = None) -> dict[str, int]:
+        """Outcomes by kind (of decisions since ``since``)."""
+        query = select(RESULTS.c.outcome).select_from(
+            RESULTS.join(DECISIONS, RESULTS.c.decision_id == DECISIONS.c.decision_id)
+        )
+        if since is not None:
+            query = query.where(DECISIONS.c.at_us >= _micros(since))
+        counted: dict[str, int] = {}
+        with self.engine.connect() as connection:
+            for (outcome,) in connection.execute(query):
+                counted[outcome] = counted.get(outcome, 0) + 1
+        return counted
 
     def close(self) -> None:
         self.engine.dispose()

@@ -6,7 +6,8 @@ order applied:
 
 1. No profiling consent: no decision at all (nothing is ranked or logged for them).
 2. Global holdout: a stable hash of the customer id puts ``holdout_share`` of customers in a control
-   group that gets no action, whatever the request; their decisions are still logged.
+   group that gets no action, whatever the request; their decisions are still logged, with the
+   actions the policy would have chosen (``withheld``), for impact per action.
 3. Per action: marketing consent for marketing actions (``no_marketing_consent``), every eligibility
    rule (``not_eligible: <rule>``), the cooldown since the same action (``cooldown_<n>d``), and a
    priority above zero (``priority_not_positive``).
@@ -17,8 +18,9 @@ order applied:
    actions left and policies can be evaluated off-policy later.
 
 Priority until an uplift model exists (documented prior): expected uplift = ``prior_uplift`` × the
-action's driver output (e.g. churn probability), expected value = uplift × ``success_value``,
-priority = expected value − cost. The channel is the allowed, consented channel the customer
+action's driver output (e.g. churn probability), expected value = uplift × the action's ``value``
+output (e.g. the value model's value at risk) or, without one, its ``success_value``, priority =
+expected value − cost. The channel is the allowed, consented channel the customer
 responds to most: email by their marketing open rate, push/app by their app share of sessions, web
 by the rest, sms and phone at fixed low/neutral scores.
 """
@@ -63,6 +65,9 @@ class Decision:
     suppressed: list[dict] = field(default_factory=list)
     scored: bool = True
     reason: str | None = None
+    withheld: list[dict] = field(default_factory=list)
+    """Holdout only: the actions the policy would have chosen, logged (never answered) so that
+    impact per action compares like with like: treated with an action vs held out from the same one."""
 
 
 def in_holdout(customer_id: str, share: float, salt: str = "cxpredict-holdout") -> bool:
@@ -103,10 +108,17 @@ def channel_for(action: Action, view: CustomerView, marketing: bool, prefer: str
     )
 
 
+def _worth(action: Action, view: CustomerView) -> float:
+    """What a success of ``action`` is worth for this customer: its ``value`` output when the
+    customer has one (the value model's), else the catalogue's ``success_value``."""
+    amount = _value(view, action.value) if action.value else None
+    return action.success_value if amount is None else amount
+
+
 def _priced(action: Action, view: CustomerView) -> tuple[float, float, float]:
     driver = _value(view, action.driver) if action.driver else 1.0
     uplift = action.prior_uplift * (driver or 0.0)
-    worth = uplift * action.success_value
+    worth = uplift * _worth(action, view)
     return uplift, worth, worth - action.cost
 
 
@@ -115,6 +127,8 @@ def _reasons(action: Action, view: CustomerView) -> list[str]:
         f"{rule.value} {_value(view, rule.value):.3g} {rule.op} {rule.threshold:g}"
         for rule in action.eligible
     ]
+    if action.value and _value(view, action.value) is not None:
+        reasons.append(f"{action.value} {_value(view, action.value):.3g}")
     if action.kind == "cross_sell" and view.top_need:
         reasons.append(f"top unmet need: {view.top_need}")
     return reasons
@@ -135,7 +149,21 @@ def decide(
     if not _granted(view.features.get("profile_consent_profiling", 1.0)):
         return Decision(view.customer_id, holdout=False, scored=False, reason="no profiling consent")
     if in_holdout(view.customer_id, catalogue.holdout_share):
-        return Decision(view.customer_id, holdout=True)
+        would = _arbitrate(view, catalogue, history, now, max_actions, seed, channel)
+        return Decision(view.customer_id, holdout=True, withheld=would.actions)
+    return _arbitrate(view, catalogue, history, now, max_actions, seed, channel)
+
+
+def _arbitrate(
+    view: CustomerView,
+    catalogue: Catalogue,
+    history: Sequence[Contact],
+    now: datetime,
+    max_actions: int,
+    seed: str,
+    channel: str | None,
+) -> Decision:
+    """Rules 3-5 of the module docstring for a consenting customer outside the holdout."""
     decision = Decision(view.customer_id, holdout=False)
     marketing = _granted(view.features.get("profile_consent_marketing"))
     policy = catalogue.contact_policy
@@ -190,16 +218,21 @@ def decide(
     return decision
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def view_from(prediction: Mapping, features: Mapping[str, Sequence], row: int | None) -> CustomerView:
     """A decision's view of one answered customer: each task block of the prediction as dotted
-    outputs — ``<task>.probability`` for a block with a probability, and for a ranked list of
+    outputs — ``<task>.<field>`` for every number of a block (``churn.probability``,
+    ``value.value_at_risk``), and for a ranked list of
     scored items ``<task>.<item>`` per item and ``<task>.top`` for the best one (whose name becomes
     ``top_need``) — and their feature vector (``row`` of ``features``; None: unknown customer)."""
     outputs: dict[str, float | None] = {}
     top_name = None
     for task, block in prediction.items():
-        if isinstance(block, Mapping) and "probability" in block:
-            outputs[f"{task}.probability"] = block["probability"]
+        if isinstance(block, Mapping) and any(_is_number(v) for v in block.values()):
+            outputs |= {f"{task}.{key}": value for key, value in block.items() if _is_number(value)}
         elif (
             isinstance(block, list) and block and isinstance(block[0], Mapping) and "probability" in block[0]
         ):

@@ -18,7 +18,8 @@ def log(tmp_path) -> DecisionLog:
         [
             {"decision_id": "d-1", "customer_id": "C1", "at": NOW - timedelta(days=2), "holdout": False,
              "actions": [{"action": "retention_offer", "propensity": 0.9}], "models": {"churn": "1"}},
-            {"decision_id": "d-2", "customer_id": "C2", "at": NOW, "holdout": True, "actions": [], "models": {}},
+            {"decision_id": "d-2", "customer_id": "C2", "at": NOW, "holdout": True, "actions": [], "models": {},
+             "withheld": [{"action": "retention_offer", "propensity": 0.95}]},
         ]
     )  # fmt: skip
     return log
@@ -46,3 +47,13 @@ def test_given_past_decisions_then_contacts_are_what_caps_and_cooldowns_count(lo
 
     assert [(c.action, c.at) for c in contacts["C1"]] == [("retention_offer", NOW - timedelta(days=2))]
     assert "C2" not in contacts and log.contacts(["C1"], since=NOW - timedelta(days=1)) == {}
+
+
+def test_given_a_holdout_decision_then_its_withheld_actions_are_kept_but_are_no_contact(log):
+    decisions = {d["decision_id"]: d for d in log.decisions()}
+    contacts = log.contacts(["C1", "C2"], since=NOW - timedelta(days=30))
+
+    assert decisions["d-2"]["actions"] == [] and decisions["d-2"]["withheld"] == ["retention_offer"]
+    assert decisions["d-1"]["actions"] == ["retention_offer"] and decisions["d-1"]["withheld"] == []
+    assert "C2" not in contacts and [c.action for c in contacts["C1"]] == ["retention_offer"]
+    assert [d["decision_id"] for d in log.decisions(since=NOW - timedelta(hours=1))] == ["d-2"]

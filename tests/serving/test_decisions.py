@@ -88,6 +88,17 @@ def test_given_a_holdout_customer_then_no_action_whatever_their_risk():
     assert decision.holdout is True and decision.actions == []
 
 
+def test_given_a_holdout_customer_then_the_actions_withheld_are_those_the_policy_would_have_chosen():
+    held = next(f"C{i:06d}" for i in range(10_000) if in_holdout(f"C{i:06d}", CATALOGUE.holdout_share))
+    no_holdout = CATALOGUE.model_copy(update={"holdout_share": 0.0})
+
+    decision = decide(_view(held, churn=0.9), CATALOGUE, [], NOW, seed="s")
+    would = decide(_view(held, churn=0.9), no_holdout, [], NOW, seed="s")
+
+    assert decision.actions == [] and would.actions
+    assert decision.withheld == would.actions
+
+
 def test_given_no_profiling_consent_then_no_decision_at_all():
     decision = decide(_view(_not_held_out()[0], profile_consent_profiling=0.0), CATALOGUE, [], NOW, seed="s")
 
@@ -163,3 +174,37 @@ def test_given_an_answered_prediction_then_the_view_has_every_block_as_dotted_ou
     assert view.outputs == {"churn.probability": 0.4, "unmet_needs.home": 0.3, "unmet_needs.garden": 0.6,
                             "unmet_needs.top": 0.6}  # fmt: skip
     assert view.top_need == "garden" and view.features == {"days_since_last_purchase": 200.0}
+
+
+def test_given_a_value_model_then_retention_is_priced_by_value_at_risk_else_by_the_catalogue():
+    customer = _not_held_out()[0]
+    rich, poor, unknown = (_view(customer, churn=0.8) for _ in range(3))
+    rich.outputs["value.value_at_risk"], poor.outputs["value.value_at_risk"] = 900.0, 10.0
+
+    def retention(view):
+        decision = decide(view, CATALOGUE, [], NOW, seed="s", max_actions=4)
+        return next((a for a in decision.actions if a["action"] == "retention_offer"), None), decision
+
+    (high, _), (low, low_decision), (fallback, _) = retention(rich), retention(poor), retention(unknown)
+
+    offer = next(a for a in CATALOGUE.actions if a.name == "retention_offer")
+    assert high["priority"] == pytest.approx(offer.prior_uplift * 0.8 * 900.0 - offer.cost, abs=1e-3)
+    assert "value.value_at_risk 900" in high["reasons"]
+    assert fallback["priority"] == pytest.approx(
+        offer.prior_uplift * 0.8 * offer.success_value - offer.cost, abs=1e-3
+    )
+    assert (
+        low is None
+        and {"action": "retention_offer", "rule": "priority_not_positive"} in low_decision.suppressed
+    )
+
+
+def test_given_a_value_block_then_the_view_has_its_numbers_as_dotted_outputs():
+    from serving.decisions import view_from
+
+    prediction = {"customer_id": "C1", "scored": True,
+                  "value": {"expected_spend": 120.0, "interval": [0.0, 300.0], "value_at_risk": 45.5}}  # fmt: skip
+
+    view = view_from(prediction, {}, row=None)
+
+    assert view.outputs == {"value.expected_spend": 120.0, "value.value_at_risk": 45.5}
