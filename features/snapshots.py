@@ -11,6 +11,10 @@ every family file present, is kept as it is — unless the fingerprint (canonica
 feature definitions) changed, in which case every family folder is cleared and rebuilt. Snapshots
 of earlier builds outside the current calendar stay (they are still correct as of their time) and
 remain listed. One build at a time per workspace: scratch left by an interrupted build is removed.
+
+Custom SQL views (``<ws>/features.d/*.sql``, :mod:`features.custom`) are built after the families,
+in the same layout, over the same point-in-time cut; each keeps its snapshots while its own
+fingerprint (this build's plus the file's text) is unchanged.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cxpredict.progress import Progress, Steps
 from cxpredict.workspace import Workspace
+from features import custom
 from features.families import (
     DAY_US,
     DEFINITIONS_VERSION,
@@ -85,6 +90,10 @@ class BuildSummary(BaseModel):
     categories: list[str]
     rebuilt: bool
     seconds: float
+    custom_views: list[str] = []
+    """Custom SQL views built (``features.custom``); their counts are in ``features`` too."""
+    refused: list[custom.Refusal] = []
+    """Custom SQL files not built, each with its file and reason."""
 
 
 @dataclass(frozen=True)
@@ -340,6 +349,8 @@ def _manifest(
     ctx: FamilyContext,
     families: list[Family],
     snapshots: list[datetime],
+    views: list[custom.BuiltView] = (),
+    refused: list[custom.Refusal] = (),
 ) -> dict[str, Any]:
     return {
         "version": MANIFEST_VERSION,
@@ -362,7 +373,9 @@ def _manifest(
                 ],
             }
             for f in families
-        },
+        }
+        | {built.view.name: built.manifest_entry() for built in views},
+        "custom_refused": [r.model_dump() for r in refused],
     }
 
 
@@ -375,10 +388,13 @@ def build_features(
     as_of: datetime,
     config: FeatureBuildConfig | None = None,
     progress: Progress | None = None,
+    custom_dir: Path | None = None,
 ) -> BuildSummary:
     """Build every missing feature snapshot as of ``as_of`` and rewrite the manifest.
 
     ``progress`` gets one step per (snapshot, family) written. Raises ``FileNotFoundError`` when the canonical transactions are missing.
+    Custom SQL views come from ``custom_dir`` (default ``<ws>/features.d``; a given folder must
+    exist); a refused file is listed in the summary and the manifest, and the rest still builds.
     """
     started = time.perf_counter()
     workspace = ws
@@ -395,6 +411,9 @@ def build_features(
     sources = discover_sources(canonical_dir)
     if "transactions" not in sources:
         raise FileNotFoundError(f"no canonical transactions in {canonical_dir}; run ingest first")
+    if custom_dir is not None and not Path(custom_dir).is_dir():
+        raise FileNotFoundError(f"no custom features folder {custom_dir}")
+    views, refused = custom.load_views(Path(custom_dir or custom.default_dir(workspace.root)), sources)
 
     features_dir.mkdir(parents=True, exist_ok=True)
     fp = fingerprint(canonical_dir, sources, config)
@@ -415,6 +434,8 @@ def build_features(
         )
         ctx = FamilyContext(supplied=supplied, windows=config.windows, categories=categories)
         families = [f for f in all_families() if f.available(ctx)]
+        views, clashes = custom.check_names(views, _taken_views(), _taken_features(ctx, families))
+        refused += clashes
         if not reuse:
             for family in all_families():
                 shutil.rmtree(features_dir / family.name, ignore_errors=True)
@@ -440,28 +461,63 @@ def build_features(
                 for family in families:
                     _write_snapshot(con, family, ctx, moment, created_us, features_dir, scratch)
                     step(f"features {moment:%Y-%m-%d} {family.name}")
+        snapshots = sorted({*(k for k in kept if k.date() not in todo_dates), *todo})
+        built_views, failed = custom.build_views(
+            con,
+            views,
+            ctx,
+            snapshots=snapshots,
+            rebuild=set(todo),
+            previous=previous,
+            data_fingerprint=fp,
+            created_us=epoch_us(built_at),
+            features_dir=features_dir,
+            scratch=scratch,
+            step=Steps(progress, "custom features", len(views) * len(snapshots)) if views else None,
+        )
+        refused += failed
+        custom.remove_stale(features_dir, previous, [b.view.name for b in built_views])
     finally:
         con.close()
         shutil.rmtree(scratch, ignore_errors=True)
         _remove_if_empty(features_dir / STAGING_DIR)
 
-    snapshots = sorted({*(k for k in kept if k.date() not in todo_dates), *todo})
     _atomic_write_text(
         features_dir / "manifest.json",
-        json.dumps(_manifest(as_of, built_at, fp, ctx, families, snapshots), indent=2),
+        json.dumps(_manifest(as_of, built_at, fp, ctx, families, snapshots, built_views, refused), indent=2),
     )
     first = snapshot_path(features_dir, families[0].name, as_of)
     return BuildSummary(
         as_of=as_of,
         customers=pq.read_metadata(first).num_rows,
-        features={f.name: len(f.active_features(ctx)) for f in families},
+        features={f.name: len(f.active_features(ctx)) for f in families}
+        | {b.view.name: len(b.view.features) for b in built_views},
         snapshots_built=len(todo),
         snapshots_skipped=len(wanted) - len(todo),
         snapshots=snapshots,
         categories=list(ctx.categories),
         rebuilt=not reuse,
         seconds=round(time.perf_counter() - started, 3),
+        custom_views=[b.view.name for b in built_views],
+        refused=refused,
     )
+
+
+def _taken_views() -> set[str]:
+    """Names a custom view may not take: every family and the Feast views generated beside them."""
+    from features.feature_repo.definitions import RATIOS_VIEW, REALTIME_VIEW, RECENCY_NOW_VIEW
+
+    return {f.name for f in all_families()} | {REALTIME_VIEW, RATIOS_VIEW, RECENCY_NOW_VIEW}
+
+
+def _taken_features(ctx: FamilyContext, families: list[Family]) -> set[str]:
+    """Feature names a custom view may not take: every family feature (supplied or not), the
+    realtime counters and the derived features generated over them."""
+    from features.feature_repo.definitions import DEFAULT_RATIOS, REALTIME_FEATURES, recency_specs
+
+    names = {d.name for f in families for d in f.features(ctx)} | set(REALTIME_FEATURES)
+    names |= {spec[0] for spec in DEFAULT_RATIOS}
+    return names | {spec[0] for spec in recency_specs(sorted(names))}
 
 
 def _remove_if_empty(folder: Path) -> None:

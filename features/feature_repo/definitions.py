@@ -9,7 +9,9 @@ over ``<ws>/features/<path>/snapshot_date=*/data.parquet`` (a glob: DuckDB's ``r
 which Feast's DuckDB offline store uses, expands it) and a FeatureView with the manifest's
 schema (double → Float64, string → String); on-demand views for ratios and request-time values,
 created only over features that exist; a ``realtime`` view fed by a PushSource; one
-FeatureService per model task. This module does no I/O except :func:`load_manifest` and
+FeatureService per model task. A custom SQL view (manifest entry with a ``custom`` block, see
+:mod:`features.custom`) is a FeatureView with its own TTL in the services of the tasks it names;
+no derived view is built over its features, so it reaches no other task. This module does no I/O except :func:`load_manifest` and
 :func:`ensure_realtime_log`.
 """
 
@@ -129,10 +131,21 @@ class FeatureSpec(BaseModel):
         return value
 
 
+class CustomViewSpec(BaseModel):
+    """A view built from a custom SQL file (``features.custom``): the tasks whose feature services
+    hold it, and its own TTL (None: the repository's)."""
+
+    file: str
+    tasks: list[str]
+    ttl_days: float | None = None
+    fingerprint: str = ""
+
+
 class FamilySpec(BaseModel):
     path: str
     sources: list[str] = []
     features: list[FeatureSpec]
+    custom: CustomViewSpec | None = None
 
 
 class FeatureManifest(BaseModel):
@@ -337,10 +350,11 @@ def build_repo(
             description=f"{family} feature snapshots (one Parquet file per snapshot)",
         )
         sources[source.name] = source
+        custom = spec.custom
         views[family] = FeatureView(
             name=family,
             entities=[entity],
-            ttl=settings.ttl,
+            ttl=timedelta(days=custom.ttl_days) if custom and custom.ttl_days else settings.ttl,
             schema=[key_field]
             + [
                 Field(
@@ -351,7 +365,7 @@ def build_repo(
             source=source,
             online=True,
             description=f"{family} features; sources: {', '.join(spec.sources) or 'n/a'}",
-            tags={"family": family},
+            tags={"family": family} | ({"custom": custom.file} if custom else {}),
         )
     family_views = tuple(views)
 
@@ -377,7 +391,13 @@ def build_repo(
     )
 
     family_of = manifest.feature_family()
-    doubles = [f.name for spec in manifest.families.values() for f in spec.features if f.dtype == "double"]
+    doubles = [
+        f.name
+        for spec in manifest.families.values()
+        if spec.custom is None
+        for f in spec.features
+        if f.dtype == "double"
+    ]
     odfvs: dict[str, OnDemandFeatureView] = {}
     chosen_ratios = tuple(ratio_specs(set(doubles), ratios))
     if chosen_ratios:
@@ -414,6 +434,11 @@ def build_repo(
     for spec in tasks.all_tasks():
         task, families = spec.feature_service, spec.families
         members: list[BaseFeatureView] = [views[f] for f in families if f in family_views]
+        members += [
+            views[name]
+            for name, family in sorted(manifest.families.items())
+            if family.custom is not None and spec.name in family.custom.tasks
+        ]
         if not members:
             continue
         services[task] = FeatureService(

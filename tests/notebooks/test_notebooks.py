@@ -66,6 +66,7 @@ NOTEBOOKS = [
     Notebook("02_train_and_compare"),
     Notebook("03_explain_and_act"),
     Notebook("04_call_the_api", environment=("api_server",), plots=False),
+    Notebook("06_bring_your_own_data"),
 ]
 API_KEY = "notebook-test-key"
 READY_TIMEOUT_S = 180
@@ -296,3 +297,12 @@ def test_given_notebook_03_then_the_campaign_holds_exactly_the_consenting_at_ris
     assert named == pytest.approx(best)
     scored_churn = exported["churn_probability_scored"].to_numpy()
     assert exported["churn_probability"].to_numpy() == pytest.approx(scored_churn)
+
+
+@pytest.mark.slow
+def test_given_notebook_06_then_the_custom_sql_features_are_trained_on_and_explain_scores(run):
+    texts = "\n".join(output_texts(run.notebooks["06_bring_your_own_data"].notebook))
+    assert "custom views: ['returns']; refused: []" in texts
+    assert "custom features in the model: ['days_since_last_return', 'spend_60d']" in texts
+    counts = re.search(r"\{'days_since_last_return': (\d+), 'spend_60d': (\d+)\}", texts)
+    assert counts and int(counts.group(1)) + int(counts.group(2)) > 0, "no custom feature among the drivers"
