@@ -71,6 +71,11 @@ class Workspace(BaseModel):
         """What the API server keeps: the API keys file ``cxpredict serve`` creates when none is configured."""
         return self.root / "serving"
 
+    @property
+    def erasure_dir(self) -> Path:
+        """Right to erasure: the tombstone salt and digests, the audit, and pending requests' journals."""
+        return self.root / "erasure"
+
     def ensure(self) -> Workspace:
         """Create the workspace root; the sub-folders are created by the steps that write them."""
         self.root.mkdir(parents=True, exist_ok=True)

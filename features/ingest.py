@@ -2,7 +2,8 @@
 
 Why: everything downstream trusts the canonical tables, so every raw row must end up in exactly one
 place — accepted, quarantined (with its rule) or recognised as a duplicate — and the books must
-balance: ``read == accepted + quarantined + duplicates`` per source, checked in code. A file that
+balance: ``read == accepted + quarantined + duplicates + erased`` per source, checked in code (``erased``:
+rows of customers forgotten on request, dropped by their tombstones, see :mod:`features.erasure`). A file that
 lacks a required column is refused whole before anything is written, and the new canonical state
 becomes visible in one atomic step (see :mod:`features.catalog`).
 
@@ -64,6 +65,7 @@ from features.identity import (
     new_key,
     stitch,
 )
+from features.erasure import drop_erased, tombstone_matcher
 from features.profile import build_profile
 from features.profile import to_arrow as profile_to_arrow
 
@@ -144,6 +146,7 @@ class SourceReport(BaseModel):
     accepted: int
     quarantined: int
     duplicates: int
+    erased: int = 0
     updated: int = 0
     quarantine_added: int = 0
     rules: dict[str, int] = {}
@@ -154,13 +157,13 @@ class SourceReport(BaseModel):
 
     @property
     def reconciled(self) -> bool:
-        return self.read == self.accepted + self.quarantined + self.duplicates
+        return self.read == self.accepted + self.quarantined + self.duplicates + self.erased
 
     @model_validator(mode="after")
     def _reconciles(self) -> SourceReport:
         if not self.reconciled:
             raise ValueError(f"{self.source}: read {self.read} != accepted {self.accepted} + quarantined "
-                             f"{self.quarantined} + duplicates {self.duplicates}")  # fmt: skip
+                             f"{self.quarantined} + duplicates {self.duplicates} + erased {self.erased}")  # fmt: skip
         if sum(self.rules.values()) != self.quarantined:
             raise ValueError(f"{self.source}: rule counts do not add up to the quarantined rows")
         return self
@@ -368,10 +371,14 @@ def identifiers_as_text(table: pa.Table, source: str, path: Path, numeric_ids: N
 @dataclass(frozen=True)
 class RawSource:
     """One source file as read: its rows (identifiers as text) and the identifier columns converted
-    from numbers (column → original type)."""
+    from numbers (column → original type). A source read from several inputs (:mod:`features.sources`)
+    also carries its ``label`` for the report and, per row, its ``origins`` (``_source_file``,
+    ``_row_number``) for quarantine."""
 
     frame: pd.DataFrame
     converted_ids: dict[str, str] = field(default_factory=dict)
+    label: str | None = None
+    origins: pd.DataFrame | None = None
 
 
 def read_source(source: str, path: Path, numeric_ids: NumericIds = "refuse",
@@ -400,16 +407,20 @@ def row_hashes(rows: pd.DataFrame) -> pd.Series:
     return pd.Series(digests, index=rows.index, dtype=STRING_DTYPE)
 
 
-def quarantine_frame(raw: pd.DataFrame, rule: pd.Series, why: pd.Series, file_name: str) -> pd.DataFrame:
+def quarantine_frame(raw: pd.DataFrame, rule: pd.Series, why: pd.Series, file_name: str,
+                     origins: pd.DataFrame | None = None) -> pd.DataFrame:  # fmt: skip
     """Rows that broke a rule, kept as raw text plus the rule, reason, file name, row number (1-based,
-    header not counted) and row hash."""
+    header not counted) and row hash; ``origins`` gives each row's own file and row number instead."""
     bad = rule.notna().to_numpy()
     rows = render_raw(raw[bad])
-    return rows.assign(
-        _rule=rule[bad], _reason=why[bad],
-        _source_file=pd.Series(file_name, index=rows.index, dtype=STRING_DTYPE),
-        _row_number=pd.array(rows.index.to_numpy() + 1, dtype=pd.Int64Dtype()), _row_hash=row_hashes(rows),
-    )  # fmt: skip
+    if origins is None:
+        files = pd.Series(file_name, index=rows.index, dtype=STRING_DTYPE)
+        numbers = pd.array(rows.index.to_numpy() + 1, dtype=pd.Int64Dtype())
+    else:
+        files = pd.Series(origins["_source_file"].to_numpy()[bad], index=rows.index).astype(STRING_DTYPE)
+        numbers = pd.array(origins["_row_number"].to_numpy()[bad], dtype=pd.Int64Dtype())
+    return rows.assign(_rule=rule[bad], _reason=why[bad], _source_file=files, _row_number=numbers,
+                       _row_hash=row_hashes(rows))  # fmt: skip
 
 
 def merge_quarantine(existing: pd.DataFrame | None, new: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -495,9 +506,29 @@ def _check_id_options(numeric_ids: str, customer_id_width: int | None) -> None:
                           "and a width of at least 1")  # fmt: skip
 
 
+def _given_sources(paths: dict[str, Path] | None, given: dict[str, RawSource]) -> dict[str, str]:
+    """The label of each source already read elsewhere; refuses what :func:`locate_sources` and
+    :func:`read_source` would (unknown or missing sources, a missing required column)."""
+    if paths is not None:
+        raise IngestError("give source files or sources already read, not both")
+    unknown = sorted(set(given) - set(SOURCES))
+    if unknown:
+        raise UnreadableSourceError(
+            f"unknown source(s) {', '.join(unknown)}; sources are {', '.join(SOURCES)}"
+        )
+    for source in sorted(REQUIRED_SOURCES - set(given)):
+        raise MissingSourceError(f"the {source} source is required")
+    labels = {s: given[s].label or s for s in SOURCES if s in given}
+    for source, label in labels.items():
+        missing = missing_required_columns(source, list(given[source].frame.columns))
+        if missing:
+            raise MissingColumnError(Path(label), source, missing)
+    return labels
+
+
 def ingest(ws: Workspace, paths: dict[str, Path] | None = None, now: datetime | None = None,
            progress: Progress | None = None, *, numeric_ids: NumericIds = "refuse",
-           customer_id_width: int | None = None) -> IngestReport:  # fmt: skip
+           customer_id_width: int | None = None, raw_sources: dict[str, RawSource] | None = None) -> IngestReport:  # fmt: skip
     """Ingest raw source files into a new canonical version and return the report.
 
     ``numeric_ids="convert"`` lets a typed file's numeric identifier columns become text (the report
@@ -508,17 +539,28 @@ def ingest(ws: Workspace, paths: dict[str, Path] | None = None, now: datetime | 
     cannot be read, a file lacks a required column, an identifier column is not text (and, if
     numeric, its conversion was not allowed), or a required source yields no accepted row
     (:class:`NoAcceptedRowsError`).
+
+    ``raw_sources`` are sources already read (by :mod:`features.sources`) to ingest instead of files.
     """
     started = time.perf_counter()
     now = _utc(now)
     _check_id_options(numeric_ids, customer_id_width)
-    files = locate_sources(ws, paths)
-    stages = _Stages(progress, list(files))
+    if raw_sources is None:
+        files = locate_sources(ws, paths)
+        labels = {source: path.name for source, path in files.items()}
+    else:
+        labels = _given_sources(paths, raw_sources)
+    stages = _Stages(progress, list(labels))
     raws: dict[str, pd.DataFrame] = {}
     converted: dict[str, dict[str, str]] = {}
-    for source, path in files.items():
-        read = read_source(source, path, numeric_ids, customer_id_width)
-        raws[source], converted[source] = read.frame, read.converted_ids
+    origins: dict[str, pd.DataFrame | None] = {}
+    erased: dict[str, int] = {}
+    tombstones = tombstone_matcher(ws)
+    for source in labels:
+        read = raw_sources[source] if raw_sources else read_source(source, files[source], numeric_ids,
+                                                                   customer_id_width)  # fmt: skip
+        raws[source], converted[source], origins[source] = read.frame, read.converted_ids, read.origins
+        raws[source], origins[source], erased[source] = drop_erased(raws[source], tombstones, origins[source])
         stages.advance(source)
 
     with catalog.ingest_lock(ws):
@@ -533,8 +575,8 @@ def ingest(ws: Workspace, paths: dict[str, Path] | None = None, now: datetime | 
 
         staged = catalog.stage_version(ws)
         try:
-            reports, tables = _write_sources(ws, staged, previous, files, raws, converted, stitched,
-                                             manifest, stages)  # fmt: skip
+            reports, tables = _write_sources(ws, staged, previous, labels, raws, converted, stitched,
+                                             manifest, stages, origins, erased)  # fmt: skip
             _require_rows(reports, stitched)
             report = _finish(staged, manifest, reports, tables, stitched, key, started, now)
         except BaseException:
@@ -549,14 +591,17 @@ def _write_sources(
     ws: Workspace,
     staged: catalog.StagedVersion,
     previous: Path | None,
-    files: dict[str, Path],
+    files: dict[str, str],
     raws: dict[str, pd.DataFrame],
     converted: dict[str, dict[str, str]],
     stitched: Stitched,
     manifest: catalog.Manifest | None,
     stages: _Stages,
+    origins: dict[str, pd.DataFrame | None] | None = None,
+    erased: dict[str, int] | None = None,
 ) -> tuple[dict[str, SourceReport], dict[str, pd.DataFrame | None]]:
-    """Merge each ingested source into its canonical and quarantine tables in the staged version."""
+    """Merge each ingested source into its canonical and quarantine tables in the staged version
+    (``files``: each ingested source's file name as the report shows it)."""
     reports: dict[str, SourceReport] = {}
     tables: dict[str, pd.DataFrame | None] = {}
     for source in SOURCES:
@@ -574,7 +619,8 @@ def _write_sources(
             merge = merge_customers(existing, accepted_rows, parsed.supplied)
         else:
             merge = merge_events(existing, accepted_rows)
-        new_quarantine = quarantine_frame(raws[source], parsed.rule, parsed.reason, files[source].name)
+        new_quarantine = quarantine_frame(raws[source], parsed.rule, parsed.reason, files[source],
+                                          (origins or {}).get(source))  # fmt: skip
         quarantine, added = merge_quarantine(catalog.read_quarantine(ws, source), new_quarantine)
         stages.advance(source)
 
@@ -589,7 +635,8 @@ def _write_sources(
 
         tables[source] = merge.table
         reports[source] = SourceReport(
-            source=source, file=files[source].name, read=len(raws[source]), accepted=merge.accepted,
+            source=source, file=files[source], read=len(raws[source]) + (erased or {}).get(source, 0),
+            erased=(erased or {}).get(source, 0), accepted=merge.accepted,
             quarantined=int(parsed.rule.notna().sum()), duplicates=merge.duplicates, updated=merge.updated,
             quarantine_added=added, rules={str(k): int(v) for k, v in parsed.rule.value_counts().items()},
             linked=stitched.linked.get(source, {}), columns_supplied=supplied,

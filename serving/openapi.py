@@ -92,6 +92,8 @@ class Route:
     response: type[BaseModel]
     example: dict | None = None
     body_required: bool = True
+    errors: tuple[tuple[str, str], ...] = ()
+    """Statuses only this operation answers, with their description (``ErrorResponse`` bodies)."""
 
 
 def routes() -> dict[str, Route]:
@@ -111,6 +113,7 @@ def routes() -> dict[str, Route]:
             "EventRequest",
             schemas.EventResponse,
             {"customer_id": "C0003791", "event_type": "survey_answered", "kind": "nps", "score": 9},
+            errors=(("410", "The customer was erased on request (`field`: customer_id): nothing is kept."),),
         ),
         "decide": Route(
             "Next best actions for 1 to 1,000 customers",
@@ -282,6 +285,7 @@ def _api(name: str, operation: dict, route: Route, components: dict[str, Any], r
                 },
             },
             **copy.deepcopy(ERROR_RESPONSES),
+            **{status: _error(description, "ErrorResponse") for status, description in route.errors},
         },
     }
 

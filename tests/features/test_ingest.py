@@ -45,6 +45,7 @@ def test_given_a_mixed_file_when_ingested_then_read_equals_accepted_plus_quarant
 
     source = report.sources["transactions"]
     assert (source.read, source.accepted, source.quarantined, source.duplicates) == (6, 3, 2, 1)
+    assert source.erased == 0
     assert source.rules == {"negative_amount": 1, "unparsable_timestamp": 1}
     assert report.reconciled
     assert len(read_canonical(ws, "transactions")) == 3
