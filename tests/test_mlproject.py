@@ -85,3 +85,20 @@ def test_mlflow_run_of_the_train_entry_point_registers_a_churn_model(
     project_runs = client.search_runs([client.get_experiment_by_name("Default").experiment_id])
     assert [r.data.tags.get("cxpredict.churn.run_id") for r in project_runs] == [churn_run]
     assert not (ROOT / "mlruns").exists()
+
+
+def test_the_retrain_and_monitor_entry_points_run_the_scheduler_commands():
+    # given the project, when the retrain entry point is rendered with a reason holding spaces
+    project = _project_spec.load_project(str(ROOT))
+    command = project.get_entry_point("retrain").compute_command(
+        {"reason": "new month of data", "workspace": "/tmp/w"}, storage_dir="/tmp"
+    )
+    # then it is one `cxpredict retrain` with the reason kept whole and the workspace pinned
+    rendered = shlex.split(command)
+    assert rendered[:2] == ["cxpredict", "retrain"]
+    assert rendered[rendered.index("--reason") + 1] == "new month of data"
+    assert rendered[rendered.index("--workspace") + 1] == "/tmp/w"
+    assert shlex.split(project.get_entry_point("monitor").compute_command({}, storage_dir="/tmp"))[:2] == [
+        "cxpredict",
+        "monitor",
+    ]

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -97,6 +99,31 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
     scratch.replace(path)
 
 
+KEPT_SCORES = "scores"
+
+
+def keep_scores(
+    ws: Workspace, scored: pd.DataFrame, moment: pd.Timestamp, versions: Mapping[str, str], written: Path
+) -> Path:
+    """Keep a copy of a score output per as-of, ``reports/scores/scores-<date>.parquet``, with the
+    versions that scored it in ``scores-<date>.json``: ``monitor`` joins it to the labels once
+    their horizon has passed. A later run for the same as-of replaces it."""
+    folder = ws.reports_dir / KEPT_SCORES
+    path = folder / f"scores-{moment.date().isoformat()}.parquet"
+    if written.suffix.lower() == ".parquet":
+        scratch = path.with_name(f".{path.name}.partial")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(written, scratch)
+        scratch.replace(path)
+    else:
+        write_table(scored, path)
+    meta = {"as_of": moment.isoformat(), "versions": dict(versions), "customers": len(scored)}
+    scratch = path.with_name(f".{path.stem}.json.partial")
+    scratch.write_text(json.dumps(meta, indent=2))
+    scratch.replace(path.with_suffix(".json"))
+    return path
+
+
 def score_workspace(
     ws: Workspace,
     as_of: datetime | pd.Timestamp | None,
@@ -112,7 +139,8 @@ def score_workspace(
     snapshot at or before it, through Feast's services). One row per known customer, in id order:
     ``customer_id``, then every model output (at least ``churn_probability``,
     ``purchase_probability``, ``expected_days_to_purchase``). Customers whose profiling consent was
-    refused get no scores (nulls) and ``not_scored_reason``.
+    refused get no scores (nulls) and ``not_scored_reason``. A copy is kept per as-of for
+    ``monitor`` (``keep_scores``).
     """
     began = time.perf_counter()
     moment = utc_timestamp(as_of) if as_of is not None else default_as_of(ws)
@@ -143,8 +171,9 @@ def score_workspace(
     scored.loc[blocked, outputs] = None
     scored["not_scored_reason"] = np.array([None, NO_CONSENT], dtype=object)[blocked.astype(np.int64)]
     write_table(scored, Path(out))
-    advance("written")
     versions = {task: (version_info(target, task, alias) or {}).get("version", "?") for task in models}
+    keep_scores(ws, scored, moment, versions, Path(out))
+    advance("written")
     return ScoreSummary(
         Path(out),
         len(scored),
