@@ -200,6 +200,12 @@ def generate(
 
 
 SOURCE_HELP = "CSV or Parquet file of the {} source."
+SOURCES_HELP = (
+    "YAML file saying, per source, where its rows are (path: CSV/Parquet files, globs allowed; or url + "
+    "query: a database), which of its columns is which (columns: {customer_id: CustomerID, ...}) and how "
+    "times and numbers are written (timezone, date_format, decimal, delimiter, encoding). A documented "
+    "example: docs/sources.example.yaml. Cannot be combined with --transactions and the other source files."
+)
 
 
 @app.command()
@@ -213,6 +219,7 @@ def ingest(
     surveys: Annotated[Optional[Path], typer.Option(help=SOURCE_HELP.format("surveys"))] = None,
     marketing: Annotated[Optional[Path], typer.Option(help=SOURCE_HELP.format("marketing"))] = None,
     consents: Annotated[Optional[Path], typer.Option(help=SOURCE_HELP.format("consents"))] = None,
+    sources: Annotated[Optional[Path], typer.Option("--sources", help=SOURCES_HELP)] = None,
     numeric_ids: Annotated[
         NumericIds,
         typer.Option(
@@ -232,18 +239,31 @@ def ingest(
     profile. With no file given, reads the workspace's raw/ folder. Only transactions are required,
     and they must yield rows: when none is accepted (say every row quarantined) the ingest is refused
     (exit 2, the top quarantine rules on stderr) and nothing is written. Identifiers are text: a
-    numeric id column is refused unless --numeric-ids convert says how."""
+    numeric id column is refused unless --numeric-ids convert says how.
+
+    --sources sources.yaml reads your own files and database tables under your own column names and
+    formats; a documented example is docs/sources.example.yaml."""
     from cxpredict import render
     from features.ingest import ingest as run_ingest
 
     given = dict(transactions=transactions, customers=customers, events=events, support_tickets=support_tickets,
                  surveys=surveys, marketing=marketing, consents=consents)  # fmt: skip
     paths = {source: path for source, path in given.items() if path is not None} or None
+    if sources is not None and paths:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in paths)
+        errors.print(f"[red]refused:[/red] give --sources or {flags}, not both: declare every source in "
+                     f"{escape(str(sources))}", soft_wrap=True)  # fmt: skip
+        raise typer.Exit(code=2)
     ws = _workspace(workspace)
     with _refusal("refused"), _stdout_for(as_json), render.progress(errors) as progress:
-        report = run_ingest(
-            ws, paths, progress=progress, numeric_ids=numeric_ids.value, customer_id_width=customer_id_width
-        )
+        if sources is not None:
+            from features.sources import ingest_sources
+
+            report = ingest_sources(ws, sources, progress=progress, numeric_ids=numeric_ids.value,
+                                    customer_id_width=customer_id_width)  # fmt: skip
+        else:
+            report = run_ingest(ws, paths, progress=progress, numeric_ids=numeric_ids.value,
+                                customer_id_width=customer_id_width)  # fmt: skip
     if as_json:
         for warning in report.warnings:
             errors.print(f"[yellow]warning:[/] {escape(warning)}")
@@ -251,7 +271,18 @@ def ingest(
 
 
 @app.command()
-def features(as_of: DayOption = None, workspace: WorkspaceOption = None) -> None:
+def features(
+    as_of: DayOption = None,
+    features_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--features-dir",
+            show_default=False,
+            help="Folder of custom feature views (*.sql, one SELECT each; default: <workspace>/features.d).",
+        ),
+    ] = None,  # fmt: skip
+    workspace: WorkspaceOption = None,
+) -> None:
     """Build feature snapshots up to --as-of (incrementally), apply the Feast repo and materialise online."""
     from cxpredict import render
     from features.store import refresh_features
@@ -259,7 +290,7 @@ def features(as_of: DayOption = None, workspace: WorkspaceOption = None) -> None
     render.quiet_libraries()
     ws = _workspace(workspace)
     with _refusal("cannot build features"), render.progress(errors) as progress:
-        build, materialized = refresh_features(ws, _day(as_of) or _today(), progress)
+        build, materialized = refresh_features(ws, _day(as_of) or _today(), progress, custom_dir=features_dir)
     console.print(render.features_built(build, materialized))
 
 
@@ -466,6 +497,167 @@ def models(
     with _refusal("cannot show"), _stdout_for(as_json):
         data = commands.models_command(ws, history=history)
     _show(as_json, data, lambda found: render.models(found, history), lambda found: found)
+
+
+# --- right to erasure ------------------------------------------------------------------------------
+
+
+@app.command()
+def forget(
+    customer_id: Annotated[
+        Optional[list[str]], typer.Option("--customer-id", help="A customer id (repeatable).")
+    ] = None,
+    email: Annotated[Optional[list[str]], typer.Option(help="An email address (repeatable).")] = None,
+    phone: Annotated[Optional[list[str]], typer.Option(help="A phone number (repeatable).")] = None,
+    loyalty_card: Annotated[Optional[list[str]], typer.Option(help="A loyalty card (repeatable).")] = None,
+    file: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="CSV whose header names a kind per column (customer_id, email, phone, loyalty_card, "
+            "device_id), or one customer id per line."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish requests a killed run left pending.")
+    ] = False,
+    audit: Annotated[
+        bool, typer.Option("--audit", help="Show the erasure audit instead of erasing.")
+    ] = False,
+    actor: ActorOption = None,
+    as_json: Annotated[bool, _json_option("forget")] = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Right to erasure: remove customers (found through the identity links) from every place the
+    workspace holds them, write tombstones so re-ingested files do not bring them back, and record
+    one audit entry (hashed subject, time, actor, counts). Identifiers are never printed."""
+    from cxpredict import render
+    from features import erasure
+
+    given = {"customer_id": customer_id, "email": email, "phone": phone, "loyalty_card": loyalty_card}
+    identifiers = {kind: values for kind, values in given.items() if values}
+    if sum(bool(x) for x in (identifiers or file, resume, audit)) != 1:
+        raise typer.BadParameter("give identifiers (or --file), or --resume, or --audit")
+    ws = _workspace(workspace)
+    if audit:
+        entries = erasure.read_audit(ws)
+        _show(as_json, entries, render.erasure_audit, documents.forget_document)
+        return
+    with _refusal("cannot forget", erasure.ErasureError), _stdout_for(as_json):
+        if resume:
+            entries = erasure.resume(ws)
+        else:
+            request = erasure.read_request_file(file) if file is not None else erasure.Request(identifiers={})
+            for kind, values in identifiers.items():
+                request.identifiers.setdefault(kind, []).extend(values)
+            entries = [erasure.forget(ws, request, actor=actor)]
+    _show(as_json, entries, render.forgotten, documents.forget_document)
+
+
+# ---- monitor and retrain ----------------------------------------------------------------------
+
+
+@app.command()
+def monitor(
+    as_of: DayOption = None,
+    task: Annotated[
+        str, typer.Option("--task", help="A task or all.", callback=_tasks, autocompletion=_task_names)
+    ] = "all",
+    reference_rows: Annotated[
+        int, typer.Option(min=100, help="Rows sampled from each champion's training reference.")
+    ] = 20_000,
+    current_rows: Annotated[
+        int, typer.Option(min=100, help="Customers sampled from the current snapshot.")
+    ] = 50_000,
+    drift_share: Annotated[
+        float,
+        typer.Option(min=0.01, max=1.0, help="Share of a task's features drifting that raises its alarm."),
+    ] = 0.5,
+    as_json: Annotated[bool, _json_option("monitor")] = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Drift and realised performance of every champion: exit 0 healthy, 3 a threshold crossed.
+
+    Feature drift: each champion's training reference vs the snapshot at --as-of (Evidently's
+    normed Wasserstein / Jensen-Shannon distances, threshold 0.1). Prediction drift: the latest
+    kept score output vs the champion's held-out predictions. Realised performance: kept score
+    outputs whose horizon has passed, against the labels matured since. Writes
+    reports/monitor-<as-of>.html and .json and logs a run to the MLflow experiment cx-monitoring.
+    Exit codes: 0 healthy; 3 a threshold crossed (drift or degraded performance); 2 nothing to
+    monitor (no champion) or the workspace not ready."""
+    from cxpredict import render
+    from training.monitor import MonitorConfig, monitor_workspace
+
+    render.quiet_libraries()
+    config = MonitorConfig(reference_rows=reference_rows, current_rows=current_rows, drift_share=drift_share)
+    ws = _workspace(workspace)
+    with _refusal("cannot monitor"), _stdout_for(as_json):
+        result = monitor_workspace(ws, _day(as_of), task, config)
+    _show(as_json, result, render.monitored, documents.monitor_document)
+    raise typer.Exit(code=result.exit_code)
+
+
+@app.command()
+def retrain(
+    reason: Annotated[Optional[str], typer.Option(help="Why (recorded on promotions).")] = None,
+    transactions: Annotated[
+        Optional[list[Path]],
+        typer.Option(help="New transactions file(s) to ingest first (CSV or Parquet; repeatable)."),
+    ] = None,
+    as_of: Annotated[
+        Optional[str],
+        typer.Option(
+            "--as-of",
+            show_default=False,
+            help="YYYY-MM-DD (UTC midnight) of the features and training; omitted or 'latest': today.",
+        ),
+    ] = None,
+    actor: ActorOption = None,
+    as_json: Annotated[bool, _json_option("retrain")] = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Ingest, features, train what changed, gate, promote: the one job a scheduler runs.
+
+    Ingests new transaction files (if given), builds features, trains every task whose data,
+    cutoffs, features or code changed, gates each new version against its champion and promotes
+    what passes. A run with nothing new trains nothing. Exits 1 when no task could be trained, 2 on
+    a refusal."""
+    from cxpredict import render
+    from features.ingest import IngestError
+    from training.retrain import retrain_workspace
+
+    render.quiet_libraries()
+    ws = _workspace(workspace)
+    with _refusal("cannot retrain", IngestError), _stdout_for(as_json), render.progress(errors) as progress:
+        result = retrain_workspace(
+            ws, reason, transactions or (), _day(as_of), actor=actor, progress=progress
+        )
+    _show(as_json, result, render.retrained, documents.retrain_document)
+    raise typer.Exit(code=result.exit_code)
+
+
+@app.command()
+def impact(
+    since: Annotated[
+        Optional[str],
+        typer.Option("--since", show_default=False, help="YYYY-MM-DD: only decisions from this day on."),
+    ] = None,
+    horizon_days: Annotated[
+        int, typer.Option("--horizon-days", min=1, max=365, help="days after a decision its outcomes count")
+    ] = 30,
+    as_json: Annotated[bool, _json_option("impact")] = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Decisions against the holdout, measured from transactions: purchase, retention and revenue
+    within the horizon of each decision, overall and per action, with bootstrap intervals; written to
+    reports/impact-<as-of>.json and .png and logged to the MLflow experiment cx-impact."""
+    from cxpredict import render
+    from serving.impact import impact_workspace
+
+    render.quiet_libraries()
+    ws = _workspace(workspace)
+    with _refusal("cannot measure impact"), _stdout_for(as_json):
+        report = impact_workspace(ws, _day(since), horizon_days)
+    _show(as_json, report, render.impact, documents.impact_document)
 
 
 if __name__ == "__main__":  # pragma: no cover

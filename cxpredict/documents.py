@@ -22,6 +22,10 @@ PROMOTE_KEYS = ("task", "model", "candidate", "champion_before", "champion_after
                 "audit", "exit_code")  # fmt: skip
 INGEST_KEYS = ("version", "now", "seconds", "sources", "identity", "profile_rows", "id_mismatches",
                "reconciled", "warnings")  # fmt: skip
+FORGET_KEYS = ("subject", "requested_at", "completed_at", "actor", "identifiers", "not_found", "customers",
+               "tombstones", "resumed", "removed")  # fmt: skip
+IMPACT_KEYS = ("decisions", "holdout_decisions", "outcomes", "outcomes_by_kind", "as_of", "horizon_days",
+               "measured_customers", "pending_decisions", "overall", "per_action", "report", "run_id")  # fmt: skip
 DOCUMENTS = {
     "train": "{tasks: [{" + ", ".join(TRAIN_KEYS) + "}]}",
     "evaluate": "{tasks: [{" + ", ".join(EVALUATE_KEYS) + "}]}",
@@ -29,8 +33,11 @@ DOCUMENTS = {
     "promote": "{" + ", ".join(PROMOTE_KEYS) + "}",
     "ingest": (
         "{" + ", ".join(INGEST_KEYS) + "}; each of sources with read, accepted, quarantined, duplicates, "
-        "rules, reconciled"
+        "erased, rules, reconciled"
     ),
+    "forget": "{requests: [{" + ", ".join(FORGET_KEYS) + "}]} (--audit: every finished request)",
+    "impact": "{" + ", ".join(IMPACT_KEYS) + "}; each lift with treated, control, lift, low, high, "
+    "n_treated, n_control",
     "models": "{generated_at, tasks: [{task, model, registered, aliases, versions, history (with --history), "
     "history_problems}]}",
 }
@@ -113,3 +120,42 @@ def ingest_document(report) -> dict[str, object]:
     for name, source in report.sources.items():
         document["sources"][name]["reconciled"] = source.reconciled
     return {key: document[key] for key in INGEST_KEYS}
+
+
+def forget_document(entries: list) -> dict[str, object]:
+    """Erasure requests (``features.erasure.AuditEntry``): hashed subject and counts, never an identifier."""
+    return {
+        "requests": [{key: entry.model_dump(mode="json")[key] for key in FORGET_KEYS} for entry in entries]
+    }
+
+
+# ---- monitor and retrain ----------------------------------------------------------------------
+
+MONITOR_KEYS = ("as_of", "generated_at", "status", "exit_code", "drifted_features", "performance", "tasks",
+                "thresholds", "current_rows", "report", "summary", "seconds", "run_id")  # fmt: skip
+RETRAIN_KEYS = ("reason", "as_of", "ingested", "snapshots_built", "tasks", "moved", "seconds", "exit_code")
+DOCUMENTS["monitor"] = (
+    "{" + ", ".join(MONITOR_KEYS) + "}; drifted_features and performance by task, each of tasks with task, "
+    "model, version, status, reasons, notes, feature_drift, prediction_drift"
+)
+DOCUMENTS["retrain"] = (
+    "{" + ", ".join(RETRAIN_KEYS) + "}; each of tasks with task, status, champion_before, new_version, "
+    "champion_after, moved, why"
+)
+
+
+def monitor_document(result) -> dict[str, object]:
+    """``training.monitor.MonitorResult``: the JSON report plus where it was written."""
+    document = {**result.to_dict(), "summary": str(result.json_path)}
+    return {key: document[key] for key in MONITOR_KEYS}
+
+
+def retrain_document(result) -> dict[str, object]:
+    document = result.to_dict()
+    return {key: document[key] for key in RETRAIN_KEYS}
+
+
+def impact_document(report) -> dict[str, object]:
+    """``serving.impact.ImpactReport``: counts, lifts overall and per action, where it was written."""
+    document = report.as_dict()
+    return {key: document[key] for key in IMPACT_KEYS}

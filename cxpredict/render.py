@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 from rich.console import Console, Group
 from rich.json import JSON
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -61,7 +62,7 @@ def ingest_report(report) -> Group:
     warnings and conversions, then quarantined rows by rule (so a reader sees at once what to fix
     upstream)."""
     table = Table(title=f"Ingest {report.version}", show_footer=False)
-    numbers = ("read", "accepted", "quarantined", "duplicates", "linked")
+    numbers = ("read", "accepted", "quarantined", "duplicates", "erased", "linked")
     for name in ("source", *numbers, "reconciled"):
         table.add_column(name, justify="left" if name == "source" else "right")
     mismatched = {m.source for m in report.id_mismatches} | {m.other for m in report.id_mismatches}
@@ -69,7 +70,7 @@ def ingest_report(report) -> Group:
         status = "[green]yes[/]" if s.reconciled else "[red]NO[/]"
         if s.reconciled and s.source in mismatched:
             status = "[yellow]rows yes, ids NO[/]"
-        counts = (s.read, s.accepted, s.quarantined, s.duplicates, sum(s.linked.values()))
+        counts = (s.read, s.accepted, s.quarantined, s.duplicates, s.erased, sum(s.linked.values()))
         table.add_row(s.source, *(f"{n:,}" for n in counts), status)
     table.caption = (f"{report.identity.links:,} identifier links, "
                      f"{report.identity.ambiguous_identifiers:,} ambiguous identifiers, "
@@ -90,15 +91,24 @@ def features_built(build, materialized) -> Group:
     table = Table(title=f"Features as of {build.as_of:%Y-%m-%d}")
     table.add_column("family")
     table.add_column("features", justify="right")
+    custom = set(build.custom_views)
     for family, count in build.features.items():
-        table.add_row(family, str(count))
+        table.add_row(f"{family} (custom SQL)" if family in custom else family, str(count))
     summary = (
         f"{build.customers:,} customers at the latest snapshot, {sum(build.features.values())} features; "
         f"snapshots built {build.snapshots_built}, kept {build.snapshots_skipped}; "
         f"{materialized.customers or 0:,} customers materialised online ({materialized.method} path); "
         f"{build.seconds + materialized.seconds:.1f} s"
     )
-    return Group(table, summary)
+    return Group(table, summary, *_refused_views(build.refused))
+
+
+def _refused_views(refused) -> list[str]:
+    """One line per custom feature file that was not built: its file and the reason."""
+    if not refused:
+        return []
+    lines = [f"[yellow]{len(refused)} custom feature file(s) refused (the other features were built):[/]"]
+    return lines + [f"  {escape(str(refusal))}" for refusal in refused]
 
 
 def _fmt(value: object) -> str:
@@ -175,7 +185,7 @@ def comparison_table(result) -> Table:
     for column in ("", f"candidate v{result.candidate}", champion, "requirement", "result"):
         table.add_column(column)
     cand, champ = result.metrics.get("candidate", {}), result.metrics.get("champion", {})
-    for name in ("auc", "ece", "brier", "log_loss", "pr_auc", "rows"):
+    for name in ("auc", "ece", "brier", "log_loss", "pr_auc", "gini", "mae", "total_error", "rows"):
         if name in cand:
             digits = "{:,.0f}" if name == "rows" else "{:.4f}"
             other = digits.format(champ[name]) if name in champ else "–"
@@ -207,7 +217,7 @@ def versions_table(task: dict[str, object]) -> Table:
         "as of",
         "H",
         "rows train",
-        "AUC",
+        "AUC | Gini",
         "logistic",
         "RF",
         "oracle",
@@ -229,7 +239,7 @@ def versions_table(task: dict[str, object]) -> Table:
             (row["as_of"] or "–")[:10],
             _num(row["horizon_days"]),
             _num(row["rows_train"]),
-            _num(row["auc"]),
+            _num(row["auc"] if row["auc"] is not None else row.get("gini")),
             _num(row["auc_logistic"]),
             _num(row["auc_rf_heuristic"]),
             _num(row["auc_oracle"]),
@@ -345,3 +355,107 @@ def quiet_libraries() -> None:
     for message in ("On demand feature view is an experimental feature", r"fetch_arrow_table\(\) is deprecated",
                     ".*noload.*"):  # fmt: skip
         warnings.filterwarnings("ignore", message=message)
+
+
+# --- right to erasure (``cxpredict forget``) ---------------------------------------------------------
+
+
+def _erasure_counts(removed: Mapping[str, Mapping[str, int]]) -> Table:
+    table = Table(show_header=True)
+    table.add_column("place")
+    table.add_column("removed")
+    for place, counts in removed.items():
+        table.add_row(place, ", ".join(f"{name} {n:,}" for name, n in counts.items()) or "-")
+    return table
+
+
+def forgotten(entries: list) -> Group:
+    """What each finished request removed, place by place (digests only, never an identifier)."""
+    parts: list[object] = []
+    for entry in entries:
+        parts.append(f"[bold]forgot {entry.customers:,} customer(s)[/bold] for request {entry.subject[:16]}… "
+                     f"({entry.identifiers:,} identifier(s) given, {entry.not_found:,} not found; "
+                     f"{entry.tombstones:,} tombstone(s); actor {entry.actor}"
+                     + (f"; finished after {entry.resumed} interruption(s)" if entry.resumed else "") + ")")  # fmt: skip
+        parts.append(_erasure_counts(entry.removed))
+    return Group(*parts) if parts else Group("no erasure request was pending")
+
+
+def erasure_audit(entries: list) -> Table:
+    """The audit: one row per request (hashed subject, when, who, customers, rows removed)."""
+    table = Table(title=f"Erasure audit ({len(entries)} request(s))")
+    for name in ("subject", "requested", "completed", "actor", "customers", "not found", "removed"):
+        table.add_column(name, justify="right" if name in ("customers", "not found", "removed") else "left")
+    for e in entries:
+        table.add_row(e.subject[:16] + "…", f"{e.requested_at:%Y-%m-%d %H:%M:%S}", f"{e.completed_at:%Y-%m-%d %H:%M:%S}",
+                      e.actor, f"{e.customers:,}", f"{e.not_found:,}", f"{e.total:,}")  # fmt: skip
+    return table
+
+
+# ---- monitor and retrain ----------------------------------------------------------------------
+
+
+def monitored(result) -> Group:
+    """Per task: drifted features, score drift, realised performance against what was recorded."""
+    table = Table(title=f"Monitor as of {result.as_of.date()}: {result.status.upper()}")
+    for name in ("task", "version", "status", "features drifted", "largest distances", "scores drifted",
+                 "realised AUC (recorded)", "realised ECE (recorded)"):  # fmt: skip
+        table.add_column(name)
+    for report in result.tasks.values():
+        features = report.features
+        top = sorted(features.columns, key=lambda c: -c.score)[:3] if features else []
+        perf = report.performance[-1] if report.performance else None
+        recorded = perf["at_promotion"] if perf else {}
+        table.add_row(
+            report.task,
+            report.version,
+            "[red]alert[/red]" if report.status == "alert" else "[green]healthy[/green]",
+            f"{len(features.drifted)} of {len(features.columns)}" if features else "–",
+            ", ".join(f"{c.column} {c.score:.2f}" for c in top) or "–",
+            (", ".join(report.predictions.drifted) or "none") if report.predictions else "–",
+            f"{_num(perf['auc'])} ({_num(recorded.get('auc'))})" if perf else "–",
+            f"{_num(perf['ece'])} ({_num(recorded.get('ece'))})" if perf else "–",
+        )
+    lines: list[object] = [table]
+    for report in result.tasks.values():
+        lines += [f"[red]{report.task}:[/red] {reason}" for reason in report.reasons]
+        lines += [f"[dim]{report.task}: {note}[/dim]" for note in report.notes]
+    lines.append(f"report: {result.html_path}  summary: {result.json_path}  ({result.seconds:.1f} s)")
+    return Group(*lines)
+
+
+def retrained(result) -> Group:
+    """What moved and why, per task."""
+    table = Table(title=f"Retrain as of {result.as_of.date()} ({result.reason})")
+    for name in ("task", "status", "champion before", "new version", "champion after", "moved", "why"):
+        table.add_column(name, overflow="fold")
+    for move in result.tasks.values():
+        table.add_row(move.task, move.status, move.champion_before or "–", move.new_version or "–",
+                      move.champion_after or "–", "[green]yes[/green]" if move.moved else "no", move.why)  # fmt: skip
+    ingested = ", ".join(result.ingested) or "no new file"
+    return Group(table, f"ingested: {ingested}; feature snapshots built: {result.snapshots_built}; "
+                        f"{result.seconds:.1f} s")  # fmt: skip
+
+
+def impact(report) -> Group:
+    """Treated vs holdout per KPI, overall and per action, with the intervals."""
+    counts = report.counts
+    head = (
+        f"{counts.get('decisions', 0):,} decisions ({counts.get('holdout_decisions', 0):,} holdout), "
+        f"{counts.get('outcomes', 0):,} outcomes; {report.measured:,} customers measured over "
+        f"{report.horizon_days} days, {report.pending:,} decisions still in their window (data to "
+        f"{report.as_of:%Y-%m-%d})"
+    )
+    table = Table(title="impact: treated − holdout", title_justify="left")
+    for column in ("scope", "KPI", "treated", "holdout", "lift", "95 % interval", "n treated / holdout"):
+        table.add_column(column, justify="left" if column in ("scope", "KPI") else "right")
+    for scope, lifts in [("all decisions", report.overall), *report.per_action.items()]:
+        for kpi, lift in lifts.items():
+            table.add_row(
+                scope, kpi, _num(lift.treated), _num(lift.control), _num(lift.lift),
+                f"[{_num(lift.low)}, {_num(lift.high)}]", f"{lift.n_treated:,} / {lift.n_control:,}",
+            )  # fmt: skip
+    parts = (
+        [head, table] if report.overall else [head, "[yellow]no decision has a complete window yet[/yellow]"]
+    )
+    return Group(*parts, f"[dim]{report.report}[/dim]")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 
 from cxpredict import tasks as registry
 from cxpredict.workspace import resolve_workspace
+from serving.erased import ERASED, ErasedIds
 from serving.gateway import GatewayMiddleware, Readiness
 from serving.openapi import complete_openapi
 from serving.predictor import ModelSet, prior_block, task_blocks
@@ -98,6 +100,88 @@ def error(status: int, message: str, field: str | None = None) -> JSONResponse:
     return JSONResponse({"error": message, "field": field}, status_code=status)
 
 
+# ---- monitoring gauges: the latest `cxpredict monitor` summary and the online features' age ----
+MONITOR_REFRESH_S = 15.0
+
+
+@cache
+def monitor_gauges() -> dict[str, object]:
+    """Gauges of the latest monitor report (``reports/monitor-<as-of>.json``) and of the online
+    store's age. Alerting rules read these; ``/readyz`` does not (drift is no reason to stop serving)."""
+    from prometheus_client import Gauge
+
+    def gauge(name: str, documentation: str, labels: tuple[str, ...] = ()) -> object:
+        return Gauge(
+            name=name, documentation=documentation, labelnames=list(labels), multiprocess_mode="livemax"
+        )
+
+    return {
+        "status": gauge(
+            "cxpredict_monitor_status", "1 when the latest monitor report crossed a threshold, else 0."
+        ),
+        "as_of": gauge("cxpredict_monitor_as_of_seconds", "As-of of the latest monitor report (Unix time)."),
+        "task_alert": gauge(
+            "cxpredict_monitor_task_alert", "1 when the task crossed a threshold.", ("task",)
+        ),
+        "drifted": gauge(
+            "cxpredict_drifted_features", "Features of the task's champion that drifted.", ("task",)
+        ),
+        "drift_share": gauge(
+            "cxpredict_drift_share", "Share of the task's features that drifted.", ("task",)
+        ),
+        "realised_auc": gauge(
+            "cxpredict_realised_auc", "Realised AUC of the latest matured score output.", ("task",)
+        ),
+        "features_age": gauge(
+            "cxpredict_online_features_age_seconds", "Seconds since the online store's feature snapshot."
+        ),
+    }
+
+
+def export_monitoring(ws, features) -> None:
+    """Set the monitoring gauges from the newest monitor report and the online snapshot's time."""
+    from training.monitor import latest_summary
+
+    gauges = monitor_gauges()
+    summary = latest_summary(ws)
+    if summary is not None:
+        gauges["status"].set(1.0 if summary.get("status") == "alert" else 0.0)
+        gauges["as_of"].set(datetime.fromisoformat(summary["as_of"]).timestamp())
+        for task in summary.get("tasks", []):
+            name = task["task"]
+            gauges["task_alert"].labels(task=name).set(1.0 if task.get("status") == "alert" else 0.0)
+            drift = task.get("feature_drift") or {}
+            gauges["drifted"].labels(task=name).set(len(drift.get("drifted", [])))
+            gauges["drift_share"].labels(task=name).set(float(drift.get("share") or 0.0))
+            realised = (summary.get("performance") or {}).get(name) or []
+            if realised and realised[-1].get("auc") is not None:
+                gauges["realised_auc"].labels(task=name).set(float(realised[-1]["auc"]))
+    if features is not None:
+        as_of = features.snapshot_as_of()
+        if as_of is not None:
+            gauges["features_age"].set((datetime.now(UTC) - as_of).total_seconds())
+
+
+def watch_monitoring(ws, features, every_s: float = MONITOR_REFRESH_S) -> threading.Event:
+    """Refresh the monitoring gauges now and every ``every_s`` seconds in a daemon thread; set the
+    returned event to stop."""
+    stop = threading.Event()
+
+    def refresh() -> None:
+        try:
+            export_monitoring(ws, features)
+        except Exception as failure:  # a bad report or a store hiccup must not take the service down
+            log.warning("monitoring gauges not refreshed: %s", type(failure).__name__)
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            refresh()
+
+    refresh()
+    threading.Thread(target=loop, name="cxpredict-monitor-gauges", daemon=True).start()
+    return stop
+
+
 RELOAD_MARKER = "reload-requested"
 
 
@@ -131,6 +215,7 @@ class _Service:
         self.catalogue = load_catalogue(self.ws)
         self.decision_horizon = cooldown_horizon(self.catalogue)
         self.decisions = DecisionLog.of(self.ws)
+        self.erased = ErasedIds(self.ws)
         self._reload_seen = _mtime(self.reload_marker)
         try:
             self.features = OnlineFeatures(self.ws)
@@ -146,6 +231,7 @@ class _Service:
         )
         self._swapped(ModelSet(), self.champions.current)
         self.champions.watch(self.settings.reload_seconds)
+        self._monitoring = watch_monitoring(self.ws, self.features)
         READINESS.report = self.readiness
         gc.collect()
         gc.freeze()
@@ -189,6 +275,7 @@ class _Service:
     @bentoml.on_shutdown
     def _stop_watching(self) -> None:
         self.champions.stop()
+        self._monitoring.set()
 
     # ---- predictions -------------------------------------------------------------------------
     def _predict(self, customer_ids: Sequence[str], tasks: Sequence[str]) -> Response:
@@ -306,6 +393,8 @@ class _Service:
             return error(
                 400, "kind and score belong to survey_answered events only", "kind" if kind else "score"
             )
+        if self.erased.among([customer_id]):
+            return error(410, f"this customer was {ERASED}: events for them are not kept", "customer_id")
         try:
             self.features.sync()
             as_of = self.features.snapshot_as_of()
@@ -361,7 +450,13 @@ class _Service:
             return error(503, f"the decision log could not be read ({type(failure).__name__})")
         answers, rows = [], []
         channel = None if context is None else context.channel
+        erased = self.erased.among(list(customer_ids))
         for i, prediction in enumerate(body["predictions"]):
+            if prediction["customer_id"] in erased:
+                gone = {"customer_id": prediction["customer_id"], "decision_id": None, "scored": False,
+                        "reason": ERASED, "holdout": False, "actions": [], "suppressed": []}  # fmt: skip
+                answers.append(gone)
+                continue
             row = i if features.snapshot_s[i] is not None else None
             decision_id = f"d-{uuid.uuid4().hex}"
             made = decide(
@@ -378,7 +473,8 @@ class _Service:
                 continue
             answers.append(as_answer(made, decision_id))
             rows.append({"decision_id": decision_id, "customer_id": made.customer_id, "at": now,
-                         "holdout": made.holdout, "actions": made.actions, "models": body["models"]})  # fmt: skip
+                         "holdout": made.holdout, "actions": made.actions, "withheld": made.withheld,
+                         "models": body["models"]})  # fmt: skip
         try:
             self.decisions.record_decisions(rows)
         except Exception as failure:
