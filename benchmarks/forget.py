@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import machine, write_section  # noqa: E402
+from report import generated_world, machine, peak_rss_mib, run_phase, write_section  # noqa: E402
 
 OPEN, CLOSE = "<!-- forget -->", "<!-- /forget -->"
 END = date(2026, 11, 1)
@@ -37,44 +36,18 @@ TARGET_S = 60.0
 LOGGED = 5_000
 
 
-def peak_rss_mib() -> int:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10)
-
-
-def _child(*args: str) -> dict:
-    """Run a phase of this script in a fresh process; its last stdout line is its JSON result."""
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    done = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"phase {args[:2]} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def phase_prepare(workspace: Path, customers: int) -> dict:
     import pandas as pd
 
-    from cxpredict.workspace import resolve_workspace
     from features import catalog
     from features.event_log import EventLog, RealtimeEvent
-    from features.ingest import ingest
-    from features.snapshots import build_features
-    from features.store import apply_repo, materialize_latest
-    from features.synthetic import WorldConfig, generate
+    from features.store import materialize_latest
     from serving.decision_log import DecisionLog
 
-    ws = resolve_workspace(workspace).ensure()
-    marks = {}
+    ws, marks = generated_world(workspace, customers, END, AS_OF)
     began = time.perf_counter()
-    generate(ws, WorldConfig(customers=customers, seed=1, days=730, end=END))
-    marks["generate_s"] = round(time.perf_counter() - began, 1)
-    began = time.perf_counter()
-    ingest(ws)
-    marks["ingest_s"] = round(time.perf_counter() - began, 1)
-    began = time.perf_counter()
-    build_features(ws, AS_OF)
-    apply_repo(ws)
     materialize_latest(ws, end=AS_OF)
-    marks["features_s"] = round(time.perf_counter() - began, 1)
+    marks["materialize_s"] = round(time.perf_counter() - began, 1)
     ids = sorted(catalog.read_profile(ws)["customer_id"])[::2][:LOGGED]
     log = EventLog.of(ws)
     for customer in ids:
@@ -190,8 +163,10 @@ def main() -> None:
     prepared = None
     if not (pristine / "features" / "manifest.json").exists():
         shutil.rmtree(pristine, ignore_errors=True)
-        prepared = _child("--phase", "prepare", "--customers", str(args.customers), "--root", str(args.root))
-    run = _child("--phase", "forget", "--customers", str(args.customers), "--forget", str(args.forget),
+        prepared = run_phase(
+            __file__, "--phase", "prepare", "--customers", str(args.customers), "--root", str(args.root)
+        )
+    run = run_phase(__file__, "--phase", "forget", "--customers", str(args.customers), "--forget", str(args.forget),
                  "--root", str(args.root))  # fmt: skip
     finished = datetime.now(UTC)
     result = {

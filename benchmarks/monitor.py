@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 from datetime import UTC, date, datetime
@@ -26,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import machine, write_section  # noqa: E402
+from report import cpu_seconds, generated_world, machine, peak_rss_mib, run_phase, write_section  # noqa: E402
 
 OPEN, CLOSE = "<!-- monitor -->", "<!-- /monitor -->"
 END = date(2026, 11, 1)
@@ -36,40 +34,12 @@ TARGET_S = 60.0
 
 
 def _usage() -> dict[str, float]:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {
-        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
-        "peak_rss_mib": round(usage.ru_maxrss / 2**10),
-    }
-
-
-def _child(*args: str) -> dict:
-    env = {
-        **os.environ,
-        "OMP_WAIT_POLICY": "PASSIVE",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "1",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    done = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"phase {args[:2]} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {"cpu_seconds": cpu_seconds(), "peak_rss_mib": peak_rss_mib()}
 
 
 def phase_prepare(workspace: Path, customers: int) -> dict:
-    from cxpredict.workspace import resolve_workspace
-    from features.ingest import ingest
-    from features.snapshots import build_features
-    from features.store import apply_repo
-    from features.synthetic import WorldConfig, generate
-
-    ws = resolve_workspace(workspace).ensure()
     began = time.perf_counter()
-    generate(ws, WorldConfig(customers=customers, seed=1, days=730, end=END))
-    ingest(ws)
-    build_features(ws, AS_OF)
-    apply_repo(ws)
+    generated_world(workspace, customers, END, AS_OF)
     return {"seconds": round(time.perf_counter() - began, 1), **_usage()}
 
 
@@ -190,17 +160,17 @@ def main() -> None:
     command = " ".join(["benchmarks/monitor.py", *sys.argv[1:]])
     result: dict = {"machine": machine(), "customers": args.customers, "notes": args.note, "command": command}
     if not (workspace / "features" / "manifest.json").exists():
-        result["prepare"] = _child(
-            "--phase", "prepare", "--workspace", str(workspace), "--customers", str(args.customers)
+        result["prepare"] = run_phase(
+            __file__, "--phase", "prepare", "--workspace", str(workspace), "--customers", str(args.customers)
         )
         print("prepared", result["prepare"], flush=True)
     if not (workspace / "mlflow" / "mlflow.db").exists():
-        result["train"] = _child("--phase", "train", "--workspace", str(workspace))
+        result["train"] = run_phase(__file__, "--phase", "train", "--workspace", str(workspace))
         print("trained", result["train"], flush=True)
     if not (workspace / "reports" / "scores" / f"scores-{SCORED[0].date()}.json").exists():
-        result["score"] = _child("--phase", "score", "--workspace", str(workspace))
+        result["score"] = run_phase(__file__, "--phase", "score", "--workspace", str(workspace))
         print("scored", result["score"], flush=True)
-    result["monitor"] = _child("--phase", "monitor", "--workspace", str(workspace))
+    result["monitor"] = run_phase(__file__, "--phase", "monitor", "--workspace", str(workspace))
     print(json.dumps(result), flush=True)
     if not args.no_doc:
         write_section(OPEN, CLOSE, render(result))

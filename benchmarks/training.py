@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import time
 from datetime import UTC, date, datetime
@@ -28,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import DOC, machine, write_section  # noqa: E402
+from report import DOC, cpu_seconds, generated_world, machine, peak_rss_mib, run_phase, write_section  # noqa: E402
 
 OPEN, CLOSE = "<!-- training -->", "<!-- /training -->"
 END = date(2026, 11, 1)
@@ -36,52 +34,11 @@ AS_OF = datetime(2026, 11, 1, tzinfo=UTC)
 TRAIN_TARGET_S, SCORE_TARGET_S = 300.0, 120.0
 
 
-def peak_rss_mib() -> int:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10)
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return round(usage.ru_utime + usage.ru_stime, 1)
-
-
-def _child(*args: str) -> dict:
-    """Run a phase of this script in a fresh process; its last stdout line is its JSON result."""
-    env = {
-        **os.environ,
-        "OMP_WAIT_POLICY": "PASSIVE",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    done = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"phase {args[:2]} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 # --------------------------------------------------------------------------- phases (child processes)
 
 
 def phase_prepare(workspace: Path, customers: int) -> dict:
-    from cxpredict.workspace import resolve_workspace
-    from features.ingest import ingest
-    from features.snapshots import build_features
-    from features.store import apply_repo
-    from features.synthetic import WorldConfig, generate
-
-    ws = resolve_workspace(workspace).ensure()
-    marks = {}
-    began = time.perf_counter()
-    generate(ws, WorldConfig(customers=customers, seed=1, days=730, end=END))
-    marks["generate_s"] = round(time.perf_counter() - began, 1)
-    began = time.perf_counter()
-    ingest(ws)
-    marks["ingest_s"] = round(time.perf_counter() - began, 1)
-    began = time.perf_counter()
-    build_features(ws, AS_OF)
-    apply_repo(ws)
-    marks["features_s"] = round(time.perf_counter() - began, 1)
+    _, marks = generated_world(workspace, customers, END, AS_OF)
     return {**marks, "peak_rss_mib": peak_rss_mib()}
 
 
@@ -403,13 +360,19 @@ def main() -> None:
         return
     result: dict = {"machine": machine(), "customers": args.customers, "notes": args.note}
     if not (args.workspace / "features" / "manifest.json").exists():
-        result["prepare"] = _child(
-            "--phase", "prepare", "--workspace", str(args.workspace), "--customers", str(args.customers)
+        result["prepare"] = run_phase(
+            __file__,
+            "--phase",
+            "prepare",
+            "--workspace",
+            str(args.workspace),
+            "--customers",
+            str(args.customers),
         )
         print("prepared", result["prepare"], flush=True)
-    result["train"] = _child("--phase", "train", "--workspace", str(args.workspace))
+    result["train"] = run_phase(__file__, "--phase", "train", "--workspace", str(args.workspace))
     print("trained", json.dumps(result["train"]), flush=True)
-    result["score"] = _child("--phase", "score", "--workspace", str(args.workspace))
+    result["score"] = run_phase(__file__, "--phase", "score", "--workspace", str(args.workspace))
     print("scored", result["score"], flush=True)
     if args.million:
         began = time.perf_counter()
@@ -417,8 +380,14 @@ def main() -> None:
             args.workspace, args.million_workspace, copies=max(1, round(1_000_000 / args.customers))
         )
         print("replicated to 1M in", round(time.perf_counter() - began, 1), "s", flush=True)
-        result["million"] = _child(
-            "--phase", "score", "--workspace", str(args.million_workspace), "--tracking", str(args.workspace)
+        result["million"] = run_phase(
+            __file__,
+            "--phase",
+            "score",
+            "--workspace",
+            str(args.million_workspace),
+            "--tracking",
+            str(args.workspace),
         )
         print("scored 1M", result["million"], flush=True)
     result["measured"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

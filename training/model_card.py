@@ -226,18 +226,12 @@ def metrics_comparison(metrics: pd.DataFrame) -> pd.DataFrame:
     return wide.sort_values(["target", "_order"]).drop(columns="_order").reset_index(drop=True)
 
 
-def render(card: CardInputs, gap_warning: float = GAP_WARNING) -> str:
-    """The card as Markdown."""
+def _opening(card: CardInputs) -> list[str]:
+    """The sections every card opens with: title, purpose and use, the data window, the features."""
     spec = registry.get(card.task)
     purpose, use = spec.purpose, spec.intended_use
     title = f"{card.model_name} version {card.version}" if card.version else card.model_name
-    if card.gate_metric != "auc":
-        return _render_continuous(card)
-    comparison = metrics_comparison(card.metrics)
-    primary = card.metrics.loc[(card.metrics["target"] == card.primary) & (card.metrics["model"] == "model")]
-    values = dict(zip(primary["metric"], primary["value"]))
-    gap = largest_gap(card.slices)
-    lines = [
+    return [
         f"# Model card: {title}",
         "",
         f"Task `{card.task}`, training run `{card.run_id}`"
@@ -279,6 +273,20 @@ def render(card: CardInputs, gap_warning: float = GAP_WARNING) -> str:
         + ", ".join(f"`{name}`" for name in card.features)
         + ".",
         "",
+    ]
+
+
+def render(card: CardInputs, gap_warning: float = GAP_WARNING) -> str:
+    """The card as Markdown."""
+    spec = registry.get(card.task)
+    if card.gate_metric != "auc":
+        return _render_continuous(card)
+    comparison = metrics_comparison(card.metrics)
+    primary = card.metrics.loc[(card.metrics["target"] == card.primary) & (card.metrics["model"] == "model")]
+    values = dict(zip(primary["metric"], primary["value"]))
+    gap = largest_gap(card.slices)
+    lines = [
+        *_opening(card),
         "## Metrics on the held-out cutoff",
         "",
         (
@@ -378,7 +386,6 @@ def from_training(
 def _render_continuous(card: CardInputs) -> str:
     """The card of a task with a continuous target (spend): ranking (Gini), error and level."""
     spec = registry.get(card.task)
-    title = f"{card.model_name} version {card.version}" if card.version else card.model_name
     rows = card.metrics.loc[card.metrics["target"] == card.primary]
     wanted = ["gini", "mae", "total_error", "mean_actual"]
     wide = rows.loc[rows["metric"].isin(wanted)].pivot_table(
@@ -391,35 +398,7 @@ def _render_continuous(card: CardInputs) -> str:
     ).reset_index()
     coverage = rows.loc[(rows["model"] == "model") & (rows["metric"] == "interval_coverage"), "value"]
     lines = [
-        f"# Model card: {title}",
-        "",
-        f"Task `{card.task}`, training run `{card.run_id}`"
-        + (f", generated {card.generated_at}." if card.generated_at else "."),
-        "",
-        "## Purpose and intended use",
-        "",
-        spec.purpose,
-        "",
-        f"Intended use: {spec.intended_use}",
-        "",
-        NOT_INTENDED,
-        "",
-        *([f"Model: {card.selection}.", ""] if card.selection else []),
-        "## Data window",
-        "",
-        f"As of {card.as_of}, horizon {card.horizon_days} days; training cutoffs {', '.join(card.cutoffs_train)}; "
-        f"validation cutoff {card.cutoff_valid}; held-out cutoff {card.cutoff_test}; rows train / valid / test "
-        + " / ".join(f"{int(card.rows.get(k, 0)):,}" for k in ("train", "valid", "test"))
-        + f"; data hash {card.data_hash}; code version {card.code_version[:12]}.",
-        "",
-        f"Label: {card.label_definition}.",
-        "",
-        "## Features",
-        "",
-        f"Feature service `{card.feature_service}`, {len(card.features)} features: "
-        + ", ".join(f"`{name}`" for name in card.features)
-        + ".",
-        "",
+        *_opening(card),
         "## Metrics on the held-out cutoff",
         "",
         "Normalised Gini (1: the biggest spenders ranked first; 0: random), mean absolute error, and the "

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cxpredict import documents
+from cxpredict import tasks as registry
 from cxpredict.cli import app
 
 pytestmark = pytest.mark.slow  # on a copy of the session's trained world
@@ -50,7 +51,8 @@ def test_given_a_training_that_prints_when_training_as_json_then_stdout_holds_on
     assert [task["task"] for task in tasks] == list(results)
     for task in tasks:
         assert list(task) == list(documents.TRAIN_KEYS)
-        assert task["status"] == "trained" and task["metrics"]["model"]["auc"] > 0.5
+        gate = registry.get(task["task"]).gate_metric
+        assert task["status"] == "trained" and task["metrics"]["model"][gate] > 0.5
     assert "chatter" in result.stderr
 
 
@@ -65,7 +67,7 @@ def test_given_registered_champions_when_evaluating_as_json_then_each_task_has_t
     for task in listing["tasks"]:
         assert list(task) == list(documents.EVALUATE_KEYS)
         assert task["status"] == "evaluated" and task["alias"] == "champion"
-        assert 0.5 < task["metrics"]["model"]["auc"] <= 1
+        assert 0.5 < task["metrics"]["model"][registry.get(task["task"]).gate_metric] <= 1
 
 
 def test_given_champions_when_scoring_as_json_then_the_summary_names_the_file(workspace, tmp_path):

@@ -70,7 +70,7 @@ def test_given_cli_task_names_when_parsing_then_they_map_to_the_feature_services
 
     assert parse("next-purchase") == ("next_purchase",)
     assert parse("unmet_needs") == ("unmet_needs",)
-    assert parse("all") == ("churn", "next_purchase", "unmet_needs")
+    assert parse("all") == ("churn", "next_purchase", "unmet_needs", "value")
     with pytest.raises(ValueError, match="unknown task"):
         parse("upsell")
 
@@ -146,34 +146,38 @@ def test_given_the_feature_store_when_retrieving_fast_or_for_all_services_then_v
 # --------------------------------------------------------------------------- train, registry, plots
 
 
-def test_given_the_world_when_training_all_then_three_models_are_registered_champions_with_plots(
+def test_given_the_world_when_training_all_then_every_task_is_a_registered_champion_with_plots(
     trained_world,
 ):
     world, results = trained_world
 
-    assert [r.status for r in results.values()] == ["trained"] * 3
+    assert list(results) == list(registry.names())
+    assert [r.status for r in results.values()] == ["trained"] * len(results)
     target = resolve_tracking(world.ws)
     with tracking_session(target) as client:
-        for task, name in (
-            ("churn", "cx-churn"),
-            ("next_purchase", "cx-next-purchase"),
-            ("unmet_needs", "cx-unmet-needs"),
-        ):
-            champion = client.get_model_version_by_alias(name, "champion")
-            assert str(champion.version) == results[task].model_version == "1"
+        for spec in registry.all_tasks():
+            champion = client.get_model_version_by_alias(spec.model_name, "champion")
+            assert str(champion.version) == results[spec.name].model_version == "1"
             assert champion.tags["as_of"].startswith("2026-10-01")
-            plots = {a.path for a in client.list_artifacts(results[task].run_id, "plots")}
-            assert {"plots/roc.png", "plots/calibration.png", "plots/shap_summary.png"} <= plots
-            run = client.get_run(results[task].run_id)
-            assert run.data.params["feature_service"] == task
-            assert "auc_oracle" in run.data.metrics  # the generated world's oracle is in the run
+            plots = {a.path for a in client.list_artifacts(results[spec.name].run_id, "plots")}
+            run = client.get_run(results[spec.name].run_id)
+            assert run.data.params["feature_service"] == spec.name
+            assert "plots/shap_summary.png" in plots and "plots/importance.png" in plots
+            if spec.gate_metric == "auc":
+                assert {"plots/roc.png", "plots/calibration.png"} <= plots
+                assert "auc_oracle" in run.data.metrics  # the generated world's oracle is in the run
+            else:  # a continuous target: ranked deciles, judged on Gini against its baselines
+                assert "plots/deciles.png" in plots
+                assert {spec.gate_metric, f"{spec.gate_metric}_run_rate"} <= set(run.data.metrics)
 
 
 def test_given_the_generated_world_when_training_then_oracle_probabilities_cover_the_held_out_cutoff(
     trained_world,
 ):
     _, results = trained_world
-    for task, result in results.items():
+    binary = {task: result for task, result in results.items() if result.fitted.evaluations}
+    assert set(binary) == {"churn", "next_purchase", "unmet_needs"}
+    for task, result in binary.items():
         oracle = result.dataset.test.oracle
         columns = [c for c in result.dataset.label_columns if c in oracle]
         assert columns, task
@@ -278,8 +282,10 @@ def test_given_registered_champions_when_evaluating_then_the_held_out_auc_is_rep
         assert evaluation.cutoff == results[task].dataset.plan.test
         table = summary_table(evaluation.metrics)
         trained = summary_table(results[task].metrics)
-        assert table.loc["model", "auc"] == pytest.approx(trained.loc["model", "auc"], abs=1e-9)
-        assert table.loc["oracle", "auc"] == pytest.approx(trained.loc["oracle", "auc"], abs=1e-9)
+        metric = registry.get(task).gate_metric
+        assert table.loc["model", metric] == pytest.approx(trained.loc["model", metric], abs=1e-9)
+        if metric == "auc":
+            assert table.loc["oracle", "auc"] == pytest.approx(trained.loc["oracle", "auc"], abs=1e-9)
         with tracking_session(resolve_tracking(world.ws)) as client:
             assert client.get_run(evaluation.run_id).data.tags["kind"] == "evaluation"
 
