@@ -223,15 +223,18 @@ def render(result: dict) -> str:
         "shared with other workers (load average before/after shown). LightGBM on 2 threads, "
         "`OMP_WAIT_POLICY=PASSIVE`.",
         "",
-        "Command: `.venv/bin/python benchmarks/training.py "
-        + ("--million" if result.get("million") else "")
+        "Command: `"
+        + result.get(
+            "command",
+            ".venv/bin/python benchmarks/training.py" + (" --million" if result.get("million") else ""),
+        )
         + f"` — generated world of {customers:,} customers, 730 days to {END}, seed 1; "
         f"`train all --as-of {AS_OF:%Y-%m-%d}` (6 monthly cutoffs per task: 4 train, 1 validation, "
         "1 held-out evaluation); measured " + result["measured"] + ".",
         "",
         "| step | wall | target | CPU | peak RSS | load before/after |",
         "|---|---:|---:|---:|---:|---:|",
-        f"| train all ({customers:,} customers × 6 cutoffs, 3 models, MLflow logging) | {train['seconds']:.1f} s | "
+        f"| train all ({customers:,} customers × 6 cutoffs, {len(train['quality'])} tasks, MLflow logging) | {train['seconds']:.1f} s | "
         f"≤ {TRAIN_TARGET_S:.0f} s | {train['cpu_seconds']:.0f} s | {train['peak_rss_mib']:,} MiB | "
         f"{train['load_before']} / {train['load_after']} |",
     ]
@@ -358,7 +361,9 @@ def main() -> None:
         write_section(OPEN, CLOSE, render(saved))
         print(f"updated {DOC.relative_to(ROOT)}")
         return
-    result: dict = {"machine": machine(), "customers": args.customers, "notes": args.note}
+    shown = [arg for arg in sys.argv[1:] if arg not in args.note and arg != "--note"]
+    command = " ".join([".venv/bin/python benchmarks/training.py", *shown])
+    result: dict = {"machine": machine(), "customers": args.customers, "notes": args.note, "command": command}
     if not (args.workspace / "features" / "manifest.json").exists():
         result["prepare"] = run_phase(
             __file__,
