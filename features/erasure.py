@@ -17,8 +17,9 @@ Contract:
   A request killed half-way is finished by running it again or by ``forget --resume``.
 - Each file is rewritten next to itself, fsynced and renamed over the old one; each database is
   changed in one transaction, and no deleted row survives in its files: the online store deletes
-  with ``secure_delete`` (zeroing what it frees), the small logs are rebuilt by ``VACUUM``, and
-  either way the WAL is checkpointed and truncated. A running server sees the change on its next read: its SQLite connections read the
+  with ``secure_delete`` (zeroing what it frees) and rebuilds its indexes (whose pages keep deleted
+  keys as separators), the small logs are rebuilt by ``VACUUM``, and either way the WAL is
+  checkpointed and truncated. A running server sees the change on its next read: its SQLite connections read the
   committed state, and the files keep their inode.
 - :func:`drop_erased` is the ingest hook: rows whose customer id or identifier matches a tombstone
   are dropped and counted as ``erased``.
@@ -604,7 +605,7 @@ def _vacuum(path: Path, rebuild: bool = True) -> None:
     """Empty the database's WAL into it (so no old page image survives there) and, with ``rebuild``,
     first rebuild it without free pages, so deleted rows leave the files. Without ``rebuild`` the
     deletion must have run with ``secure_delete`` (which zeroes what it deletes): the online store,
-    where a rebuild of gigabytes would dominate the erasure."""
+    which rebuilds its indexes instead."""
     connection = sqlite3.connect(path, isolation_level=None, timeout=30)
     try:
         connection.execute("PRAGMA busy_timeout=30000")
@@ -650,11 +651,15 @@ def _erase_sqlite_online(path: Path, matcher: Matcher) -> dict[str, int]:
         except BaseException:
             connection.execute("ROLLBACK")
             raise
+        if counts["rows"]:
+            # Index pages keep deleted keys as separators: rebuilding the indexes (their old pages
+            # freed, and zeroed by secure_delete) removes them, at a fraction of a VACUUM's cost.
+            connection.execute("REINDEX")
     finally:
         connection.close()
     counts["customers"] = len(erased)
     if counts["rows"]:
-        _vacuum(path, rebuild=False)  # deleted with secure_delete: the freed pages are zeros already
+        _vacuum(path, rebuild=False)
     return counts
 
 
@@ -675,8 +680,8 @@ def _erase_redis(store, matcher: Matcher) -> dict[str, int]:
 
 
 def erase_online_store(ctx: Context) -> dict[str, int]:
-    """The SQLite online store (rows deleted in one transaction with ``secure_delete``, then the WAL
-    checkpointed and truncated) or Redis keys."""
+    """The SQLite online store (rows deleted in one transaction with ``secure_delete``, the indexes
+    rebuilt, then the WAL checkpointed and truncated) or Redis keys."""
     settings = ctx.settings
     if settings is None and os.environ.get(ONLINE_STORE_ENV):
         from features.feature_repo.definitions import RepoSettings

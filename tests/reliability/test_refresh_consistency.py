@@ -65,6 +65,10 @@ def test_given_a_refresh_under_load_then_every_answer_is_the_old_or_the_new_snap
     worker.start()
     try:
         assert _features(ws, "--as-of", LATER.date().isoformat()).wait(timeout=600) == 0
+        finished = len(answers)
+        deadline = time.monotonic() + 60
+        while len(answers) <= finished and time.monotonic() < deadline:  # one read after the commit
+            time.sleep(0.05)
     finally:
         stop.set()
         worker.join()
