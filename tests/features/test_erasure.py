@@ -492,27 +492,16 @@ def test_given_the_redis_online_store_forget_deletes_the_customers_keys_and_no_o
 def test_given_postgresql_logs_forget_deletes_the_customers_events_decisions_and_outcomes(
     tmp_path, monkeypatch
 ):
-    import uuid
-
-    import psycopg2
-
     from features.event_log import EventLog, RealtimeEvent
     from serving.decision_log import DecisionLog
+    from tests.postgres import fresh_database
 
     # given event and decision logs on a fresh PostgreSQL database, holding two customers
-    database = f"cxp_erasure_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(
-        dbname="postgres", host="127.0.0.1", port=5432, user="postgres", connect_timeout=5
-    )
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{database}"')
-    url = f"postgresql://postgres@127.0.0.1:5432/{database}"
-    monkeypatch.setenv(erasure.EVENT_LOG[0], url)
-    monkeypatch.setenv(erasure.DECISION_LOG[0], url)
-    ws = Workspace(root=tmp_path / "ws")
-    at = datetime(2026, 11, 1, tzinfo=UTC)
-    try:
+    with fresh_database("cxp_erasure") as url:
+        monkeypatch.setenv(erasure.EVENT_LOG[0], url)
+        monkeypatch.setenv(erasure.DECISION_LOG[0], url)
+        ws = Workspace(root=tmp_path / "ws")
+        at = datetime(2026, 11, 1, tzinfo=UTC)
         events, decisions = EventLog(url), DecisionLog(url)
         for customer in ("C1", "C2"):
             events.append(RealtimeEvent(customer_id=customer, event_type="search", timestamp=at))
@@ -531,7 +520,3 @@ def test_given_postgresql_logs_forget_deletes_the_customers_events_decisions_and
         assert decisions.counts() == {"decisions": 1, "holdout_decisions": 0, "outcomes": 1}
         events.close()
         decisions.close()
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        admin.close()

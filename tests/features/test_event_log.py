@@ -92,20 +92,10 @@ def test_given_logged_events_then_they_become_rows_of_the_sources_they_belong_to
 @pytest.mark.services
 @pytest.mark.slow
 def test_given_a_postgresql_log_when_processes_append_and_retry_then_each_event_is_logged_once():
-    import uuid
-
-    import psycopg2
+    from tests.postgres import fresh_database
 
     # given a fresh database on the PostgreSQL server on loopback (.ci/run starts it)
-    database = f"cxp_events_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(
-        dbname="postgres", host="127.0.0.1", port=5432, user="postgres", connect_timeout=5
-    )
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{database}"')
-    url = f"postgresql://postgres@127.0.0.1:5432/{database}"
-    try:
+    with fresh_database("cxp_events") as url:
         EventLog(url).close()
         # when four processes append 50 events each, and one event is retried
         with multiprocessing.get_context("spawn").Pool(4) as pool:
@@ -116,7 +106,3 @@ def test_given_a_postgresql_log_when_processes_append_and_retry_then_each_event_
         assert retried[1] is False and log.count() == 200
         assert counters(log.events(["C1"], since=START)["C1"], START.timestamp())["realtime_sessions"] == 200
         log.close()
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        admin.close()

@@ -4,7 +4,6 @@ PostgreSQL query read in chunks, all through the ordinary ingest contract."""
 from __future__ import annotations
 
 import textwrap
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -252,15 +251,9 @@ def orders_table():
     numeric), dropped afterwards; yields its URL."""
     import psycopg2
 
-    database = f"cxp_sources_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(
-        dbname="postgres", host="127.0.0.1", port=5432, user="postgres", connect_timeout=5
-    )
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{database}"')
-    url = f"postgresql://postgres@127.0.0.1:5432/{database}"
-    try:
+    from tests.postgres import fresh_database
+
+    with fresh_database("cxp_sources") as url:
         with psycopg2.connect(url) as connection, connection.cursor() as cursor:
             cursor.execute("CREATE TABLE orders (user_id text, order_date timestamp, total numeric(10, 2), "
                            "region text)")  # fmt: skip
@@ -270,10 +263,6 @@ def orders_table():
                   "north" if n % 2 else None) for n in range(50)],
             )  # fmt: skip
         yield url
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        admin.close()
 
 
 def database_yaml(folder: Path, url: str, *extra: str) -> Path:
