@@ -186,13 +186,38 @@ def generate(
     end: Annotated[
         Optional[str], typer.Option(help="End of the history, exclusive, YYYY-MM-DD (default: today).")
     ] = None,
+    shift: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Shift behaviour from a date on, to rehearse monitoring and retraining: "
+            "start=YYYY-MM-DD[,channels=organic+store][,purchase=0.35][,sessions=0.5] multiplies the "
+            "purchases and browsing sessions of the customers acquired through those channels."
+        ),
+    ] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Generate a synthetic omnichannel retailer: raw sources into raw/, ground truth into truth/."""
-    from cxpredict import render
-    from features.synthetic import WorldConfig, generate as generate_world
+    from pydantic import ValidationError
 
-    config = WorldConfig(customers=customers, seed=seed, days=days, end=(_day(end) or _today()).date())
+    from cxpredict import render
+    from features.synthetic import Shift, WorldConfig, generate as generate_world
+
+    try:
+        config = WorldConfig(
+            customers=customers,
+            seed=seed,
+            days=days,
+            end=(_day(end) or _today()).date(),
+            shift=Shift.parse(shift) if shift else None,
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise typer.BadParameter(
+            f"{where}: {first['msg']}" if where else first["msg"], param_hint="--shift"
+        ) from None
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--shift") from None
     ws = _workspace(workspace)
     with render.progress(errors) as progress:
         summary = generate_world(ws, config, progress=progress)

@@ -20,8 +20,10 @@ champion, as an HTML and a JSON report in ``reports/`` and a run of the MLflow e
   since matured (the task's own label builder on the canonical data known at as-of), and AUC, ECE
   and top-decile lift are compared with what the scoring version recorded at training, overall and
   by churn risk band. Degraded: AUC below the recorded AUC by more than ``auc_drop``, or ECE above
-  the recorded ECE by more than ``ece_rise``. Outputs of more than ``realised_rows`` customers
-  are measured on a seeded sample of them (labels are per customer, so a sample's are exact).
+  the recorded ECE by more than ``ece_rise``. Only the champion's own outputs raise the alarm: the
+  decay of a version that has since been replaced (say, by ``retrain``) is reported as a note.
+  Outputs of more than ``realised_rows`` customers are measured on a seeded sample of them
+  (labels are per customer, so a sample's are exact).
 
 Status: ``healthy`` (exit code 0) or ``alert`` (exit code 3) when any task drifted or degraded;
 ``NothingToMonitor`` (exit code 2) when no task has a champion. Reports and the MLflow run hold
@@ -649,13 +651,14 @@ def monitor_workspace(
                 trained = champion.model.predict(held_out[inputs].reset_index(drop=True))
                 outputs = [c for c in score_columns(champion.model) if c in latest_frame and c in trained]
                 report.prediction_source = latest.path.name
+                report.predictions = compare(trained, latest_frame, outputs, config.prediction_threshold)
                 if latest.versions.get(task) != champion.version:
+                    # Another model's scores say nothing about this one's drift: shown, not alarmed.
                     report.notes.append(
                         f"{latest.path.name} was scored by version {latest.versions.get(task, '?')}, "
-                        f"not the champion {champion.version}"
+                        f"not the champion {champion.version}: run `cxpredict score` to check its drift"
                     )
-                report.predictions = compare(trained, latest_frame, outputs, config.prediction_threshold)
-                if report.predictions.drifted:
+                elif report.predictions.drifted:
                     report.reasons.append(f"scores drifted: {', '.join(report.predictions.drifted)}")
             else:
                 report.notes.append(
@@ -665,6 +668,12 @@ def monitor_workspace(
         for task, rows in _realised(ws, target, moment, found, config).items():
             reports[task].performance = rows
             for row in rows:
+                if row["version"] != found[task].version and row["degraded"]:
+                    reports[task].notes.append(
+                        f"scores of {row['scored_as_of'][:10]} by version {row['version']}, no longer "
+                        f"champion: {'; '.join(row['degraded'])}"
+                    )
+                    continue
                 reports[task].reasons += [
                     f"scores of {row['scored_as_of'][:10]}: {why}" for why in row["degraded"]
                 ]

@@ -9,7 +9,7 @@ every check passes (or with ``force`` and a reason):
 - AUC: on the same rows, the bootstrap interval (over customers) of candidate AUC - champion AUC
   reaches at least ``-auc_tolerance``: a difference inside the noise is neither a win nor a loss
   (no champion: not applicable);
-- calibration: candidate ECE <= ``ece_bound``;
+- calibration: candidate ECE <= ``ece_bound``, or no worse than the champion's on the same rows;
 - label definition and horizon identical to the champion's (and to the evaluation set's);
 - feature service resolvable: an injected check (the lead wires Feast); by default every feature
   recorded on the version is a column of the evaluation set;
@@ -421,12 +421,12 @@ def gate_checks(
     passed, detail = _validated(
         {level: MetricThreshold(threshold=float(bound), greater_is_better=False)}, candidate.result
     )
-    requirement = f"<= {bound:g}"
-    if not binary:
-        # A season moves the total of every model alike: no worse than the served champion also passes.
-        requirement += " or no worse than the champion's"
-        if not passed and champion is not None and cand[level] <= champ.get(level, np.nan) + 1e-9:
-            passed, detail = True, ""
+    # The bound keeps a miscalibrated model out; it does not keep a worse one in. On the same rows a
+    # candidate no worse than the served champion also passes (a season or a shift in behaviour
+    # moves every model's calibration, and refusing the better one leaves the worse one serving).
+    requirement = f"<= {bound:g} or no worse than the champion's"
+    if not passed and champion is not None and cand[level] <= champ.get(level, np.nan) + 1e-9:
+        passed, detail = True, ""
     checks.append(
         Check(
             "calibration (ECE)" if binary else "level (total error)",

@@ -48,7 +48,7 @@ over the horizon, integrating over future incidents and fade-out onsets; it neve
 realised future draws. :func:`realised_labels` reads the generated raw files for comparison.
 """
 
-from features.synthetic.config import CATEGORIES, SOURCES, Dynamics, WorldConfig
+from features.synthetic.config import CATEGORIES, SOURCES, Dynamics, Shift, WorldConfig
 from features.synthetic.generator import GenerateSummary, generate
 from features.synthetic.oracle import oracle_probabilities, realised_labels
 from features.synthetic.truth import Truth, load_truth
@@ -59,6 +59,7 @@ __all__ = [
     "Dynamics",
     "GenerateSummary",
     "Truth",
+    "Shift",
     "WorldConfig",
     "generate",
     "load_truth",

@@ -108,6 +108,45 @@ class Dynamics(BaseModel):
         return self
 
 
+class Shift(BaseModel):
+    """A change of behaviour from ``start`` on, for the customers acquired through ``channels`` (a
+    stand-in for the region where a competitor opens): their purchase intensity is multiplied by
+    ``purchase`` and their browsing-session intensity by ``sessions``.
+
+    The oracle reads the same shift from ``truth/world.json``, so its probabilities stay the
+    world's true ones after the change; monitoring and retraining are judged on such a world.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start: date
+    channels: tuple[str, ...] = ("organic", "store")
+    purchase: float = Field(0.35, gt=0, le=10)
+    sessions: float = Field(0.5, gt=0, le=10)
+
+    @model_validator(mode="after")
+    def _known_channels(self) -> Shift:
+        from features.synthetic.world import ACQUISITION_CHANNELS
+
+        unknown = sorted(set(self.channels) - set(ACQUISITION_CHANNELS))
+        if unknown or not self.channels:
+            raise ValueError(
+                f"shift channels must be among {', '.join(ACQUISITION_CHANNELS)}; got {', '.join(unknown) or 'none'}"
+            )
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> Shift:
+        """``start=YYYY-MM-DD[,channels=a+b][,purchase=x][,sessions=y]``, as the command line takes it."""
+        values: dict[str, object] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise ValueError(f"shift: expected key=value, got {part!r}")
+            values[key.strip()] = tuple(value.split("+")) if key.strip() == "channels" else value.strip()
+        return cls.model_validate(values)
+
+
 class WorldConfig(BaseModel):
     """Size, seed and window of a world. The window is the ``days`` days before ``end`` at 00:00 UTC.
 
@@ -127,6 +166,15 @@ class WorldConfig(BaseModel):
     malformed_share: float = Field(0.004, ge=0, le=0.05)
     duplicate_share: float = Field(0.001, ge=0, le=0.05)
     dynamics: Dynamics = Field(default_factory=Dynamics)
+    shift: Shift | None = None
+
+    @model_validator(mode="after")
+    def _shift_in_window(self) -> WorldConfig:
+        if self.shift is not None and not (
+            self.end - timedelta(days=self.days) < self.shift.start < self.end
+        ):
+            raise ValueError("shift.start must lie inside the generated window")
+        return self
 
     @property
     def start_at(self) -> datetime:

@@ -221,11 +221,25 @@ def engagement(lat: Latents, days: np.ndarray, dtype=np.float64) -> np.ndarray:
     return lat.engagement_level.astype(dtype)[:, None] * np.exp(drift, out=drift)
 
 
+def _apply_shift(config: WorldConfig, lat: Latents, days: np.ndarray, rate: np.ndarray, factor: str) -> None:
+    """Multiply, in place, the shifted customers' rates from the shift's first day on."""
+    shift = config.shift
+    if shift is None:
+        return
+    first = (shift.start - config.end).days + config.days
+    later = np.asarray(days) >= first
+    channels = [ACQUISITION_CHANNELS.index(c) for c in shift.channels]
+    rows = np.flatnonzero(np.isin(lat.acquisition, channels))
+    if rows.size and later.any():
+        rate[np.ix_(rows, np.flatnonzero(later))] *= rate.dtype.type(getattr(shift, factor))
+
+
 def session_intensity(config: WorldConfig, lat: Latents, days: np.ndarray, dtype=np.float64) -> np.ndarray:
     """Expected browsing sessions per day of a customer who is not fading out."""
     rate = engagement(lat, days, dtype)
     rate *= session_season(config, days).astype(dtype)[None, :]
     rate *= signed_up(lat, days)
+    _apply_shift(config, lat, days, rate, "sessions")
     return rate
 
 
@@ -240,6 +254,7 @@ def purchase_intensity(
     rate *= lat.total_purchase_rate(dyn).astype(dtype)[:, None]
     rate *= purchase_season(config, days).astype(dtype)[None, :]
     rate *= signed_up(lat, days)
+    _apply_shift(config, lat, days, rate, "purchase")
     return rate
 
 

@@ -486,3 +486,42 @@ def test_given_the_oracle_then_next_category_and_expected_days_match_what_happen
 def test_given_a_cutoff_that_is_not_midnight_when_asking_the_oracle_then_it_refuses(truth):
     with pytest.raises(ValueError, match="midnight"):
         oracle_probabilities(truth, "2024-03-01T12:00:00Z", 30)
+
+
+def test_given_a_shift_then_only_the_shifted_customers_act_less_and_only_after_its_start():
+    from features.synthetic import Shift
+    from features.synthetic.calendar import promotions
+    from features.synthetic.world import ACQUISITION_CHANNELS, sample_latents, simulate_block
+
+    # given one block of customers simulated with and without a shift, from the same random stream
+    plain = WorldConfig(customers=3_000, seed=4, days=400, end=date(2026, 6, 1))
+    shifted = plain.model_copy(update={"shift": Shift.parse("start=2026-03-01,channels=store,purchase=0.3")})
+    runs = []
+    for config in (plain, shifted):
+        rng = np.random.default_rng(7)
+        lat = sample_latents(config, rng, 0, config.customers)
+        runs.append((lat, simulate_block(config, lat, promotions(config), rng)))
+    (lat, before), (_, after) = runs
+    first = (date(2026, 3, 1) - date(2026, 6, 1)).days + plain.days
+    hit = lat.acquisition == ACQUISITION_CHANNELS.index("store")
+    # then customers of other channels, and everyone before the start, act exactly as without it
+    assert np.array_equal(before.purchase_counts[~hit], after.purchase_counts[~hit])
+    assert np.array_equal(before.session_counts[:, :first], after.session_counts[:, :first])
+    assert np.array_equal(before.purchase_counts[:, :first], after.purchase_counts[:, :first])
+    # and the shifted customers buy about 30 % as often from the start on, and browse half as much
+    ratio = after.purchase_counts[hit, first:].sum() / before.purchase_counts[hit, first:].sum()
+    sessions = after.session_counts[hit, first:].sum() / before.session_counts[hit, first:].sum()
+    assert 0.25 < ratio < 0.35 and 0.45 < sessions < 0.55
+
+
+def test_given_a_shift_outside_the_window_or_an_unknown_channel_then_it_is_refused():
+    from pydantic import ValidationError
+
+    from features.synthetic import Shift
+
+    with pytest.raises(ValidationError, match="inside the generated window"):
+        WorldConfig(customers=100, end=date(2026, 6, 1), shift=Shift.parse("start=2026-07-01"))
+    with pytest.raises(ValidationError, match="must be among"):
+        Shift.parse("start=2026-03-01,channels=moon")
+    with pytest.raises(ValueError, match="key=value"):
+        Shift.parse("start")
