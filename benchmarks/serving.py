@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/serving.py                          # ./.cxpredict (what `make demo` fills)
     .venv/bin/python benchmarks/serving.py --workspace /tmp/ws --quick --no-doc   # smoke run
+    .venv/bin/python benchmarks/serving.py --stores sqlite,redis    # both online stores, side by side
 
 Starts the real server (BentoML, one worker) on the workspace's champion models with a fresh API
 key, waits for ``/readyz``, then drives ``POST /predict`` with random known customers (seeded) from
@@ -17,6 +18,12 @@ kept cheap (its CPU per request is reported). Phases, in order, each after its o
 4. with the server stopped, in this process: Feast's ``get_online_features`` for the feature
    services /predict reads, on the 100-customer sets of phase 2 (the service must beat it), and the
    fast reader (``features.online.OnlineReader``) on the same sets for context.
+
+``--stores`` runs every phase once per online store, in the order given: ``sqlite`` serves the
+workspace's own store; ``redis`` serves a copy of the workspace whose store is a Feast project of
+its own on the Redis server (``--redis``, default 127.0.0.1:6379), materialised by the atomic Redis
+writer (``features.redis_online``) before the server starts and deleted after. The targets are
+judged on the first store; a table puts the stores side by side.
 
 Any non-200 answer or connection error counts as an error. Prints a table and JSON and rewrites the
 ``<!-- serving -->`` section of docs/benchmarks.md (other sections kept); ``--quick`` shortens
@@ -52,6 +59,7 @@ from report import DOC, machine, write_section  # noqa: E402
 from cxpredict import tasks as registry  # noqa: E402
 
 OPEN, CLOSE = "<!-- serving -->", "<!-- /serving -->"
+STORES = ("sqlite", "redis")
 TASKS = registry.names()
 READER_SERVICES = (*TASKS, "realtime_signals")
 SEED = 7
@@ -122,7 +130,9 @@ def free_port(port: int) -> bool:
 class Server:
     """``cxpredict serve`` in its own session (BentoML spawns children: the whole group is stopped)."""
 
-    def __init__(self, ws_root: Path, port: int, key: str, log_path: Path, workers: int) -> None:
+    def __init__(
+        self, ws_root: Path, port: int, key: str, log_path: Path, workers: int, env: dict | None = None
+    ) -> None:
         executable = Path(sys.executable).parent / "cxpredict"
         command = [str(executable), "serve", "--workspace", str(ws_root), "--port", str(port)]
         command += ["--reload-seconds", "0", "--workers", str(workers)]
@@ -132,6 +142,7 @@ class Server:
             "OMP_WAIT_POLICY": "PASSIVE",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             "MLFLOW_DISABLE_TELEMETRY": "true",
+            **(env or {}),
         }
         self.port, self.log_path = port, log_path
         self._log = log_path.open("wb")
@@ -419,7 +430,7 @@ def summary(run: Run) -> dict:
 # --------------------------------------------------------------------------- Feast reference
 
 
-def feast_reference(ws, id_sets: list[list[str]], calls: int) -> dict:
+def feast_reference(ws, id_sets: list[list[str]], calls: int, settings=None) -> dict:
     """Features only, in this process, for the 100-customer sets of the HTTP phase: Feast's
     ``get_online_features`` on each of the services /predict reads (one call each), and
     the fast reader on their union with the realtime counters (what the service reads)."""
@@ -430,7 +441,7 @@ def feast_reference(ws, id_sets: list[list[str]], calls: int) -> dict:
     warnings.filterwarnings("ignore")
     from features.online import OnlineReader
 
-    store = open_store(ws)
+    store = open_store(ws, settings)
     services = {name: store.get_feature_service(name) for name in TASKS}
     reader = OnlineReader(store)
 
@@ -589,6 +600,44 @@ def phase_rows(result: dict) -> list[list[str]]:
     ]
 
 
+SIDE_BY_SIDE = (
+    ("/predict 1 customer, c=8: p50 ms", "single", "p50_ms"),
+    ("/predict 1 customer, c=8: p99 ms", "single", "p99_ms"),
+    ("/predict 100 customers, c=1: p50 ms", "hundred_c1", "p50_ms"),
+    ("/predict 100 customers, c=1: p99 ms", "hundred_c1", "p99_ms"),
+    ("/predict 100 customers, c=8: p50 ms", "hundred_c8", "p50_ms"),
+    ("/predict 100 customers, c=8: req/s", "hundred_c8", "rate"),
+    ("/predict 1 customer, c=8, sustained: req/s", "sustained", "rate"),
+    ("/predict 1 customer, c=8, sustained: server CPU ms/request", "sustained", "server_cpu_ms_per_request"),
+    ("/decide 1 customer, c=1: p50 ms", "decide_c1", "p50_ms"),
+    ("/decide 1 customer, c=8: decisions/s", "decide_c8", "rate"),
+    ("features only, 100 customers, fast reader: p50 ms", "feast", "reader_p50_ms"),
+    ("features only, 100 customers, fast reader: p99 ms", "feast", "reader_p99_ms"),
+    ("features only, 100 customers, Feast SDK (every service): p50 ms", "feast", "sdk_p50_ms"),
+)
+
+
+def store_rows(result: dict) -> tuple[tuple[str, ...], list[list[str]]]:
+    """(header, rows) of the stores side by side, with each later store's ratio to the first."""
+    names = list(result["stores"])
+    first = names[0]
+    header = ("metric", *names, *(f"{name} / {first}" for name in names[1:]))
+
+    def value(store: dict, part: str, key: str) -> float:
+        return store[part][key] if part == "feast" else store["phases"][part][key]
+
+    rows = []
+    for metric, part, key in SIDE_BY_SIDE:
+        values = [value(result["stores"][name], part, key) for name in names]
+        ratios = [f"{v / values[0]:.2f}×" if values[0] else "—" for v in values[1:]]
+        rows.append([metric, *(f"{v:,.2f}" if v < 100 else f"{v:,.0f}" for v in values), *ratios])
+    errors = [sum(p["errors"] for p in result["stores"][name]["phases"].values()) for name in names]
+    rows.append(["errors, every phase", *map(str, errors), *("—" for _ in names[1:])])
+    ready = [result["stores"][name]["startup_s"] for name in names]
+    rows.append(["server ready, s", *(f"{v:.0f}" for v in ready), *("—" for _ in names[1:])])
+    return header, rows
+
+
 def markdown(header: tuple[str, ...], rows: list[list[str]], align: str) -> list[str]:
     """A Markdown table; ``align`` has one letter per column (l or r)."""
     rule = "|".join("---" if a == "l" else "---:" for a in align)
@@ -609,7 +658,8 @@ def render(result: dict) -> str:
         "the load generator runs on the same cores as the server. Load average before/after the run: "
         f"{result['load_before']} / {result['load_after']}.",
         "",
-        f"Command: `{result['command']}` — workspace of {result['customers']:,} known customers "
+        f"Online store: {result.get('store', 'sqlite')}. Command: `{result['command']}` — workspace of "
+        f"{result['customers']:,} known customers "
         f"(features as of {result['features_as_of']}), champions {versions}; measured {result['measured']}.",
         "",
         f"Setup: {result['workers']} BentoML worker process(es) (`cxpredict serve --reload-seconds 0 --workers "
@@ -663,6 +713,25 @@ def render(result: dict) -> str:
         f"p99 {c1['p99_ms'] / feast['sdk_p99_ms']:.2f}×.",
         "",
     ]
+    if len(result.get("stores", {})) > 1:
+        header, rows = store_rows(result)
+        redis = result["stores"].get("redis", {})
+        copy = (
+            f" The Redis server holds a copy of the workspace under a Feast project of its own, materialised "
+            f"by the atomic Redis writer ({redis['materialise_s']:.1f} s: staging keys, then one "
+            "`MULTI`/`EXEC` swap) before its server started, and deleted after."
+            if redis.get("materialise_s") is not None
+            else ""
+        )
+        lines += [
+            f"### Online stores side by side ({', '.join(result['stores'])})",
+            "",
+            "The same load, the same request sets and the same models, one store after the other in this "
+            f"run; the tables above are the {result['store']} store's.{copy}",
+            "",
+            *markdown(header, rows, "l" + "r" * (len(header) - 1)),
+            "",
+        ]
     missed = [metric for metric, _, _, met in checks if met is False]
     one, held = result["phases"]["single"], result["phases"]["sustained"]
     lines += [
@@ -699,15 +768,140 @@ def print_report(result: dict) -> None:
     for metric, target, measured, met in verdicts(result):
         targets.add_row(metric, target, measured, "—" if met is None else ("yes" if met else "[red]no[/red]"))
     console.print(targets)
+    if len(result.get("stores", {})) > 1:
+        header, rows = store_rows(result)
+        stores = Table(title="online stores side by side")
+        for column in header:
+            stores.add_column(column, justify="left" if column == "metric" else "right")
+        for row in rows:
+            stores.add_row(*row)
+        console.print(stores)
 
 
 # --------------------------------------------------------------------------- main
+
+
+@dataclass
+class Served:
+    """One online store to serve: its workspace, Feast settings (None: the environment's) and the
+    server's extra environment."""
+
+    store: str
+    ws: object
+    settings: object | None = None
+    env: dict = field(default_factory=dict)
+    materialise_s: float | None = None
+
+
+def redis_copy(ws, folder: Path, connection: str) -> Served:
+    """A copy of the workspace whose online store is a Feast project of its own on Redis, applied and
+    materialised (latest snapshot, the atomic writer) before any server starts."""
+    import shutil
+    import uuid
+
+    from cxpredict.workspace import resolve_workspace
+    from features.feature_repo.definitions import RepoSettings, load_manifest
+    from features.store import apply_repo, materialize_latest
+
+    project = f"cxp_bench_{uuid.uuid4().hex[:12]}"
+    settings = RepoSettings(online_store="redis", redis_connection_string=connection, project=project)
+    target = folder / "redis-ws"
+    shutil.copytree(
+        ws.root, target, symlinks=True, ignore=shutil.ignore_patterns("*.lock", "online_store.db*")
+    )
+    copy = resolve_workspace(target)
+    apply_repo(copy, settings)
+    report = materialize_latest(copy, end=load_manifest(copy.features_dir).as_of, settings=settings)
+    if report.method != "fast":
+        raise RuntimeError(f"the Redis store was materialised by the {report.method} path")
+    env = {
+        "CXPREDICT_FEAST_ONLINE_STORE": "redis",
+        "CXPREDICT_FEAST_REDIS_CONNECTION_STRING": connection,
+        "CXPREDICT_FEAST_PROJECT": project,
+    }
+    return Served("redis", copy, settings, env, round(report.seconds, 1))
+
+
+def drop_redis_project(served: Served) -> None:
+    """Delete every key of the copy's Feast project (customer hashes, snapshot state, staging)."""
+    from features.redis_online import client_of
+    from features.store import open_store
+
+    client = client_of(open_store(served.ws, served.settings))
+    pattern = f"*{served.settings.project}*".encode()
+    doomed = list(client.scan_iter(match=pattern, count=10_000))
+    for offset in range(0, len(doomed), 10_000):
+        client.delete(*doomed[offset : offset + 10_000])
+
+
+def request_sets(pool: list[str], port: int, key: str) -> dict:
+    """The phases' requests for a server on ``port`` (the same customers for every store)."""
+    single, _ = request_set(pool, 1, 4096, port, key, SEED)
+    hundred, hundred_ids = request_set(pool, 100, 512, port, key, SEED + 1)
+    decide, _ = request_set(pool, 1, 4096, port, key, SEED + 2, path="/decide")
+    return {"single": single, "hundred": hundred, "decide": decide, "hundred_ids": hundred_ids}
+
+
+def serve_and_measure(
+    served: Served, args, port: int, plan: Plan, key: str, sets: dict, folder: Path
+) -> dict:
+    """Every HTTP phase on one store's server, then the in-process features reference."""
+    out: dict = {"phases": {}, "workers": args.workers, "materialise_s": served.materialise_s}
+    single, hundred, decide = sets["single"], sets["hundred"], sets["decide"]
+    gc.collect()
+    gc.freeze()
+    log = Path(folder) / f"server-{served.store}.log"
+    server = Server(served.ws.root, port, key, log, args.workers, served.env)
+    try:
+        began = time.perf_counter()
+        ready = server.wait_ready()
+        out["startup_s"] = round(time.perf_counter() - began, 1)
+        out["features_as_of"] = ready.get("features_as_of")
+        print(
+            f"[{served.store}] server ready in {out['startup_s']} s: models {ready.get('models')}", flush=True
+        )
+        check_answer(port, single[0], 1)
+        check_answer(port, hundred[0], 100)
+        phases = (
+            ("single", single, 1, 8, {"total": plan.single}),
+            ("hundred_c1", hundred, 100, 1, {"total": plan.hundred_c1}),
+            ("hundred_c8", hundred, 100, 8, {"total": plan.hundred_c8}),
+            ("sustained", single, 1, 8, {"seconds": plan.sustained_s}),
+            ("decide_c1", decide, 1, 1, {"total": plan.decide_c1}),
+            ("decide_c8", decide, 1, 8, {"total": plan.decide_c8}),
+        )
+        for name, requests, size, concurrency, budget in phases:
+            warmup = plan.warmup if size == 1 else plan.warmup_hundred
+            run = measure(server, name, requests, size, concurrency, warmup=warmup, **budget)
+            out["phases"][name] = summary(run)
+            p = out["phases"][name]
+            print(
+                f"[{served.store}] {name}: {p['requests']} requests, {p['errors']} errors, {p['rate']} req/s, "
+                f"p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms",
+                flush=True,
+            )
+            if p["errors"]:
+                print(f"  errors: {p['error_kinds']}\n{server.log_tail()}", flush=True)
+    finally:
+        server.stop()
+    gc.unfreeze()
+    ids = sets["hundred_ids"][: max(plan.feast_calls, 3)]
+    out["feast"] = feast_reference(served.ws, ids, plan.feast_calls, served.settings)
+    print(f"[{served.store}] feast reference: {out['feast']}", flush=True)
+    return out
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
     from cxpredict.workspace import resolve_workspace
 
     plan = QUICK if args.quick else Plan()
+    stores = [name.strip() for name in args.stores.split(",") if name.strip()]
+    unknown = sorted(set(stores) - set(STORES))
+    if not stores or unknown or len(set(stores)) != len(stores):
+        print(
+            f"--stores takes distinct names among {', '.join(STORES)}, got {args.stores!r}", file=sys.stderr
+        )
+        raise SystemExit(2)
     ws = resolve_workspace(args.workspace)
     versions = champion_versions(ws) if ws.root.exists() else f"no workspace at {ws.root}"
     if isinstance(versions, str):
@@ -717,14 +911,12 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             file=sys.stderr,
         )
         raise SystemExit(2)
-    if not free_port(args.port):
-        print(f"port {args.port} is in use: choose another with --port", file=sys.stderr)
+    ports = [args.port + i for i in range(len(stores))]  # a stopped server's port may linger in TIME_WAIT
+    if not all(map(free_port, ports)):
+        print(f"a port of {ports} is in use: choose another with --port", file=sys.stderr)
         raise SystemExit(2)
     pool = customer_pool(ws)
     key = secrets.token_urlsafe(24)
-    single, _ = request_set(pool, 1, 4096, args.port, key, SEED)
-    hundred, hundred_ids = request_set(pool, 100, 512, args.port, key, SEED + 1)
-    decide, _ = request_set(pool, 1, 4096, args.port, key, SEED + 2, path="/decide")
     result: dict = {
         "machine": machine(),
         "command": " ".join([".venv/bin/python benchmarks/serving.py", *map(shlex.quote, sys.argv[1:])]),
@@ -736,46 +928,20 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "notes": args.note,
         "load_before": load_average(),
         "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
-        "phases": {},
+        "stores": {},
     }
-    gc.collect()
-    gc.freeze()
     with tempfile.TemporaryDirectory(prefix="cxpredict-bench-serving-") as folder:
-        server = Server(ws.root, args.port, key, Path(folder) / "server.log", args.workers)
-        result["workers"] = args.workers
-        try:
-            began = time.perf_counter()
-            ready = server.wait_ready()
-            result["startup_s"] = round(time.perf_counter() - began, 1)
-            result["features_as_of"] = ready.get("features_as_of")
-            print(f"server ready in {result['startup_s']} s: models {ready.get('models')}", flush=True)
-            check_answer(args.port, single[0], 1)
-            check_answer(args.port, hundred[0], 100)
-            phases = (
-                ("single", single, 1, 8, {"total": plan.single}),
-                ("hundred_c1", hundred, 100, 1, {"total": plan.hundred_c1}),
-                ("hundred_c8", hundred, 100, 8, {"total": plan.hundred_c8}),
-                ("sustained", single, 1, 8, {"seconds": plan.sustained_s}),
-                ("decide_c1", decide, 1, 1, {"total": plan.decide_c1}),
-                ("decide_c8", decide, 1, 8, {"total": plan.decide_c8}),
-            )
-            for name, requests, size, concurrency, budget in phases:
-                warmup = plan.warmup if size == 1 else plan.warmup_hundred
-                run = measure(server, name, requests, size, concurrency, warmup=warmup, **budget)
-                result["phases"][name] = summary(run)
-                p = result["phases"][name]
-                print(
-                    f"{name}: {p['requests']} requests, {p['errors']} errors, {p['rate']} req/s, "
-                    f"p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms",
-                    flush=True,
-                )
-                if p["errors"]:
-                    print(f"  errors: {p['error_kinds']}\n{server.log_tail()}", flush=True)
-        finally:
-            server.stop()
-    gc.unfreeze()
-    result["feast"] = feast_reference(ws, hundred_ids[: max(plan.feast_calls, 3)], plan.feast_calls)
-    print(f"feast reference: {result['feast']}", flush=True)
+        for store, port in zip(stores, ports, strict=True):
+            served = redis_copy(ws, Path(folder), args.redis) if store == "redis" else Served("sqlite", ws)
+            sets = request_sets(pool, port, key)
+            try:
+                result["stores"][store] = serve_and_measure(served, args, port, plan, key, sets, Path(folder))
+            finally:
+                if store == "redis":
+                    drop_redis_project(served)
+    first = result["stores"][stores[0]]
+    result.update({k: first[k] for k in ("phases", "feast", "workers", "startup_s", "features_as_of")})
+    result["store"] = stores[0]
     result["load_after"] = load_average()
     result["measured"] = f"{result.pop('started')}–{datetime.now(UTC):%H:%M} UTC"
     return result
@@ -788,6 +954,10 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=min(os.cpu_count() or 1, 4), help="server worker processes"
     )
+    parser.add_argument(
+        "--stores", default="sqlite", help="online stores to serve from, in order: sqlite, redis or both"
+    )
+    parser.add_argument("--redis", default="127.0.0.1:6379", help="Redis server for --stores redis")
     parser.add_argument("--quick", action="store_true", help="shorten every phase (smoke run, no doc)")
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument("--note", action="append", default=[], help="a sentence added under the tables")

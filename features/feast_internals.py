@@ -1,7 +1,7 @@
 """Every Feast name this project uses from outside Feast's public API, in one place.
 
 The fast online paths (``features.materialize`` writes and ``features.online`` reads Feast's SQLite
-online format byte for byte), the registry apply in ``features.store`` and the CLI's workspace
+online format byte for byte; ``features.redis_online`` Feast's Redis layout), the registry apply in ``features.store`` and the CLI's workspace
 check (``features.feature_repo.workspace_registry`` extends Feast's file registry store) rest on
 these. They can change in any Feast release: ``pyproject.toml`` caps Feast to the versions they are
 tested with, and the equivalence tests against Feast's own API (``tests/features/test_store.py``,
@@ -12,6 +12,7 @@ retrieval equal to ``get_historical_features``) are the upgrade check.
 from feast.feature_view import DUMMY_ENTITY
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
+from feast.infra.online_stores.helpers import _mmh3 as redis_field_hash
 from feast.infra.online_stores.helpers import compute_table_id
 from feast.infra.online_stores.sqlite import SqliteOnlineStore
 from feast.infra.registry.file import FileRegistryStore
@@ -32,6 +33,7 @@ __all__ = [
     "SqliteOnlineStore",
     "ValueProto",
     "compute_table_id",
+    "redis_field_hash",
     "extract_objects_for_apply_delete",
     "feast_value_type_to_python_type",
     "get_offline_store_from_config",

@@ -7,8 +7,9 @@ registry), then per call runs one statement (a ``UNION ALL`` of one ``entity_key
 select per view), decodes all double values at once with NumPy, decodes the few strings with
 the protobuf class, and computes the on-demand features with the same functions the
 registered on-demand views use. Values equal ``store.get_online_features(...).to_dict()``:
-nulls (empty ``ValueProto``) and unknown customers give None. Stores other than SQLite fall
-back to the SDK.
+nulls (empty ``ValueProto``) and unknown customers give None. On the Redis online store the same
+rows come from one ``MULTI``/``EXEC`` of ``HMGET`` s (``features.redis_online``), so a read never
+interleaves with a refresh's swap either. Other stores fall back to the SDK.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import sqlite3
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -24,6 +26,8 @@ from urllib.parse import quote
 
 import numpy as np
 from feast import FeatureStore
+from feast.errors import FeastObjectNotFoundException
+from google.protobuf.message import DecodeError
 
 from features.feast_internals import (
     EntityKeyProto,
@@ -48,6 +52,7 @@ EVENT_TIME = "__event_ts"
 """Key of :meth:`OnlineReader.read`'s optional per-customer snapshot time (epoch seconds or None)."""
 _DOUBLE_TAG = (ValueProto.DESCRIPTOR.fields_by_name["double_val"].number << 3) | 1
 _OFFSETS = np.arange(1, 9)
+REGISTRY_SETTLE_S = 2.0
 
 
 class EntityKeyEncoder:
@@ -146,7 +151,7 @@ def decode_values(blobs: tuple[bytes, ...]) -> tuple[np.ndarray, np.ndarray, np.
 
 
 class OnlineReader:
-    """Full feature vectors of a few customers, straight from the SQLite online store.
+    """Full feature vectors of a few customers, straight from the SQLite (or Redis) online store.
 
     One reader per process; it keeps one SQLite connection per thread. Call :meth:`refresh`
     after the repository is re-applied.
@@ -155,6 +160,11 @@ class OnlineReader:
     def __init__(self, store: FeatureStore) -> None:
         self.store = store
         self.sqlite = store.config.online_store.type == "sqlite"
+        self.redis = None
+        if store.config.online_store.type == "redis":
+            from features.redis_online import RedisSnapshotReader
+
+            self.redis = RedisSnapshotReader(store)
         self._plans: dict[str, ServicePlan] = {}
         self._sql: dict[tuple[str, int], str] = {}
         self._local = threading.local()
@@ -162,11 +172,28 @@ class OnlineReader:
         self._generation = 0
 
     def refresh(self) -> None:
-        """Re-read the registry and reopen the database (it may have been replaced) on next use."""
-        self.store.refresh_registry()
-        self._plans.clear()
-        self._sql.clear()
-        self._generation += 1
+        """Re-read the registry and reopen the database (it may have been replaced) on next use.
+
+        Feast's file registry is rewritten in place, so a read can land on a half-written file (an
+        empty or partial registry): the registry is read again, for up to ``REGISTRY_SETTLE_S``,
+        until every service planned before plans again."""
+        planned = [name for name in self._plans if isinstance(name, str)]
+        deadline = time.monotonic() + REGISTRY_SETTLE_S
+        while True:
+            self.store.refresh_registry()
+            self._plans.clear()
+            if self.redis is not None:
+                self.redis.clear()
+            self._sql.clear()
+            self._generation += 1
+            try:
+                for name in planned:
+                    self.plan(name)
+                return
+            except (FeastObjectNotFoundException, DecodeError):
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
@@ -255,7 +282,7 @@ class OnlineReader:
         plan = self.plan(feature_service)
         if plan.needs_request_time and request_time is None:
             raise ValueError(f"feature service {feature_service} needs {REQUEST_TIME}")
-        if not self.sqlite:
+        if not self.sqlite and self.redis is None:
             return self._sdk(customer_ids, feature_service, request_time, event_times)
         ids = list(customer_ids)
         n = len(ids)
@@ -264,11 +291,14 @@ class OnlineReader:
         if n:
             keys = [self._encoder(c) for c in ids]
             unique = list(dict.fromkeys(keys))
-            rows = (
-                self._connection()
-                .execute(self._statement(plan, len(unique)), unique * len(plan.tables))
-                .fetchall()
-            )
+            if self.redis is not None:
+                rows = self.redis.rows(plan.tables, plan.stored, unique)
+            else:
+                rows = (
+                    self._connection()
+                    .execute(self._statement(plan, len(unique)), unique * len(plan.tables))
+                    .fetchall()
+                )
             if rows:
                 if len(unique) < n:
                     found = np.full((len(unique), len(plan.stored)), None, dtype=object)

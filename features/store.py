@@ -105,6 +105,8 @@ class MaterializeReport(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     method: Literal["fast", "feast"]
+    """``fast``: this project's atomic writer (SQLite: one transaction; Redis: staged keys swapped in
+    one ``MULTI``/``EXEC``); ``feast``: Feast's own materialisation, view by view."""
     views: list[str]
     customers: int | None
     """Largest number of customers written for one view (None: Feast's writer does not say)."""
@@ -132,8 +134,10 @@ def materialize_latest(
     Rows with event time in ``[min(end, as_of) - TTL, end]`` are eligible (``end`` defaults to
     now, ``as_of`` is the manifest's): the latest snapshot is written even when it is older than
     the TTL relative to now, e.g. a demo world built on past dates. ``fast`` uses :mod:`features.materialize` (same table format, batched) on SQLite and falls
-    back to Feast's own writer for other online stores. The registry records the materialised
-    interval either way, so ``feast materialize-incremental`` continues from here.
+    back to Feast's own writer for other online stores. On Redis, ``fast`` with every snapshot view
+    writes staging keys and swaps them in at once (:mod:`features.redis_online`); a subset of views,
+    or ``fast=False``, goes through Feast's writer, view by view. The registry records the
+    materialised interval either way, so ``feast materialize-incremental`` continues from here.
     """
     workspace = ws
     settings = settings or RepoSettings()
@@ -143,13 +147,17 @@ def materialize_latest(
     as_of = load_manifest(workspace.features_dir).as_of.astimezone(UTC)
     start = min(end, as_of) - settings.ttl
     began = time.perf_counter()
-    use_fast = fast and settings.online_store == "sqlite"
-    if use_fast:
+    state = {"snapshot_as_of": as_of.isoformat()}
+    whole_redis = settings.online_store == "redis" and views is None
+    use_fast = fast and (settings.online_store == "sqlite" or whole_redis)
+    if use_fast and settings.online_store == "redis":
+        from features.redis_online import write_snapshot
+
+        customers, values = write_snapshot(store, chosen, start, end, state=state)
+    elif use_fast:
         from features.materialize import write_latest
 
-        customers, values = write_latest(
-            store, chosen, start, end, state={"snapshot_as_of": as_of.isoformat()}
-        )
+        customers, values = write_latest(store, chosen, start, end, state=state)
     else:
         store.materialize(start_date=start, end_date=end, feature_views=[fv.name for fv in chosen])
         customers = values = None
@@ -392,7 +400,15 @@ def service_features(
 
 
 def online_as_of(store: FeatureStore) -> datetime | None:
-    """The snapshot time the online store holds: committed with its rows (SQLite), else the manifest's."""
+    """The snapshot time the online store holds, committed with its rows (SQLite: in the same
+    transaction; Redis: in the swap's); None when the store does not record one."""
+    if store.config.online_store.type == "redis":
+        from features.redis_online import read_state
+
+        state = read_state(store)
+        if "snapshot_as_of" in state:
+            return datetime.fromisoformat(state["snapshot_as_of"].replace("Z", "+00:00"))
+        return None
     if store.config.online_store.type == "sqlite":
         from features.feast_internals import SqliteOnlineStore
         from features.materialize import read_online_state

@@ -1,8 +1,9 @@
 """Feature vectors for a request: Feast's online store, plus the events logged since the snapshot.
 
 One :class:`OnlineFeatures` per server process. Snapshot reads go through
-``features.online.OnlineReader`` (Feast's SQLite layout read directly, one statement, so one
-answer never mixes two snapshots; other online stores through the Feast SDK). Events go to the
+``features.online.OnlineReader`` (Feast's SQLite layout read directly in one statement, Redis in
+one ``MULTI``/``EXEC``, so one answer never mixes two snapshots; other online stores through the
+Feast SDK). Events go to the
 durable event log (``features.event_log``) and the counters a prediction folds in are computed
 from that log, so every worker and replica sees every acknowledged event exactly once. Changes
 made by other processes (a feature refresh, a re-applied registry) are noticed on the next

@@ -482,7 +482,7 @@ def test_given_the_redis_online_store_forget_deletes_the_customers_keys_and_no_o
         assert entry.removed["features"]["rows"] > 0
     finally:
         feature_store.open_store(ws, settings).teardown()
-        leftover = list(client.scan_iter(match=b"*" + project.encode()))
+        leftover = list(client.scan_iter(match=b"*" + project.encode() + b"*"))  # with the snapshot state
         if leftover:
             client.delete(*leftover)
         client.close()
