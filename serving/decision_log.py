@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 from sqlalchemy import BigInteger, Boolean, Column, Float, Index, MetaData, String, Table, Text, select
 
@@ -73,6 +76,8 @@ class DecisionLog:
 
     def __init__(self, url: str) -> None:
         self.engine = durable_engine(url)
+        self._sqlite_path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+        self._local = threading.local()
         create_tables(self.engine, _METADATA)
         self._insert = dialect_insert(self.engine)
 
@@ -105,19 +110,40 @@ class DecisionLog:
             connection.execute(DECISIONS.insert(), values)
 
     def contacts(self, customer_ids: list[str], since: datetime) -> dict[str, list[Contact]]:
-        """Actions decided for these customers since ``since`` (what caps and cooldowns count)."""
-        query = select(DECISIONS.c.customer_id, DECISIONS.c.at_us, DECISIONS.c.actions).where(
-            DECISIONS.c.customer_id.in_(list(dict.fromkeys(customer_ids))),
-            DECISIONS.c.at_us >= _micros(since),
-        )
+        """Actions decided for these customers since ``since`` (what caps and cooldowns count).
+
+        On SQLite this is the per-request read of ``/decide``, so it runs one plain statement on a
+        per-thread read-only connection (SQLAlchemy's per-call overhead is most of the cost)."""
+        ids = list(dict.fromkeys(customer_ids))
+        if self._sqlite_path is not None:
+            cursor = self._reader().execute(
+                f"SELECT customer_id, at_us, actions FROM {DECISIONS.name} "
+                f"WHERE customer_id IN ({','.join('?' * len(ids))}) AND at_us >= ?",
+                [*ids, _micros(since)],
+            )
+            rows = cursor.fetchall()
+        else:
+            query = select(DECISIONS.c.customer_id, DECISIONS.c.at_us, DECISIONS.c.actions).where(
+                DECISIONS.c.customer_id.in_(ids), DECISIONS.c.at_us >= _micros(since)
+            )
+            with self.engine.connect() as connection:
+                rows = connection.execute(query).all()
         found: dict[str, list[Contact]] = {}
-        with self.engine.connect() as connection:
-            for customer_id, at_us, actions in connection.execute(query):
-                at = datetime.fromtimestamp(at_us / 1_000_000, UTC)
-                for action in json.loads(actions):
-                    if not action.get("withheld"):
-                        found.setdefault(customer_id, []).append(Contact(action["action"], at))
+        for customer_id, at_us, actions in rows:
+            at = datetime.fromtimestamp(at_us / 1_000_000, UTC)
+            for action in json.loads(actions):
+                if not action.get("withheld"):
+                    found.setdefault(customer_id, []).append(Contact(action["action"], at))
         return found
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection; every read fetches all its rows, so no read
+        transaction stays open between requests (each sees every commit before it)."""
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(f"file:{quote(self._sqlite_path)}?mode=ro", uri=True)
+            self._local.connection = connection
+        return connection
 
     def record_outcome(
         self, decision_id: str, action: str, outcome: str, at: datetime, revenue: float | None = None

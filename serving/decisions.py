@@ -87,9 +87,8 @@ def _value(view: CustomerView, name: str) -> float | None:
     return float(value)
 
 
-def channel_for(action: Action, view: CustomerView, marketing: bool, prefer: str | None = None) -> str | None:
-    """The allowed channel the customer responds to most (marketing channels only with consent);
-    ``prefer`` wins when it is allowed."""
+def _channel_scores(view: CustomerView) -> dict[str, float]:
+    """How much the customer responds on each channel (the same for every action)."""
     app_share = _value(view, "engagement_app_share_90d")
     opens = _value(view, "marketing_open_rate_90d")
     scores = {
@@ -98,14 +97,26 @@ def channel_for(action: Action, view: CustomerView, marketing: bool, prefer: str
         "app": 0.0 if app_share is None else app_share,
         "web": 0.0 if app_share is None else 1.0 - app_share,
     }
+    return _FIXED_CHANNEL_SCORE | scores
+
+
+def channel_for(
+    action: Action,
+    view: CustomerView,
+    marketing: bool,
+    prefer: str | None = None,
+    scores: Mapping[str, float] | None = None,
+) -> str | None:
+    """The allowed channel the customer responds to most (marketing channels only with consent);
+    ``prefer`` wins when it is allowed. ``scores``: :func:`_channel_scores` of ``view``, when the
+    caller has them already."""
+    scores = _channel_scores(view) if scores is None else scores
     allowed = [c for c in action.channels if marketing or c not in MARKETING_CHANNELS]
     if not allowed:
         return None
     if prefer in allowed:
         return prefer
-    return max(
-        allowed, key=lambda c: (scores.get(c, _FIXED_CHANNEL_SCORE.get(c, 0.0)), -action.channels.index(c))
-    )
+    return max(allowed, key=lambda c: (scores.get(c, 0.0), -action.channels.index(c)))
 
 
 def _worth(action: Action, view: CustomerView) -> float:
@@ -168,6 +179,7 @@ def _arbitrate(
     marketing = _granted(view.features.get("profile_consent_marketing"))
     policy = catalogue.contact_policy
     recent = [c for c in history if now - c.at < timedelta(days=policy.window_days)]
+    scores = _channel_scores(view)
     candidates: list[tuple[Action, float, float, float, str]] = []
     for action in catalogue.actions:
         if action.kind == "none":
@@ -181,7 +193,7 @@ def _arbitrate(
             c.action == action.name and now - c.at < timedelta(days=action.cooldown_days) for c in history
         ):
             rule = f"cooldown_{action.cooldown_days}d"
-        chosen = channel_for(action, view, marketing, prefer=channel)
+        chosen = channel_for(action, view, marketing, prefer=channel, scores=scores)
         uplift, worth, priority = _priced(action, view)
         if rule is None and chosen is None:
             rule = "no_consented_channel"
@@ -241,8 +253,27 @@ def view_from(prediction: Mapping, features: Mapping[str, Sequence], row: int | 
                 outputs[f"{task}.{item[name_key]}"] = item["probability"]
             best = max(block, key=lambda item: item["probability"])
             outputs[f"{task}.top"], top_name = best["probability"], best[name_key]
-    vector = {} if row is None else {name: values[row] for name, values in features.items()}
+    vector = {} if row is None else _Row(features, row)
     return CustomerView(prediction["customer_id"], outputs, vector, top_name)
+
+
+class _Row(Mapping):
+    """One customer's feature vector, read from the request's columns when asked: a decision looks
+    at a handful of the hundreds of features, so none is copied."""
+
+    __slots__ = ("_columns", "_row")
+
+    def __init__(self, columns: Mapping[str, Sequence], row: int) -> None:
+        self._columns, self._row = columns, row
+
+    def __getitem__(self, name: str):
+        return self._columns[name][self._row]
+
+    def __iter__(self):
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
 
 
 def as_answer(decision: Decision, decision_id: str | None) -> dict:

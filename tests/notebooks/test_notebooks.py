@@ -10,6 +10,7 @@ Each notebook's wall time is shown in the terminal summary.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -66,6 +67,7 @@ NOTEBOOKS = [
     Notebook("02_train_and_compare"),
     Notebook("03_explain_and_act"),
     Notebook("04_call_the_api", environment=("api_server",), plots=False),
+    Notebook("05_decide_and_measure", environment=("api_server",)),
     Notebook("06_bring_your_own_data"),
 ]
 API_KEY = "notebook-test-key"
@@ -306,3 +308,29 @@ def test_given_notebook_06_then_the_custom_sql_features_are_trained_on_and_expla
     assert "custom features in the model: ['days_since_last_return', 'spend_60d']" in texts
     counts = re.search(r"\{'days_since_last_return': (\d+), 'spend_60d': (\d+)\}", texts)
     assert counts and int(counts.group(1)) + int(counts.group(2)) > 0, "no custom feature among the drivers"
+
+
+@pytest.mark.slow
+def test_given_notebook_05_then_outcomes_count_once_and_every_decision_is_pending(run):
+    from cxpredict.workspace import resolve_workspace
+    from serving.decision_log import DecisionLog
+
+    ws = resolve_workspace(run.workspace)
+    log = DecisionLog.of(ws)
+    try:
+        decisions, by_kind = log.decisions(), log.outcome_counts()
+    finally:
+        log.close()
+    [path] = ws.reports_dir.glob("impact-*.json")
+    impact = json.loads(path.read_text())
+    holdout = [d for d in decisions if d["holdout"]]
+    texts = "\n".join(output_texts(run.notebooks["05_decide_and_measure"].notebook))
+
+    assert holdout and not [d for d in holdout if d["actions"]]
+    assert any(d["withheld"] for d in holdout), "no holdout decision logged what the policy would have done"
+    assert any(d["actions"] for d in decisions if not d["holdout"])
+    assert by_kind == {"delivered": 1, "opened": 1, "converted": 1}, "a repeated outcome was counted twice"
+    counted = (impact["decisions"], impact["holdout_decisions"], impact["outcomes"])
+    assert counted == (len(decisions), len(holdout), 3)
+    assert impact["pending_decisions"] == len(decisions) and impact["measured_customers"] == 0
+    assert re.search(r"placebo: [1-9][\d,]* customers measured, 0 pending", texts)
