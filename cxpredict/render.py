@@ -404,7 +404,8 @@ def monitored(result) -> Group:
     for report in result.tasks.values():
         features = report.features
         top = sorted(features.columns, key=lambda c: -c.score)[:3] if features else []
-        perf = report.performance[-1] if report.performance else None
+        own = [row for row in report.performance if row["version"] == report.version]
+        perf = own[-1] if own else None  # a replaced version's decay is in the notes below
         recorded = perf["at_promotion"] if perf else {}
         table.add_row(
             report.task,
