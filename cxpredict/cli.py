@@ -405,10 +405,11 @@ def demo(
     """The whole job on the embedded defaults: generate, ingest, features, train, promote, score, serve."""
     from cxpredict import render
     from serving.demo import run_demo
+    from serving.supervisor import PortInUse
 
     render.quiet_libraries()
     ws = _workspace(workspace)
-    with render.progress(console) as progress, _refusal("the demo stopped"):
+    with render.progress(console) as progress, _refusal("the demo stopped", PortInUse):
         for title, kind, payload in run_demo(
             ws, customers, seed, _today(), progress, port if serve_api else None
         ):
@@ -441,8 +442,10 @@ def serve(
     """Serve every task's model over HTTP (BentoML), with the champion versions."""
     import os
 
-    from serving.supervisor import serve_command, serve_environment
+    from serving.supervisor import PortInUse, ensure_port_free, serve_command, serve_environment
 
+    with _refusal("cannot serve", PortInUse):
+        ensure_port_free(host, port)
     env = serve_environment(_workspace(workspace), alias, reload_seconds, workers)
     errors.print(f"API keys: {env.get('CXPREDICT_API_KEYS_FILE') or 'from CXPREDICT_API_KEYS'}")
     console.print(f"API docs: http://{host}:{port}/docs   health: /livez /readyz   metrics: /metrics")

@@ -16,7 +16,7 @@ import pandas as pd
 from cxpredict import tasks as registry
 from cxpredict.progress import Progress
 from cxpredict.workspace import Workspace
-from serving.supervisor import Server, first_key, serve_environment
+from serving.supervisor import Server, ensure_port_free, first_key, serve_environment
 
 Step = tuple[str, str, object]
 NEW_CUSTOMER = "NEW-CUSTOMER-1"
@@ -32,6 +32,8 @@ def run_demo(
     from training.run import train_workspace
     from training.scoring import score_workspace
 
+    if port is not None:
+        ensure_port_free("127.0.0.1", port)  # before minutes of work, not after them
     world = generate(ws, WorldConfig(customers=customers, seed=seed, end=today.date()), progress)
     yield "1 · generate a synthetic omnichannel retailer", "generated", world
     yield (

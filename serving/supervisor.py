@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,25 @@ CONFIG_OVERRIDES = "BENTOML_CONFIG_OVERRIDES"
 """BentoML 1.4's configuration overrides: a JSON object merged into its configuration."""
 DEPRECATED_OPTIONS = "BENTOML_CONFIG_OPTIONS"
 """The ``key.path=value ...`` overrides BentoML 1.4 deprecates (it warns at start) for ``CONFIG_OVERRIDES``."""
+
+
+class PortInUse(OSError):
+    """Something already listens on the port the API was asked to serve on."""
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Refuse a port another process listens on (say, the server of an earlier demo still running):
+    the new server could not bind it, and requests would reach the old one."""
+    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed server's TIME_WAIT is no owner
+    try:
+        probe.bind((host, port))
+    except OSError:
+        raise PortInUse(
+            f"port {port} on {host} is already in use (another API server?): stop it or choose --port"
+        ) from None
+    finally:
+        probe.close()
 
 
 def api_keys_file(ws: Workspace) -> Path:
@@ -114,6 +134,7 @@ class Server:
     """An API server in its own process group, its output appended to ``<ws>/serving/server.log``."""
 
     def __init__(self, ws: Workspace, env: dict[str, str], port: int, host: str = "127.0.0.1") -> None:
+        ensure_port_free(host, port)
         self.url = f"http://{host}:{port}"
         self.log_path = ws.serving_dir / "server.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

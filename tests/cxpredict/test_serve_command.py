@@ -65,3 +65,50 @@ def test_two_workspaces_get_two_bentoml_homes_so_their_metrics_never_mix(tmp_pat
 
     assert homes[0] != homes[1]
     assert all(home.startswith(str(ws.root)) for home, ws in zip(homes, (first, second)))
+
+
+def test_given_a_port_already_listened_on_serve_and_demo_refuse_it_before_any_work(tmp_path):
+    import socket
+
+    from typer.testing import CliRunner
+
+    from cxpredict.cli import app
+
+    # given another process listening on a port (an earlier demo's server still running, say)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = str(taken.getsockname()[1])
+    try:
+        # when serve and demo are asked to use it
+        served = CliRunner().invoke(app, ["serve", "--port", port, "--workspace", str(tmp_path / "a")])
+        demo = CliRunner().invoke(
+            app, ["demo", "--customers", "100", "--port", port, "--workspace", str(tmp_path / "b")]
+        )
+    finally:
+        taken.close()
+    # then both stop with exit code 2 and one line naming the port, and the demo generated nothing
+    for result in (served, demo):
+        assert result.exit_code == 2, result.output
+        assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert not (tmp_path / "b" / "raw").exists()
+
+
+def test_given_a_port_whose_server_closed_it_then_it_is_free_again():
+    import socket
+
+    from serving.supervisor import ensure_port_free
+
+    # given a port a server listened on and closed (its connections may sit in TIME_WAIT)
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()
+    client.close()
+    server.close()
+    # then it counts as free
+    ensure_port_free("127.0.0.1", port)
