@@ -232,3 +232,36 @@ def test_given_features_older_than_the_ttl_when_materialised_now_then_the_latest
     )
     assert report.start == SNAPSHOTS[-1] - timedelta(days=62)
     assert online["profile_loyalty_tier"] == [expected]
+
+
+def test_given_a_reader_while_the_registry_is_rewritten_then_it_always_parses_a_whole_registry(world):
+    import threading
+
+    from features.feast_internals import FileRegistryStore
+
+    # given the applied registry and a reader parsing the file in a loop, as a serving worker does
+    ws, _ = world
+    store = feature_store.open_store(ws)
+    writer = store.registry._registry_store
+    proto = writer.get_registry_proto()
+    services = len(proto.feature_services)
+    reader = FileRegistryStore(store.config.registry, ws.feast_dir)
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            seen.append(len(reader.get_registry_proto().feature_services))
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        # when the registry is written again and again (as `cxpredict features` applies it)
+        for _ in range(300):
+            writer.update_registry_proto(proto)
+    finally:
+        stop.set()
+        thread.join()
+    # then every read saw all the services: never an empty or half-written file
+    assert services > 0 and seen and set(seen) == {services}
+    assert not list(ws.feast_dir.glob(".*registry*"))  # no temporary file left behind
