@@ -18,7 +18,6 @@ import json
 import sqlite3
 import struct
 import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -26,8 +25,6 @@ from urllib.parse import quote
 
 import numpy as np
 from feast import FeatureStore
-from feast.errors import FeastObjectNotFoundException
-from google.protobuf.message import DecodeError
 
 from features.feast_internals import (
     EntityKeyProto,
@@ -52,7 +49,6 @@ EVENT_TIME = "__event_ts"
 """Key of :meth:`OnlineReader.read`'s optional per-customer snapshot time (epoch seconds or None)."""
 _DOUBLE_TAG = (ValueProto.DESCRIPTOR.fields_by_name["double_val"].number << 3) | 1
 _OFFSETS = np.arange(1, 9)
-REGISTRY_SETTLE_S = 2.0
 
 
 class EntityKeyEncoder:
@@ -174,26 +170,14 @@ class OnlineReader:
     def refresh(self) -> None:
         """Re-read the registry and reopen the database (it may have been replaced) on next use.
 
-        Feast's file registry is rewritten in place, so a read can land on a half-written file (an
-        empty or partial registry): the registry is read again, for up to ``REGISTRY_SETTLE_S``,
-        until every service planned before plans again."""
-        planned = [name for name in self._plans if isinstance(name, str)]
-        deadline = time.monotonic() + REGISTRY_SETTLE_S
-        while True:
-            self.store.refresh_registry()
-            self._plans.clear()
-            if self.redis is not None:
-                self.redis.clear()
-            self._sql.clear()
-            self._generation += 1
-            try:
-                for name in planned:
-                    self.plan(name)
-                return
-            except (FeastObjectNotFoundException, DecodeError):
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.02)
+        The registry is replaced whole on every write (``WorkspaceRegistryStore``), so one read is
+        always a complete registry."""
+        self.store.refresh_registry()
+        self._plans.clear()
+        if self.redis is not None:
+            self.redis.clear()
+        self._sql.clear()
+        self._generation += 1
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
