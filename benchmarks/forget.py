@@ -42,7 +42,7 @@ def phase_prepare(workspace: Path, customers: int) -> dict:
     from features import catalog
     from features.event_log import EventLog, RealtimeEvent
     from features.store import materialize_latest
-    from serving.decision_log import DecisionLog
+    from features.decision_log import DecisionLog
 
     ws, marks = generated_world(workspace, customers, END, AS_OF)
     began = time.perf_counter()

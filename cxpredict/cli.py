@@ -194,13 +194,22 @@ def generate(
             "purchases and browsing sessions of the customers acquired through those channels."
         ),
     ] = None,
+    campaigns: Annotated[
+        bool,
+        typer.Option(
+            "--campaigns",
+            help="Add a history of randomised campaigns (retention offer, service call-back, cross-sell, "
+            "win-back, control) with known heterogeneous effects: the decision log and outcomes uplift "
+            "models learn from, and the truth they are judged against.",
+        ),
+    ] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Generate a synthetic omnichannel retailer: raw sources into raw/, ground truth into truth/."""
     from pydantic import ValidationError
 
     from cxpredict import render
-    from features.synthetic import Shift, WorldConfig, generate as generate_world
+    from features.synthetic import CampaignHistory, Shift, WorldConfig, generate as generate_world
 
     try:
         config = WorldConfig(
@@ -209,6 +218,7 @@ def generate(
             days=days,
             end=(_day(end) or _today()).date(),
             shift=Shift.parse(shift) if shift else None,
+            campaign_history=CampaignHistory() if campaigns else None,
         )
     except ValidationError as error:
         first = error.errors()[0]

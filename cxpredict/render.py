@@ -54,6 +54,11 @@ def generated(summary) -> Table:
     for source, rows in summary.rows.items():
         grid.add_row(source, f"{rows:,}", f"{sum(summary.malformed[source].values()):,}",
                      f"{summary.duplicates[source]:,}", f"{summary.identifier_only[source]:,}")  # fmt: skip
+    history = summary.campaign_history
+    if history:
+        grid.caption = (f"campaign history: {history['waves']} waves, {history['decisions']:,} decisions "
+                        f"({history['control']:,} control), {history['persuaded']:,} persuaded, "
+                        f"{history['put_off']:,} put off")  # fmt: skip
     return grid
 
 

@@ -697,7 +697,7 @@ def erase_online_store(ctx: Context) -> dict[str, int]:
 EVENT_LOG = ("CXPREDICT_EVENT_LOG_URL", "events/events.db", "cx_events", None)
 DECISION_LOG = ("CXPREDICT_DECISION_LOG_URL", "decisions/decisions.db", "cx_decisions", "cx_outcomes")
 """(URL variable, default SQLite file in the workspace, table keyed by customer_id, outcomes table) of
-the durable logs, as ``features.event_log`` and ``serving.decision_log`` define them (a test checks
+the durable logs, as ``features.event_log`` and ``features.decision_log`` define them (a test checks
 they agree); the tables are reflected, so erasing needs neither module nor Feast, which they import."""
 
 

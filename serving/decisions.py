@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from features.decision_log import Contact
 from serving.actions import MARKETING_CHANNELS, Action, Catalogue
 
 SEND_WINDOWS = {"email": (0, 24), "sms": (0, 12), "push": (0, 2), "phone": (0, 48), "web": (0, 0),
@@ -49,12 +50,6 @@ class CustomerView:
     outputs: Mapping[str, float | None]
     features: Mapping[str, float | str | None]
     top_need: str | None = None
-
-
-@dataclass(frozen=True)
-class Contact:
-    action: str
-    at: datetime
 
 
 @dataclass
@@ -287,3 +282,9 @@ def as_answer(decision: Decision, decision_id: str | None) -> dict:
         "actions": decision.actions,
         "suppressed": decision.suppressed,
     }
+
+
+def cooldown_horizon(catalogue: Catalogue) -> timedelta:
+    """How far back decisions matter for one customer: the longest cooldown or contact window."""
+    longest = max([a.cooldown_days for a in catalogue.actions] + [catalogue.contact_policy.window_days])
+    return timedelta(days=longest)

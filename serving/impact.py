@@ -216,7 +216,7 @@ def impact_workspace(
     (aggregates only: no customer id leaves this function)."""
     import json
 
-    from serving.decision_log import DecisionLog
+    from features.decision_log import DecisionLog
     from training.data import load_tables
 
     log = DecisionLog.of(ws)

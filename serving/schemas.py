@@ -21,7 +21,7 @@ from pydantic.json_schema import SkipJsonSchema
 from cxpredict import tasks as registry
 from features.event_log import ENGAGEMENT_EVENTS, SERVICE_EVENTS, SURVEY_EVENTS
 from serving.actions import CHANNELS
-from serving.decision_log import OUTCOMES
+from features.decision_log import OUTCOMES
 from serving.settings import MAX_CUSTOMERS
 from training.tasks import implementation
 

@@ -210,7 +210,8 @@ class _Service:
         self.features = None
         self.reload_marker = self.ws.serving_dir / RELOAD_MARKER
         from serving.actions import load_catalogue
-        from serving.decision_log import DecisionLog, cooldown_horizon
+        from features.decision_log import DecisionLog
+        from serving.decisions import cooldown_horizon
 
         self.catalogue = load_catalogue(self.ws)
         self.decision_horizon = cooldown_horizon(self.catalogue)
@@ -495,7 +496,7 @@ class _Service:
     ) -> OutcomeResponse:
         """Report what happened to a decided action (delivered, opened, ..., converted); once per
         decision, action and outcome, durable before the answer."""
-        from serving.decision_log import ActionNotDecided, UnknownDecision
+        from features.decision_log import ActionNotDecided, UnknownDecision
 
         moment = datetime.now(UTC) if timestamp is None else timestamp
         moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

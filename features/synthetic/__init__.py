@@ -36,6 +36,10 @@ Marketing sends a campaign every week to consenting customers; opens and clicks 
 engagement; unsubscribes rise with dissatisfaction and withdraw marketing consent. A few percent
 of customers never grant, or later withdraw, profiling consent.
 
+With ``--campaigns``, past campaigns assign the catalogue's actions at random, with effects that
+differ from customer to customer and that the truth knows exactly
+(:mod:`features.synthetic.campaign_history`): what uplift models learn from and are judged against.
+
 Raw sources contain identifier-only rows (events keyed by device, store receipts by loyalty
 card, email rows by address), a few family inboxes shared by two customers, ~0.4 % corrupted
 copies per source and ~0.1 % exact duplicates; the truth records how many of each.
@@ -48,13 +52,14 @@ over the horizon, integrating over future incidents and fade-out onsets; it neve
 realised future draws. :func:`realised_labels` reads the generated raw files for comparison.
 """
 
-from features.synthetic.config import CATEGORIES, SOURCES, Dynamics, Shift, WorldConfig
+from features.synthetic.config import CATEGORIES, SOURCES, CampaignHistory, Dynamics, Shift, WorldConfig
 from features.synthetic.generator import GenerateSummary, generate
 from features.synthetic.oracle import oracle_probabilities, realised_labels
 from features.synthetic.truth import Truth, load_truth
 
 __all__ = [
     "CATEGORIES",
+    "CampaignHistory",
     "SOURCES",
     "Dynamics",
     "GenerateSummary",

@@ -147,6 +147,35 @@ class Shift(BaseModel):
         return cls.model_validate(values)
 
 
+class CampaignHistory(BaseModel):
+    """Past campaigns of the world: randomised next-best actions with known, heterogeneous effects.
+
+    On the first day of each of the last ``waves`` months whose horizon ends inside the window, a
+    random ``reach`` share of the customers signed up by then is assigned at random to the control
+    group (``control_share``) or to one of the actions (equal shares of the rest). An action can
+    *persuade* a customer who would not have bought in the next ``horizon_days`` (one extra online
+    purchase) or *put off* one who would have (the horizon's purchases disappear), with rates that
+    depend on the customer's state at the wave (see ``features.synthetic.campaign_history``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    waves: int = Field(12, ge=1, le=36)
+    reach: float = Field(0.5, gt=0, le=1)
+    control_share: float = Field(0.3, gt=0, lt=1)
+    horizon_days: int = Field(28, ge=7, le=28, description="at most 28: two waves' horizons never overlap")
+    retention_offer_rate: float = Field(0.5, ge=0, le=1, description="× price sensitivity")
+    callback_rate_per_bad_incident: float = Field(0.25, ge=0, le=1)
+    callback_rate_cap: float = Field(0.5, ge=0, le=1)
+    cross_sell_rate_per_unmet_need: float = Field(0.2, ge=0, le=1)
+    cross_sell_rate_cap: float = Field(0.4, ge=0, le=1)
+    win_back_rate_fading: float = Field(0.5, ge=0, le=1, description="while the customer fades out")
+    win_back_rate_other: float = Field(0.02, ge=0, le=1)
+    reacts_badly_share: float = Field(0.06, ge=0, le=1, description="hidden trait: marketing puts them off")
+    put_off_rate: float = Field(0.35, ge=0, le=1)
+    offer_discount: float = Field(0.15, ge=0, lt=1, description="discount of an offer's extra purchase")
+
+
 class WorldConfig(BaseModel):
     """Size, seed and window of a world. The window is the ``days`` days before ``end`` at 00:00 UTC.
 
@@ -167,6 +196,7 @@ class WorldConfig(BaseModel):
     duplicate_share: float = Field(0.001, ge=0, le=0.05)
     dynamics: Dynamics = Field(default_factory=Dynamics)
     shift: Shift | None = None
+    campaign_history: CampaignHistory | None = None
 
     @model_validator(mode="after")
     def _shift_in_window(self) -> WorldConfig:

@@ -15,6 +15,7 @@ from cxpredict.progress import Progress, silent
 from cxpredict.workspace import Workspace
 from features.synthetic import rows as build
 from features.synthetic.calendar import campaigns, promotions
+from features.synthetic.campaign_history import write_campaign_history
 from features.synthetic.config import SOURCES, WorldConfig
 from features.synthetic.identities import block_ids
 from features.synthetic.raw import SCHEMAS, SourceWriters, identifier_only, inject_defects
@@ -34,6 +35,7 @@ class GenerateSummary(BaseModel):
     seconds: float
     raw_dir: str
     truth_dir: str
+    campaign_history: dict[str, int] | None = None
 
 
 def generate(ws: Workspace, config: WorldConfig, progress: Progress | None = None) -> GenerateSummary:
@@ -118,16 +120,19 @@ def generate(ws: Workspace, config: WorldConfig, progress: Progress | None = Non
         raw_dir=str(ws.raw_dir),
         truth_dir=str(ws.truth_dir),
     )
-    write_world(
-        ws.truth_dir,
-        config,
-        promos,
-        {
-            "rows": rows,
-            "malformed": malformed,
-            "duplicates": duplicates,
-            "identifier_only": anonymous,
-            "churned": churned,
-        },
-    )
+    facts = {
+        "rows": rows,
+        "malformed": malformed,
+        "duplicates": duplicates,
+        "identifier_only": anonymous,
+        "churned": churned,
+    }
+    write_world(ws.truth_dir, config, promos, facts)
+    if config.campaign_history is not None:
+        progress("writing the campaign history", 0, 1)
+        history = write_campaign_history(ws, config)
+        rows["transactions"] = history.transactions
+        summary.campaign_history = history.as_dict()
+        write_world(ws.truth_dir, config, promos, {**facts, "campaign_history": history.as_dict()})
+        summary.seconds = round(time.perf_counter() - started, 3)
     return summary

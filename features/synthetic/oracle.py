@@ -154,7 +154,9 @@ def oracle_probabilities(
     """Exact label probabilities for every customer known at the cutoff (signed up before it).
 
     One row per customer (column ``customer_id``, sorted): ``churn``, ``churn_txn_only``,
-    ``purchase``, ``expected_days_to_purchase``, ``next_category_<k>``, ``need_<k>``.
+    ``purchase``, ``expected_days_to_purchase``, ``next_category_<k>``, ``need_<k>``; in a world with
+    a campaign history and at its horizon, also ``uplift_<action>``, the true uplift of each action
+    on ``purchase`` (``features.synthetic.campaign_history``).
     Customers are processed in blocks, so memory stays bounded for large worlds.
     """
     config = truth.config
@@ -186,7 +188,13 @@ def oracle_probabilities(
         )
         for i in range(0, n, ORACLE_BLOCK)
     ]
-    return pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame()
+    frame = pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame()
+    history = config.campaign_history
+    if history is not None and horizon_days == history.horizon_days and len(frame):
+        from features.synthetic.campaign_history import oracle_uplift
+
+        frame = pd.concat([frame, oracle_uplift(truth, pd.Timestamp(stamp), frame)], axis=1)
+    return frame
 
 
 def _block_probabilities(

@@ -199,7 +199,7 @@ def test_an_empty_identifier_is_refused_before_anything_is_written(ws):
 def world(trained_world, copy_workspace, tmp_path_factory):
     """The trained world with everything a customer leaves behind, then ``forget`` run with a server up."""
     from features.store import materialize_latest
-    from serving.decision_log import DecisionLog
+    from features.decision_log import DecisionLog
     from training.scoring import score_workspace
 
     trained, _ = trained_world
@@ -432,7 +432,7 @@ def test_the_spelled_out_entity_key_prefix_is_feasts():
 
 def test_the_log_locations_are_the_ones_the_logs_use(tmp_path):
     from features import event_log
-    from serving import decision_log
+    from features import decision_log
 
     ws = Workspace(root=tmp_path)
     assert erasure._log_url(ws, erasure.EVENT_LOG) == event_log.log_url(ws)
@@ -493,7 +493,7 @@ def test_given_postgresql_logs_forget_deletes_the_customers_events_decisions_and
     tmp_path, monkeypatch
 ):
     from features.event_log import EventLog, RealtimeEvent
-    from serving.decision_log import DecisionLog
+    from features.decision_log import DecisionLog
     from tests.postgres import fresh_database
 
     # given event and decision logs on a fresh PostgreSQL database, holding two customers

@@ -313,7 +313,7 @@ def test_given_notebook_06_then_the_custom_sql_features_are_trained_on_and_expla
 @pytest.mark.slow
 def test_given_notebook_05_then_outcomes_count_once_and_every_decision_is_pending(run):
     from cxpredict.workspace import resolve_workspace
-    from serving.decision_log import DecisionLog
+    from features.decision_log import DecisionLog
 
     ws = resolve_workspace(run.workspace)
     log = DecisionLog.of(ws)

@@ -7,7 +7,7 @@ import signal
 import pandas as pd
 import pytest
 
-from serving.decision_log import DecisionLog
+from features.decision_log import DecisionLog
 from tests.serving.server_fixtures import start_server
 
 pytestmark = pytest.mark.slow

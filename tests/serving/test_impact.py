@@ -110,7 +110,7 @@ def test_given_a_decision_log_when_running_impact_then_json_report_plot_and_mlfl
     import mlflow
 
     from cxpredict.cli import app
-    from serving.decision_log import DecisionLog
+    from features.decision_log import DecisionLog
     from training.data import load_tables
     from training.tracking import resolve_tracking
 

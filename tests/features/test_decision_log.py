@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from serving.decision_log import ActionNotDecided, DecisionLog, UnknownDecision
+from features.decision_log import ActionNotDecided, DecisionLog, UnknownDecision
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 

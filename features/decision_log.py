@@ -15,16 +15,19 @@ import os
 import sqlite3
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from urllib.parse import quote
 
+import pandas as pd
 from sqlalchemy import BigInteger, Boolean, Column, Float, Index, MetaData, String, Table, Text, select
 
 from cxpredict.workspace import Workspace
 from features.event_log import create_tables, dialect_insert, durable_engine
-from serving.decisions import Contact
 
 LOG_URL_ENV = "CXPREDICT_DECISION_LOG_URL"
+CONTROL = "control"
+"""The arm of a decision that gave no action (a holdout customer, or ``no_action`` chosen)."""
+NO_ACTION = "no_action"
 OUTCOMES = ("delivered", "opened", "clicked", "accepted", "converted", "rejected", "unsubscribed")
 
 _METADATA = MetaData()
@@ -63,6 +66,14 @@ class ActionNotDecided(ValueError):
 
 
 @dataclass(frozen=True)
+class Contact:
+    """An action decided for a customer at a moment (what caps and cooldowns count)."""
+
+    action: str
+    at: datetime
+
+
+@dataclass(frozen=True)
 class Recorded:
     duplicate: bool
 
@@ -92,7 +103,12 @@ class DecisionLog:
         (name/version per task)."""
         if not rows:
             return
-        values = [
+        with self.engine.begin() as connection:
+            connection.execute(DECISIONS.insert(), self._decision_values(rows))
+
+    @staticmethod
+    def _decision_values(rows: list[dict]) -> list[dict]:
+        return [
             {
                 "decision_id": row["decision_id"],
                 "customer_id": row["customer_id"],
@@ -106,8 +122,56 @@ class DecisionLog:
             }
             for row in rows
         ]
+
+    def import_history(self, decisions: list[dict], outcomes: list[dict]) -> None:
+        """Append a decision history made elsewhere (a generated world's past campaigns, a migration)
+        in one transaction: ``decisions`` as for :meth:`record_decisions`, ``outcomes`` as dicts with
+        decision_id, action, outcome, at and revenue (the caller vouches that each names a decided
+        action); an outcome already present is kept once."""
+        values = [
+            {
+                "decision_id": row["decision_id"],
+                "action": row["action"],
+                "outcome": row["outcome"],
+                "at_us": _micros(row["at"]),
+                "revenue": row.get("revenue"),
+            }
+            for row in outcomes
+        ]
         with self.engine.begin() as connection:
-            connection.execute(DECISIONS.insert(), values)
+            if decisions:
+                connection.execute(DECISIONS.insert(), self._decision_values(decisions))
+            if values:
+                statement = self._insert(RESULTS).on_conflict_do_nothing(
+                    index_elements=["decision_id", "action", "outcome"]
+                )
+                connection.execute(statement, values)
+
+    def treatments(self, until: datetime | None = None) -> pd.DataFrame:
+        """One row per decision made before ``until``: decision_id, customer_id, timestamp, ``arm``
+        (the first action given, the one ranked highest; ``control`` for a holdout decision or one
+        with no action) and its ``propensity`` (null for control). What uplift is learned from."""
+        query = select(DECISIONS.c.decision_id, DECISIONS.c.customer_id, DECISIONS.c.at_us,
+                       DECISIONS.c.holdout, DECISIONS.c.actions)  # fmt: skip
+        if until is not None:
+            query = query.where(DECISIONS.c.at_us < _micros(until))
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        arms, propensities = [], []
+        for _, _, _, holdout, actions in rows:
+            given = [a for a in json.loads(actions) if not a.get("withheld")]
+            first = given[0] if given and not holdout else None
+            arms.append(CONTROL if first is None or first["action"] == NO_ACTION else first["action"])
+            propensities.append(None if first is None else first.get("propensity"))
+        return pd.DataFrame(
+            {
+                "decision_id": pd.Series([r[0] for r in rows], dtype=object),
+                "customer_id": pd.Series([r[1] for r in rows], dtype=object),
+                "timestamp": pd.to_datetime([r[2] for r in rows], unit="us", utc=True),
+                "arm": pd.Series(arms, dtype=object),
+                "propensity": pd.to_numeric(pd.Series(propensities, dtype=object), errors="coerce"),
+            }
+        )
 
     def contacts(self, customer_ids: list[str], since: datetime) -> dict[str, list[Contact]]:
         """Actions decided for these customers since ``since`` (what caps and cooldowns count).
@@ -220,9 +284,3 @@ class DecisionLog:
 
     def close(self) -> None:
         self.engine.dispose()
-
-
-def cooldown_horizon(catalogue) -> timedelta:
-    """How far back decisions matter for one customer: the longest cooldown or contact window."""
-    longest = max([a.cooldown_days for a in catalogue.actions] + [catalogue.contact_policy.window_days])
-    return timedelta(days=longest)
