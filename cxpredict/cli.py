@@ -46,7 +46,7 @@ def _task_names(incomplete: str = "") -> list[str]:
     """Registered task names (read when asked, so a task registered by a plugin is offered too)."""
     return [
         name
-        for name in [spec.cli_name for spec in registry.all_tasks()] + ["all"]
+        for name in [spec.cli_name for spec in registry.known_tasks()] + ["all"]
         if name.startswith(incomplete)
     ]
 

@@ -17,12 +17,14 @@ this repository, an entry point in the group ``cxpredict.tasks`` whose object is
 from __future__ import annotations
 
 import importlib
+import os
 import re
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from types import ModuleType
 
 ENTRY_POINT_GROUP = "cxpredict.tasks"
+OPT_IN_ENV = "CXPREDICT_TASKS_OPT_IN"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -50,6 +52,10 @@ class TaskSpec:
     gate_metric: str = "auc"
     required_for_scoring: bool = False
     """``score`` refuses to run without this task's model (the columns downstream tools expect)."""
+    opt_in: bool = False
+    """Left out of every "all tasks" (``train all``, ``score``, the API) unless named in
+    ``CXPREDICT_TASKS_OPT_IN`` (comma-separated); always reachable by name (``train <task>``). For
+    tasks that need data most workspaces lack (uplift needs a decision log with a control group)."""
     tags: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -151,6 +157,29 @@ _BUILTIN = (
         ),
         gate_metric="gini",
     ),
+    TaskSpec(
+        name="uplift",
+        families=("purchase", "engagement", "service", "voice", "marketing", "profile", "needs"),
+        horizon_days=28,
+        label_definition="per logged decision (the customer's first in the month after cutoff t): a "
+        "purchase in (decision, decision+H], with the decision's arm (first action given, or control for "
+        "a holdout decision) and propensity",
+        implementation="training.tasks.uplift",
+        summary="Uplift per action: the change in the chance of a purchase within the horizon if the action "
+        "is taken rather than none.",
+        purpose="Estimates, per customer and action of the catalogue, how much the action raises (or lowers) "
+        "the probability of a purchase in the next H days, learned from logged decisions and their control "
+        "group.",
+        intended_use="Choosing who gets which action (next best action priorities): target the customers an "
+        "action changes, not the sure things or the lost causes.",
+        limitations=(
+            "Learned only for actions the decision log holds with a control group; actions never tried have "
+            "no estimate.",
+            "A decision's arm is its first action; later actions of the same decision are not separated.",
+        ),
+        gate_metric="qini",
+        opt_in=True,
+    ),
 )
 
 _registry: dict[str, TaskSpec] = {}
@@ -177,13 +206,25 @@ def unregister(name: str) -> None:
     _load().pop(name, None)
 
 
+def enabled_opt_in() -> frozenset[str]:
+    """Opt-in tasks enabled by ``CXPREDICT_TASKS_OPT_IN`` (read when asked)."""
+    return frozenset(name.strip() for name in os.environ.get(OPT_IN_ENV, "").split(",") if name.strip())
+
+
 def all_tasks() -> tuple[TaskSpec, ...]:
-    """Every registered task, built-ins first, in registration order."""
+    """Every registered task in use, built-ins first, in registration order: opt-in tasks only when
+    enabled (:data:`OPT_IN_ENV`)."""
+    enabled = enabled_opt_in()
+    return tuple(spec for spec in _load().values() if not spec.opt_in or spec.name in enabled)
+
+
+def known_tasks() -> tuple[TaskSpec, ...]:
+    """Every registered task, opt-in ones included (what a command accepts by name)."""
     return tuple(_load().values())
 
 
 def names() -> tuple[str, ...]:
-    return tuple(_load())
+    return tuple(spec.name for spec in all_tasks())
 
 
 def get(name: str) -> TaskSpec:
@@ -191,7 +232,7 @@ def get(name: str) -> TaskSpec:
     key = name.strip().lower().replace("-", "_")
     found = _load().get(key)
     if found is None:
-        raise UnknownTask(f"unknown task {name!r}: choose {', '.join(spec.cli_name for spec in all_tasks())}")
+        raise UnknownTask(f"unknown task {name!r}: choose {', '.join(spec.cli_name for spec in known_tasks())}")
     return found
 
 
@@ -203,7 +244,7 @@ def parse(name: str) -> tuple[TaskSpec, ...]:
 
 
 def by_model_name(model_name: str) -> TaskSpec:
-    for spec in all_tasks():
+    for spec in known_tasks():
         if spec.model_name == model_name:
             return spec
     raise UnknownTask(f"no task registers the model {model_name!r}")

@@ -9,6 +9,7 @@ and point-in-time features through the workspace's Feast registry.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from cxpredict.workspace import Workspace
 from features.catalog import canonical_manifest, current_version
 from features.contract import TIME_COLUMNS, pandas_types
 from training.cutoffs import utc_timestamp
+from training.labels import TREATMENTS
 from training.datasets import FeaturesFor
 
 LABEL_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -77,7 +79,26 @@ def load_tables(ws: Workspace, as_of: datetime | pd.Timestamp) -> dict[str, pd.D
             keep = (field <= moment) | field.is_null() if source == "customers" else field <= moment
         table = pq.read_table(folder / f"{source}.parquet", columns=columns, filters=keep)
         tables[source] = pandas_types(table)
+    logged = logged_treatments(ws, moment)
+    if logged is not None:
+        tables[TREATMENTS] = logged
     return tables
+
+
+def logged_treatments(ws: Workspace, until: datetime) -> pd.DataFrame | None:
+    """The decision log's decisions before ``until`` (arm and propensity per decision), or None when
+    the workspace has no decision log (it is not created by reading)."""
+    from features.decision_log import LOG_URL_ENV, DecisionLog, log_url
+
+    url = log_url(ws)
+    if LOG_URL_ENV not in os.environ and not Path(url.removeprefix("sqlite:///")).exists():
+        return None
+    log = DecisionLog(url)
+    try:
+        found = log.treatments(until)
+    finally:
+        log.close()
+    return found if len(found) else None
 
 
 def feature_manifest(ws: Workspace):
@@ -119,12 +140,19 @@ def feast_features_for(ws: Workspace) -> FeaturesFor:
 
     Uses ``get_training_features_fast``: the same rows and values as Feast's own
     ``get_historical_features`` (checked in the tests), about 3x faster, and exactly the service's
-    features (Feast's join also returns on-demand inputs from views outside the service).
+    features (Feast's join also returns on-demand inputs from views outside the service). With the
+    Spark engine (``CXPREDICT_ENGINE=spark``), Feast's ``get_historical_features`` on its Spark
+    offline store instead (``features.spark_store``: the same rows and columns).
     """
-    from features.store import get_training_features_fast
+    from features.snapshots import resolve_engine
+
+    if resolve_engine() == "spark":
+        from features.spark_store import get_training_features_spark as retrieve
+    else:
+        from features.store import get_training_features_fast as retrieve
 
     def features_for(entity_df: pd.DataFrame, task: str) -> pd.DataFrame:
-        return get_training_features_fast(ws, entity_df, registry.get(task).feature_service)
+        return retrieve(ws, entity_df, registry.get(task).feature_service)
 
     return features_for
 

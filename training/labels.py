@@ -27,6 +27,11 @@ KEYS = ["customer_id", "event_timestamp"]
 DAY = pd.Timedelta(days=1)
 
 
+TREATMENTS = "treatments"
+"""Key of the logged decisions (decision_id, customer_id, timestamp, arm, propensity) among the tables
+the label builders get, beside the canonical sources (``training.data.load_tables``)."""
+
+
 class LabelsUnavailable(ValueError):
     """The data cannot define this task's labels; ``reason`` says why in words a user can act on."""
 

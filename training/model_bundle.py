@@ -108,7 +108,8 @@ class ModelBundle:
     """Boosters + calibrators + feature schema of one task; ``spec`` is JSON-serialisable.
 
     ``spec["heads"]`` lists the models; each head has ``name``, ``kind`` (binary | quantile |
-    multiclass | regression: a mean, times its ``scale``) and ``output`` (column name or, for multiclass, a prefix), plus ``calibrator``
+    multiclass | regression: a mean, times its ``scale`` | effect: a signed difference, e.g. an
+    action's uplift, unclipped) and ``output`` (column name or, for multiclass, a prefix), plus ``calibrator``
     (binary), ``alpha`` (quantile) or ``classes`` and ``top`` (multiclass), and ``prior``: the
     training population's value (positive rate, days quantile, class shares) for cold starts.
     Unmet-needs heads also carry ``need`` (the category), and ``spec["needs"]`` maps need -> column.
@@ -250,7 +251,13 @@ class ModelBundle:
     def outputs(self, X: pd.DataFrame | np.ndarray) -> dict[str, np.ndarray]:
         """The task's outputs as columns, from :meth:`prepare` or :meth:`prepare_matrix` inputs."""
         heads = self.spec["heads"]
-        unknown = {head["kind"] for head in heads} - {"binary", "quantile", "multiclass", "regression"}
+        unknown = {head["kind"] for head in heads} - {
+            "binary",
+            "quantile",
+            "multiclass",
+            "regression",
+            "effect",
+        }
         if unknown:
             raise ValueError(f"unknown head kinds {sorted(unknown)}")
         out: dict[str, np.ndarray] = {
@@ -260,6 +267,8 @@ class ModelBundle:
             if head["kind"] == "regression":
                 raw = np.clip(self._raw(head["name"], X), 0, None)
                 out[head["output"]] = raw * float(head.get("scale", 1.0))
+            elif head["kind"] == "effect":
+                out[head["output"]] = self._raw(head["name"], X)
         quantiles = sorted(
             (float(head["alpha"]), head["output"], head["name"])
             for head in heads

@@ -354,7 +354,9 @@ def from_training(
     selection: str = "",
 ) -> CardInputs:
     """Card inputs of a freshly fitted task: slices of the primary target on the held-out cutoff."""
-    primary = next(e for e in [*fitted.evaluations, *fitted.regressions] if e.target == fitted.primary)
+    primary = next(
+        (e for e in [*fitted.evaluations, *fitted.regressions] if e.target == fitted.primary), None
+    )
     slicing = slice_metrics if fitted.evaluations else spend_slices
     plan = dataset.plan.describe()
     return CardInputs(
@@ -375,7 +377,9 @@ def from_training(
         code_version=code_version,
         metrics=fitted.metrics,
         primary=fitted.primary,
-        slices=slicing(dataset.test.X, primary.y, primary.predictions["model"]),
+        slices=slicing(dataset.test.X, primary.y, primary.predictions["model"])
+        if primary
+        else pd.DataFrame(),
         notes=list(fitted.notes),
         selection=selection,
         generated_at=generated_at,

@@ -52,6 +52,16 @@ class RegressionEvaluation:
 
 
 @dataclass
+class UpliftEvaluation:
+    """Held-out rows of one action and the control group, kept for plots."""
+
+    target: str  # the action
+    y: np.ndarray
+    treated: np.ndarray
+    scores: dict[str, np.ndarray]  # ranking name -> score (model, risk targeting, oracle)
+
+
+@dataclass
 class FittedTask:
     """Everything a run reports about one task: the bundle, the held-out metrics and plot inputs."""
 
@@ -66,10 +76,14 @@ class FittedTask:
     """The ranking metric candidates are chosen and gated on: ``auc`` (binary heads) or ``gini``
     (normalised Gini of a continuous target); its bootstrap intervals are ``<metric>_vs_<name>_*``."""
     regressions: list[RegressionEvaluation] = field(default_factory=list)
+    uplift: list[UpliftEvaluation] = field(default_factory=list)
+    """Per action of an uplift task (its metrics' targets: Qini per action)."""
 
     @property
     def targets(self) -> list[str]:
-        """The targets the gate metric is computed on (binary heads, or continuous targets)."""
+        """The targets the gate metric is computed on (binary heads, continuous targets, or actions)."""
+        if self.uplift:
+            return [evaluation.target for evaluation in self.uplift]
         return [evaluation.target for evaluation in (self.evaluations or self.regressions)]
 
     def metric(self, target: str, model: str, metric: str) -> float:

@@ -14,9 +14,9 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from training.metrics import auc, calibration_curve
-from training.models import BinaryEvaluation
+from training.models import BinaryEvaluation, UpliftEvaluation
 
-MODEL_STYLES = {"model": "-", "logistic": "--", "rf_heuristic": ":", "oracle": "-."}
+MODEL_STYLES = {"model": "-", "logistic": "--", "rf_heuristic": ":", "oracle": "-.", "risk_targeting": ":"}
 
 
 def _figure(width: float = 5.5, height: float = 4.5) -> tuple[Figure, object]:
@@ -100,6 +100,31 @@ def deciles(evaluation, groups: int = 10) -> Figure:
         title=f"Deciles: {evaluation.target}",
     )
     axes.legend(fontsize="small")
+    return figure
+
+
+def qini(evaluations: Sequence[UpliftEvaluation]) -> Figure:
+    """Qini curves per action on the held-out cutoff: extra purchases (per targeted row, relative to
+    control) as a share of the rows is targeted in each ranking's order; random targeting is the
+    straight line to the right end."""
+    import warnings
+
+    from sklift.metrics import qini_curve
+
+    figure, axes = _figure(6.5, 4.5)
+    for index, evaluation in enumerate(evaluations):
+        color = f"C{index}"
+        n = len(evaluation.y)
+        for name, score in evaluation.scores.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                x, gain = qini_curve(evaluation.y, score, evaluation.treated)
+            axes.plot(np.asarray(x) / n, np.asarray(gain) / n, MODEL_STYLES.get(name, "--"), color=color,
+                      label=f"{evaluation.target}: {name}", linewidth=1.2 if name == "model" else 0.9)  # fmt: skip
+            if name == "model":
+                axes.plot([0, 1], [0, gain[-1] / n], color=color, linewidth=0.6, alpha=0.6)
+    axes.set(xlabel="share of customers targeted", ylabel="extra purchases per customer", title="Qini curves")
+    axes.legend(fontsize="x-small", ncol=2)
     return figure
 
 

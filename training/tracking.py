@@ -239,8 +239,10 @@ def figures(fitted: FittedTask, dataset: TaskDataset, config: TrainConfig) -> di
             "calibration.png": plots.calibration(primary),
             "lift.png": plots.lift(primary),
         }
-    else:
+    elif fitted.regressions:
         ranking = {"deciles.png": plots.deciles(fitted.regressions[0])}
+    else:
+        ranking = {"qini.png": plots.qini(fitted.uplift)}
     if booster is None:
         importance = pd.DataFrame(
             {

@@ -431,7 +431,7 @@ def build_repo(
         )
 
     services: dict[str, FeatureService] = {}
-    for spec in tasks.all_tasks():
+    for spec in tasks.known_tasks():
         task, families = spec.feature_service, spec.families
         members: list[BaseFeatureView] = [views[f] for f in families if f in family_views]
         members += [

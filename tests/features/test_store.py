@@ -59,7 +59,7 @@ def test_given_a_manifest_when_applied_then_one_view_per_family_derived_views_an
     }
     services = {s.name: {p.name for p in s.feature_view_projections} for s in store.list_feature_services()}
     assert services["churn"] == {"purchase", "engagement", "profile", "ratios", "recency_now"}
-    assert set(services) == {*registry.names(), "realtime_signals"}
+    assert set(services) == {*(spec.name for spec in registry.known_tasks()), "realtime_signals"}
 
 
 def test_given_a_family_missing_when_built_then_no_view_and_no_ratio_over_its_features(tmp_path):
