@@ -87,6 +87,11 @@ class Action(BaseModel):
     )
     prior_uplift: float = Field(default=0.0, ge=0, le=1, description="Uplift per unit of the driving output.")
     driver: str | None = Field(default=None, description="The output the prior uplift scales with.")
+    uplift: str | None = Field(
+        default=None,
+        description="The model output that estimates this action's uplift (e.g. "
+        "uplift.expected_uplift.retention_offer): used instead of the prior when the customer has it.",
+    )
 
     @field_validator("eligible", mode="before")
     @classmethod

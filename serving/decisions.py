@@ -17,10 +17,11 @@ order applied:
    choosing it in its slot (``propensity``), so the propensities of one slot sum to 1 over the
    actions left and policies can be evaluated off-policy later.
 
-Priority until an uplift model exists (documented prior): expected uplift = ``prior_uplift`` × the
-action's driver output (e.g. churn probability), expected value = uplift × the action's ``value``
-output (e.g. the value model's value at risk) or, without one, its ``success_value``, priority =
-expected value − cost. The channel is the allowed, consented channel the customer
+Priority: expected uplift = the action's ``uplift`` output (the uplift model's estimate for this
+customer) when there is one, else the documented prior ``prior_uplift`` × the action's driver
+output (e.g. churn probability); each chosen action says which (``uplift_source``: ``model`` or
+``prior``). Expected value = uplift × the action's ``value`` output (e.g. the value model's value
+at risk) or, without one, its ``success_value``; priority = expected value − cost. The channel is the allowed, consented channel the customer
 responds to most: email by their marketing open rate, push/app by their app share of sessions, web
 by the rest, sms and phone at fixed low/neutral scores.
 """
@@ -121,11 +122,17 @@ def _worth(action: Action, view: CustomerView) -> float:
     return action.success_value if amount is None else amount
 
 
-def _priced(action: Action, view: CustomerView) -> tuple[float, float, float]:
-    driver = _value(view, action.driver) if action.driver else 1.0
-    uplift = action.prior_uplift * (driver or 0.0)
+def _priced(action: Action, view: CustomerView) -> tuple[float, float, float, str]:
+    """(expected uplift, expected value, priority, where the uplift came from: ``model`` when the
+    action's ``uplift`` output is there for the customer, else ``prior``)."""
+    learned = _value(view, action.uplift) if action.uplift else None
+    if learned is not None:
+        uplift, source = learned, "model"
+    else:
+        driver = _value(view, action.driver) if action.driver else 1.0
+        uplift, source = action.prior_uplift * (driver or 0.0), "prior"
     worth = uplift * _worth(action, view)
-    return uplift, worth, worth - action.cost
+    return uplift, worth, worth - action.cost, source
 
 
 def _reasons(action: Action, view: CustomerView) -> list[str]:
@@ -175,7 +182,7 @@ def _arbitrate(
     policy = catalogue.contact_policy
     recent = [c for c in history if now - c.at < timedelta(days=policy.window_days)]
     scores = _channel_scores(view)
-    candidates: list[tuple[Action, float, float, float, str]] = []
+    candidates: list[tuple[Action, float, float, float, str, str]] = []
     for action in catalogue.actions:
         if action.kind == "none":
             continue
@@ -189,7 +196,7 @@ def _arbitrate(
         ):
             rule = f"cooldown_{action.cooldown_days}d"
         chosen = channel_for(action, view, marketing, prefer=channel, scores=scores)
-        uplift, worth, priority = _priced(action, view)
+        uplift, worth, priority, source = _priced(action, view)
         if rule is None and chosen is None:
             rule = "no_consented_channel"
         if rule is None and priority <= 0:
@@ -197,7 +204,7 @@ def _arbitrate(
         if rule is not None:
             decision.suppressed.append({"action": action.name, "rule": rule})
             continue
-        candidates.append((action, uplift, worth, priority, chosen))
+        candidates.append((action, uplift, worth, priority, chosen, source))
     room = max(0, policy.max_contacts - len(recent))
     slots = min(max_actions, room)
     rng = random.Random(seed)
@@ -206,7 +213,7 @@ def _arbitrate(
         explore = rng.random() < catalogue.exploration_share
         pick = rng.randrange(len(left)) if explore else 0
         share = catalogue.exploration_share / len(left)
-        action, uplift, worth, priority, via = left.pop(pick)
+        action, uplift, worth, priority, via, source = left.pop(pick)
         decision.actions.append(
             {
                 "action": action.name,
@@ -214,6 +221,7 @@ def _arbitrate(
                 "send_within_hours": list(SEND_WINDOWS[via]),
                 "priority": round(priority, 4),
                 "expected_uplift": round(uplift, 6),
+                "uplift_source": source,
                 "expected_value": round(worth, 4),
                 "propensity": round((1 - catalogue.exploration_share) * (pick == 0) + share, 6),
                 "explored": explore,
@@ -232,14 +240,24 @@ def _is_number(value: object) -> bool:
 def view_from(prediction: Mapping, features: Mapping[str, Sequence], row: int | None) -> CustomerView:
     """A decision's view of one answered customer: each task block of the prediction as dotted
     outputs — ``<task>.<field>`` for every number of a block (``churn.probability``,
-    ``value.value_at_risk``), and for a ranked list of
+    ``value.value_at_risk``), ``<task>.<field>.<key>`` for a mapping of numbers
+    (``uplift.expected_uplift.retention_offer``), and for a ranked list of
     scored items ``<task>.<item>`` per item and ``<task>.top`` for the best one (whose name becomes
     ``top_need``) — and their feature vector (``row`` of ``features``; None: unknown customer)."""
     outputs: dict[str, float | None] = {}
     top_name = None
     for task, block in prediction.items():
-        if isinstance(block, Mapping) and any(_is_number(v) for v in block.values()):
+        if isinstance(block, Mapping) and any(
+            _is_number(v) or isinstance(v, Mapping) for v in block.values()
+        ):
             outputs |= {f"{task}.{key}": value for key, value in block.items() if _is_number(value)}
+            outputs |= {
+                f"{task}.{key}.{inner}": number
+                for key, value in block.items()
+                if isinstance(value, Mapping)
+                for inner, number in value.items()
+                if _is_number(number)
+            }
         elif (
             isinstance(block, list) and block and isinstance(block[0], Mapping) and "probability" in block[0]
         ):

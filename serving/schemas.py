@@ -211,9 +211,12 @@ class DecidedAction(BaseModel):
     channel: Literal[CHANNELS]  # type: ignore[valid-type]
     send_within_hours: list[int] = Field(description="Contact within this many hours from the decision.")
     priority: float = Field(
-        description="Expected value minus cost (a documented prior until an uplift model)."
+        description="Expected value minus cost: expected uplift × what a success is worth − cost."
     )
     expected_uplift: float
+    uplift_source: Literal["model", "prior"] = Field(
+        description="model: the uplift model's estimate for this customer; prior: the catalogue's prior."
+    )
     expected_value: float
     propensity: float = Field(description="Probability the policy had of choosing this action in its slot.")
     explored: bool = Field(description="True: chosen by the exploration share, at random among those left.")

@@ -99,3 +99,36 @@ def trained_world(featurised_world, tmp_path_factory):
             os.environ["MLFLOW_TRACKING_URI"] = saved
     world = WorldWorkspace(ws, WORLD_CUSTOMERS, WORLD_END, FEATURES_AS_OF, TRAIN_AS_OF)
     return world, results
+
+
+CAMPAIGN_CUSTOMERS = 5_000
+CAMPAIGN_AS_OF = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def campaign_world(tmp_path_factory):
+    """A generated world with a campaign history (5,000 customers, 12 monthly waves to 2026-11-01),
+    featurised as of 2026-12-01, with churn and uplift trained and registered in its own MLflow
+    store. Returns ``(ws, {task: TrainResult})``."""
+    _quiet_environment()
+    from cxpredict.workspace import resolve_workspace
+    from features.ingest import ingest
+    from features.snapshots import build_features
+    from features.store import apply_repo
+    from features.synthetic import CampaignHistory, WorldConfig, generate
+    from training.run import train_workspace
+
+    ws = resolve_workspace(tmp_path_factory.mktemp("campaigns") / "ws").ensure()
+    config = WorldConfig(customers=CAMPAIGN_CUSTOMERS, seed=3, end=CAMPAIGN_AS_OF.date(),
+                         campaign_history=CampaignHistory())  # fmt: skip
+    generate(ws, config)
+    ingest(ws)
+    build_features(ws, CAMPAIGN_AS_OF)
+    apply_repo(ws)
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        results = train_workspace(ws, tasks=["churn", "uplift"], as_of=CAMPAIGN_AS_OF, shap_sample=300)
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+    return ws, results

@@ -668,6 +668,15 @@ def promote(
                     gate_passed=True,
                     decision=f"version {candidate} is already champion; nothing moved",
                 )
+            if registry.get(task).gate_metric not in ("auc", "gini") and not force:
+                result = unmoved(
+                    forced=False,
+                    gate_passed=False,
+                    decision=f"refused: the gate does not compare {registry.get(task).gate_metric} models "
+                    f"yet; champion stays {champion or 'unset'} (--force --reason moves it, audited)",
+                )
+                _record_gate(client, name, result)
+                return result
             if problem is not None and not force:
                 result = unmoved(
                     forced=False,

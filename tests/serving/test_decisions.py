@@ -208,3 +208,42 @@ def test_given_a_value_block_then_the_view_has_its_numbers_as_dotted_outputs():
     view = view_from(prediction, {}, row=None)
 
     assert view.outputs == {"value.expected_spend": 120.0, "value.value_at_risk": 45.5}
+
+
+def test_given_an_uplift_block_then_its_estimates_become_dotted_outputs_per_action():
+    from serving.decisions import view_from
+
+    prediction = {"customer_id": "C1", "churn": {"probability": 0.4, "risk_band": "medium", "drivers": []},
+                  "uplift": {"expected_uplift": {"retention_offer": 0.12, "win_back": -0.02},
+                             "best_action": "retention_offer", "horizon_days": 28}}  # fmt: skip
+
+    view = view_from(prediction, {}, row=None)
+
+    assert view.outputs["uplift.expected_uplift.retention_offer"] == 0.12
+    assert view.outputs["uplift.expected_uplift.win_back"] == -0.02
+
+
+def test_given_an_uplift_estimate_then_it_replaces_the_prior_and_the_answer_says_so():
+    customer = _not_held_out()[0]
+    learned, prior_only, harmful = (_view(customer, churn=0.8) for _ in range(3))
+    learned.outputs["uplift.expected_uplift.retention_offer"] = 0.3
+    harmful.outputs["uplift.expected_uplift.retention_offer"] = -0.05
+    offer = next(a for a in CATALOGUE.actions if a.name == "retention_offer")
+
+    def retention(view):
+        decision = decide(view, CATALOGUE, [], NOW, seed="s", max_actions=4)
+        return next((a for a in decision.actions if a["action"] == "retention_offer"), None), decision
+
+    (by_model, _), (by_prior, _), (dropped, decision) = (
+        retention(learned),
+        retention(prior_only),
+        retention(harmful),
+    )
+
+    assert by_model["uplift_source"] == "model" and by_model["expected_uplift"] == pytest.approx(0.3)
+    assert by_model["priority"] == pytest.approx(0.3 * offer.success_value - offer.cost, abs=1e-3)
+    assert by_prior["uplift_source"] == "prior"
+    assert by_prior["expected_uplift"] == pytest.approx(offer.prior_uplift * 0.8)
+    # an action the model expects to put the customer off is not taken, whatever the prior says
+    assert dropped is None
+    assert {"action": "retention_offer", "rule": "priority_not_positive"} in decision.suppressed

@@ -3,7 +3,6 @@ action changes on a generated world whose true uplift is known."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
 
 import numpy as np
 import pandas as pd
@@ -88,29 +87,11 @@ def test_given_the_registry_then_uplift_is_opt_in_but_reachable_by_name(monkeypa
     assert registry.names()[-1] == "uplift"
 
 
-# ---- a generated world with a campaign history ----------------------------------------------------
-UPLIFT_AS_OF = datetime(2026, 12, 1, tzinfo=UTC)
-
-
+# ---- a generated world with a campaign history (tests/conftest.py: campaign_world) -------------
 @pytest.fixture(scope="module")
-def trained_uplift(tmp_path_factory):
-    """5,000 customers with 12 campaign waves to 2026-11-01, uplift trained and registered as of 2026-12-01."""
-    from cxpredict.workspace import resolve_workspace
-    from features.ingest import ingest
-    from features.snapshots import build_features
-    from features.store import apply_repo
-    from features.synthetic import CampaignHistory, WorldConfig, generate
-    from training.run import train_workspace
-
-    ws = resolve_workspace(tmp_path_factory.mktemp("uplift") / "ws").ensure()
-    generate(
-        ws, WorldConfig(customers=5000, seed=3, end=date(2026, 12, 1), campaign_history=CampaignHistory())
-    )
-    ingest(ws)
-    build_features(ws, UPLIFT_AS_OF)
-    apply_repo(ws)
-    result = train_workspace(ws, tasks=["uplift"], as_of=UPLIFT_AS_OF, lightgbm={"num_threads": 2})["uplift"]
-    return ws, result
+def trained_uplift(campaign_world):
+    ws, results = campaign_world
+    return ws, results["uplift"]
 
 
 def _metric(result, action: str, model: str, metric: str) -> float:
@@ -139,6 +120,17 @@ def test_given_a_campaign_history_then_uplift_trains_and_registers_one_effect_he
     predicted = model.predict(sample.astype({c: object for c in sample.select_dtypes("category")}))
     assert {f"uplift_{h['action']}" for h in heads} <= set(predicted.columns)
     assert np.isfinite(predicted.filter(like="uplift_").to_numpy()).all()
+
+
+@pytest.mark.slow
+def test_given_an_uplift_challenger_then_the_gate_refuses_to_judge_it_without_force(trained_uplift):
+    from training.commands import promote_command
+
+    ws, result = trained_uplift
+    outcome = promote_command(ws, "uplift", version=result.model_version)
+
+    assert not outcome.moved
+    assert result.champion or "does not compare qini" in outcome.decision
 
 
 @pytest.mark.slow
