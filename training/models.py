@@ -112,11 +112,17 @@ class FittedTask:
     def usable(self) -> bool:
         """Better than chance beyond the noise on the validation cutoff, where it was chosen (the lower
         end of the bootstrap interval of AUC - 0.5 above 0, averaged over the targets): what a first
-        champion needs."""
+        champion needs. A task that estimates the value of the decision policy its model implies
+        (off-policy, on the validation cutoff) must also not be below the logging policy's value."""
         rows = self.metrics
         low = rows.loc[
             (rows["model"] == "model") & (rows["metric"] == f"{self.gate_metric}_vs_chance_low"), "value"
         ]
+        policy = rows.loc[
+            (rows["model"] == "model") & (rows["metric"] == "valid_policy_vs_logging_low"), "value"
+        ]
+        if len(policy) and not float(policy.min()) >= 0:
+            return False
         return bool(len(low) and np.isfinite(low.mean()) and low.mean() > 0)
 
     def families(self) -> dict[str, str]:

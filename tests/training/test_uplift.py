@@ -145,3 +145,20 @@ def test_given_the_true_uplift_then_the_model_ranks_it_better_than_risk_targetin
         assert model > max(risk, 0.15), (action, model, risk)
         assert _metric(result, action, "model", "predicted_uplift") > 0
     assert _metric(result, "service_recovery_callback", "model", "true_gain_ratio_to_oracle") > 0.45
+
+
+@pytest.mark.slow
+def test_given_logged_decisions_then_off_policy_estimates_cover_the_true_value_of_the_models_policy(
+    trained_uplift,
+):
+    _, result = trained_uplift
+
+    def policy(metric: str) -> float:
+        return _metric(result, uplift.POLICY, "model", metric)
+
+    truth = policy("true_value")
+    for estimator in ("ope_ipw", "ope_snipw", "ope_dr"):
+        assert policy(f"{estimator}_low") <= truth <= policy(f"{estimator}_high"), estimator
+    assert policy("logging_value_low") <= policy("true_logging_value") <= policy("logging_value_high")
+    # the oracle's best policy bounds every other one
+    assert policy("true_oracle_value") >= max(truth, policy("true_logging_value"))

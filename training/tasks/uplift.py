@@ -38,6 +38,9 @@ EXPLAINED = False
 LABEL, ARM, PROPENSITY = "purchased", "arm", "propensity"
 CONTROL = "control"
 PREFIX = "uplift_"
+POLICY = "policy"
+"""Target of the off-policy estimates of the model's policy (every row, every arm)."""
+NO_ACTION_PURCHASE = "purchase_without_action"
 POOLED = "all_actions"
 """Target of the validation check pooled over actions (the mean Qini's interval decides a first
 champion: one action alone is rarely beyond the noise of a single cutoff)."""
@@ -164,6 +167,67 @@ def bootstrap_qini(
             diff = out["draws"]["model"] - values
             out[f"model_vs_{name}"] = {"diff": point["model"] - point[name], "low": float(np.quantile(diff, tail)),
                                        "high": float(np.quantile(diff, 1 - tail))}  # fmt: skip
+    return out
+
+
+def policy_choice(
+    predicted: Mapping[str, np.ndarray], actions: Sequence[str], control: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The policy a model implies: per row the action of largest predicted uplift when it is above
+    zero, else control (no action); with its expected purchase probability (control's plus the
+    chosen uplift)."""
+    effects = np.column_stack([predicted[output(a)] for a in actions])
+    best = np.argmax(effects, axis=1)
+    gain = effects[np.arange(len(best)), best]
+    chosen = np.where(gain > 0, np.asarray(actions, dtype=object)[best], CONTROL)
+    return chosen, np.clip(control + np.where(gain > 0, gain, 0.0), 0, 1)
+
+
+def logged_propensities(arms: np.ndarray, logged: np.ndarray) -> np.ndarray:
+    """Each row's probability of the arm it got: the logged propensity, else (control decisions,
+    whose assignment is a random or hash-based group) the arm's share of the rows."""
+    share = pd.Series(arms).map(pd.Series(arms).value_counts(normalize=True)).to_numpy(dtype=float)
+    return np.where(np.isfinite(logged) & (logged > 0), logged, share)
+
+
+def off_policy_values(
+    y: np.ndarray,
+    arms: np.ndarray,
+    propensity: np.ndarray,
+    chosen: np.ndarray,
+    expected_chosen: np.ndarray,
+    expected_logged: np.ndarray,
+    seed: int,
+    resamples: int = RESAMPLES,
+) -> dict[str, float]:
+    """The value (purchase rate within the horizon) of the policy ``chosen`` estimated from logged
+    decisions: inverse propensity (``ipw``), self-normalised (``snipw``) and doubly robust (``dr``,
+    with the model's expected outcomes), each with a bootstrap interval over rows; the logging
+    policy's own value (the observed rate) and ``policy_vs_logging_low``: the DR lower bound minus
+    the logging value (a candidate whose lower bound is below the current policy is refused)."""
+    y = np.asarray(y, dtype=float)
+    match = (np.asarray(arms) == np.asarray(chosen)).astype(float)
+    weight = match / propensity
+
+    def estimates(rows: np.ndarray) -> tuple[float, float, float, float]:
+        w, yy = weight[rows], y[rows]
+        ipw = float(np.mean(w * yy))
+        snipw = float(np.sum(w * yy) / np.sum(w)) if np.sum(w) > 0 else float("nan")
+        dr = float(np.mean(expected_chosen[rows] + w * (yy - expected_logged[rows])))
+        return ipw, snipw, dr, float(np.mean(yy))
+
+    rng = np.random.default_rng(seed)
+    every = np.arange(len(y))
+    draws = np.asarray([estimates(rng.choice(every, len(every))) for _ in range(resamples)])
+    point = estimates(every)
+    out: dict[str, float] = {}
+    for j, name in enumerate(("ope_ipw", "ope_snipw", "ope_dr", "logging_value")):
+        out[name] = point[j]
+        out[f"{name}_low"], out[f"{name}_high"] = (
+            float(v) for v in np.nanquantile(draws[:, j], [0.025, 0.975])
+        )
+    out["policy_vs_logging_low"] = out["ope_dr_low"] - point[3]
+    out["matched_rows"] = float(match.sum())
     return out
 
 
@@ -302,14 +366,11 @@ def fit(dataset, task_labels: TaskLabels, config):
             for name in scores:
                 rows += metric_rows(action, name, {"qini": found[name]["value"], "qini_low": found[name]["low"],
                                                    "qini_high": found[name]["high"]})  # fmt: skip
-            for name in [n for n in scores if n != "model"]:
+            for name in [n for n in scores if n not in ("model", "oracle")]:
                 key = f"model_vs_{name}"
                 rows += metric_rows(action, "model", {f"qini_vs_{name}_{part}": found[key][part]
                                                       for part in ("diff", "low", "high")})  # fmt: skip
-            rows += metric_rows(action, "model", {"qini_vs_chance_diff": found["model"]["value"],
-                                                  "qini_vs_chance_low": found["model"]["low"],
-                                                  "qini_vs_chance_high": found["model"]["high"],
-                                                  "treated_rows": float(treated.sum()),
+            rows += metric_rows(action, "model", {"treated_rows": float(treated.sum()),
                                                   "control_rows": float((~treated).sum()),
                                                   "observed_uplift": float(y[subset][treated].mean() - y[subset][~treated].mean()),
                                                   "predicted_uplift": float(np.mean(predicted[output(action)]))})  # fmt: skip
@@ -325,6 +386,26 @@ def fit(dataset, task_labels: TaskLabels, config):
                     rows += metric_rows(action, name, {"true_gain": area,
                                                        "true_gain_ratio_to_oracle": area / best if best > 0 else float("nan")})  # fmt: skip
                 rows += metric_rows(action, "model", {"true_uplift": float(true.mean())})
+        control = 1.0 - risk
+        chosen, expected = policy_choice(predicted, actions, control)
+        expected_logged = control.copy()
+        for action in actions:
+            hit = arms == action
+            expected_logged[hit] = np.clip(control[hit] + predicted[output(action)][hit], 0, 1)
+        propensity = logged_propensities(arms, split.labels[PROPENSITY].to_numpy(dtype=float))
+        found = off_policy_values(y, arms, propensity, chosen, expected, expected_logged, seed)
+        prefix = "valid_" if tag == "valid" else ""
+        rows += metric_rows(POLICY, "model", {f"{prefix}{k}": v for k, v in found.items()})
+        if truth is not None and tag == "test":
+            p0 = split.oracle[NO_ACTION_PURCHASE].to_numpy(dtype=float)
+            gain = {CONTROL: np.zeros(len(y)), **{a: truth[output(a)].to_numpy(dtype=float) for a in actions}}
+            true_chosen = np.array([gain[a][i] for i, a in enumerate(chosen)])
+            none = np.zeros(len(y))
+            true_logged = np.array([gain.get(a, none)[i] for i, a in enumerate(arms)])
+            best = np.max(np.column_stack(list(gain.values())), axis=1)
+            rows += metric_rows(POLICY, "model", {"true_value": float(np.mean(p0 + true_chosen)),
+                                                  "true_logging_value": float(np.mean(p0 + true_logged)),
+                                                  "true_oracle_value": float(np.mean(p0 + best))})  # fmt: skip
         if tag == "valid":
             draws = np.mean(pooled, axis=0)
             rows += metric_rows(POOLED, "model", {"qini_vs_chance_diff": float(np.mean(draws)),
@@ -354,9 +435,12 @@ def fit(dataset, task_labels: TaskLabels, config):
 
 
 def oracle(exact: pd.DataFrame, transactions_only: bool) -> pd.DataFrame:
-    """The true uplift of each action (generated worlds with a campaign history, at its horizon)."""
+    """The true uplift of each action and the purchase probability without any (generated worlds
+    with a campaign history, at its horizon)."""
     columns = [c for c in exact.columns if c.startswith(PREFIX)]
-    return exact[["customer_id", *columns]]
+    if not columns:
+        return exact[["customer_id"]]
+    return exact[["customer_id", *columns]].assign(**{NO_ACTION_PURCHASE: exact["purchase"]})
 
 
 def blocks(outputs: Mapping[str, np.ndarray], drivers: list[list[dict]], spec: Mapping) -> list[dict]:
