@@ -316,16 +316,34 @@ def features(
             help="Folder of custom feature views (*.sql, one SELECT each; default: <workspace>/features.d).",
         ),
     ] = None,  # fmt: skip
+    engine: Annotated[
+        Optional[str],
+        typer.Option(
+            "--engine",
+            envvar="CXPREDICT_ENGINE",
+            show_default=False,
+            help="SQL engine computing the families: duckdb (default) or spark (PySpark; master from "
+            "CXPREDICT_SPARK_MASTER, default local[2]). Custom SQL views build on duckdb only.",
+        ),
+    ] = None,  # fmt: skip
     workspace: WorkspaceOption = None,
 ) -> None:
     """Build feature snapshots up to --as-of (incrementally), apply the Feast repo and materialise online."""
     from cxpredict import render
+    from features.snapshots import resolve_engine
+    from features.spark_engine import SparkUnavailable
     from features.store import refresh_features
 
+    try:
+        chosen = resolve_engine(engine)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--engine") from None
     render.quiet_libraries()
     ws = _workspace(workspace)
-    with _refusal("cannot build features"), render.progress(errors) as progress:
-        build, materialized = refresh_features(ws, _day(as_of) or _today(), progress, custom_dir=features_dir)
+    with _refusal("cannot build features", SparkUnavailable), render.progress(errors) as progress:
+        build, materialized = refresh_features(
+            ws, _day(as_of) or _today(), progress, custom_dir=features_dir, engine=chosen
+        )
     console.print(render.features_built(build, materialized))
 
 

@@ -1,7 +1,8 @@
 """Snapshot calendar and incremental build of the behavioural feature tables.
 
-``build_features`` reads the canonical Parquet tables with DuckDB, stages them once per build into a
-scratch database under ``<ws>/features/.staging/``, then writes one Parquet file per family and
+``build_features`` reads the canonical Parquet tables with DuckDB (or, with ``engine="spark"``, Spark
+SQL transpiled from the same statements: :mod:`features.spark_engine`), stages them once per build
+into a scratch database under ``<ws>/features/.staging/``, then writes one Parquet file per family and
 snapshot (``<ws>/features/<family>/snapshot_date=YYYY-MM-DD/data.parquet``) and the manifest
 ``<ws>/features/manifest.json`` (format: the feature-manifest contract). Every file is written to a
 scratch path first and renamed into place, so readers never see a partial file.
@@ -30,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import duckdb
 import pyarrow.parquet as pq
@@ -56,6 +57,13 @@ STAGING_DIR = ".staging"
 TREND_OFFSETS = (0, 30, 90, 120)
 PERFECT_HT_BITS = 22
 """Customer keys are dense integers: up to 2^22 customers aggregate in a perfect (array) hash table."""
+EngineName = Literal["duckdb", "spark"]
+ENGINES: tuple[EngineName, ...] = ("duckdb", "spark")
+ENGINE_ENV = "CXPREDICT_ENGINE"
+SPARK_CUSTOM_REFUSAL = (
+    "custom SQL views are DuckDB SQL and are built by the DuckDB engine only: "
+    "build them with `cxpredict features --engine duckdb`"
+)
 
 
 class FeatureBuildConfig(BaseModel):
@@ -184,8 +192,37 @@ def fingerprint(
     return "sha256:" + digest.hexdigest()
 
 
+class SqlEngine(Protocol):
+    """What a build needs of a SQL engine. Every statement it is given is DuckDB SQL (the feature
+    definitions' dialect); an engine for another dialect transpiles it."""
+
+    name: EngineName
+
+    def fetchall(self, sql: str) -> list[tuple[Any, ...]]: ...
+
+    def columns(self, view: str) -> list[str]: ...
+
+    def stage(self, statements: list[str]) -> None:
+        """Run ``CREATE TABLE ... AS`` statements, in order (a later one may read an earlier table)."""
+        ...
+
+    def write_parquet(self, select: str, target: Path) -> None:
+        """Write the rows of ``select`` to the single Parquet file ``target`` (zstd)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def resolve_engine(engine: str | None = None) -> EngineName:
+    """The engine asked for, else ``CXPREDICT_ENGINE``, else DuckDB; refuses an unknown name."""
+    chosen = (engine or os.environ.get(ENGINE_ENV) or "duckdb").strip().lower()
+    if chosen not in ENGINES:
+        raise ValueError(f"unknown feature engine {chosen!r}: choose one of {', '.join(ENGINES)}")
+    return chosen  # type: ignore[return-value]
+
+
 def supplied_columns(
-    con: duckdb.DuckDBPyConnection, sources: Mapping[str, CanonicalSource], manifest: dict[str, Any] | None
+    engine: SqlEngine, sources: Mapping[str, CanonicalSource], manifest: dict[str, Any] | None
 ) -> dict[str, frozenset[str]]:
     """Columns each source supplied: from the canonical manifest, else every column with a non-null value."""
     listed = (manifest or {}).get("sources", {})
@@ -194,23 +231,21 @@ def supplied_columns(
         if name in listed and "columns_supplied" in listed[name]:
             out[name] = frozenset(listed[name]["columns_supplied"])
             continue
-        columns = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM raw_{name}").fetchall()]
-        counts = con.execute(
+        columns = engine.columns(f"raw_{name}")
+        counts = engine.fetchall(
             "SELECT " + ", ".join(f'count("{c}")' for c in columns) + f" FROM raw_{name}"
-        ).fetchone()
+        )[0]
         out[name] = frozenset(c for c, n in zip(columns, counts or (), strict=True) if n)
     return out
 
 
-def top_categories(
-    con: duckdb.DuckDBPyConnection, supplied: Mapping[str, frozenset[str]], limit: int
-) -> tuple[str, ...]:
+def top_categories(engine: SqlEngine, supplied: Mapping[str, frozenset[str]], limit: int) -> tuple[str, ...]:
     """Top categories by event volume, else by transaction volume, else none."""
     if limit == 0:
         return ()
     for source in ("events", "transactions"):
         if "category" in supplied.get(source, frozenset()):
-            ranked = [r[0] for r in con.execute(top_categories_sql(source, limit * 3)).fetchall()]
+            ranked = [r[0] for r in engine.fetchall(top_categories_sql(source, limit * 3))]
             return distinct_slugs(ranked)[:limit]
     return ()
 
@@ -242,56 +277,102 @@ def _parse_iso(value: str) -> datetime:
     return to_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
 
 
-def _connect(
-    scratch: Path,
-    config: FeatureBuildConfig,
-    sources: Mapping[str, CanonicalSource],
-    folded: Mapping[str, Path] | None = None,
-) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(
-        str(scratch / "stage.duckdb"),
-        config={
-            "threads": config.threads,
-            "memory_limit": config.memory_limit,
-            "temp_directory": str(scratch / "spill"),
-            "preserve_insertion_order": False,
-        },
-    )
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"SET perfect_ht_threshold = {PERFECT_HT_BITS}")
-    for name, source in sources.items():
-        scan = f"read_parquet('{source.scan}')"
-        logged = (folded or {}).get(name)
-        body = _with_logged(name, scan, logged) if logged else f"SELECT * FROM {scan}"
-        con.execute(f"CREATE VIEW raw_{name} AS {body}")
-    return con
+class DuckDBEngine:
+    """The default engine: one DuckDB database file in the build's scratch folder, with a
+    ``raw_<source>`` view per canonical source."""
+
+    name: EngineName = "duckdb"
+
+    def __init__(
+        self,
+        scratch: Path,
+        config: FeatureBuildConfig,
+        sources: Mapping[str, CanonicalSource],
+        folded: Mapping[str, Path] | None = None,
+    ) -> None:
+        self.con = con = duckdb.connect(
+            str(scratch / "stage.duckdb"),
+            config={
+                "threads": config.threads,
+                "memory_limit": config.memory_limit,
+                "temp_directory": str(scratch / "spill"),
+                "preserve_insertion_order": False,
+            },
+        )
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET perfect_ht_threshold = {PERFECT_HT_BITS}")
+        for name, source in sources.items():
+            con.execute(f"CREATE VIEW canon_{name} AS SELECT * FROM read_parquet('{source.scan}')")
+            logged = (folded or {}).get(name)
+            if logged is None:
+                con.execute(f"CREATE VIEW raw_{name} AS SELECT * FROM canon_{name}")
+                continue
+            con.execute(f"CREATE VIEW logged_{name} AS SELECT * FROM read_parquet('{_quote(logged)}')")
+            fold = logged_fold_sql(name, self.columns(f"canon_{name}"), self.columns(f"logged_{name}"))
+            con.execute(f"CREATE VIEW raw_{name} AS {fold}")
+
+    def fetchall(self, sql: str) -> list[tuple[Any, ...]]:
+        return self.con.execute(sql).fetchall()
+
+    def columns(self, view: str) -> list[str]:
+        return [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {view}").fetchall()]
+
+    def stage(self, statements: list[str]) -> None:
+        """Staging tables keep the order their statements ask for (sorted by key, for zone maps)."""
+        self.con.execute("SET preserve_insertion_order = true")
+        for statement in statements:
+            self.con.execute(statement)
+        self.con.execute("SET preserve_insertion_order = false")
+
+    def write_parquet(self, select: str, target: Path) -> None:
+        self.con.execute(f"COPY ({select}) TO '{_quote(target)}' (FORMAT parquet, COMPRESSION zstd)")
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def _quote(path: Path | str) -> str:
+    return str(path).replace("'", "''")
 
 
 _LOGGED_KEYS = {"events": ("timestamp", "event_type"), "surveys": ("timestamp", "kind")}
 
 
-def _with_logged(name: str, scan: str, logged: Path) -> str:
-    """A canonical source plus the pushed events of the durable log that it does not hold already
-    (the same customer, time and type), so a snapshot holds every acknowledged event. A logged
-    ``ticket_resolved`` closes the customer's oldest open ticket opened before it."""
-    log = f"read_parquet('{str(logged).replace(chr(39), chr(39) * 2)}')"
-    if name in _LOGGED_KEYS:
-        same = " AND ".join(f"c.{key} = l.{key}" for key in ("customer_id", *_LOGGED_KEYS[name]))
-        return (
-            f"SELECT * FROM {scan} UNION ALL BY NAME "
-            f"SELECT * FROM {log} AS l WHERE NOT EXISTS (SELECT 1 FROM {scan} AS c WHERE {same})"
+def logged_fold_sql(name: str, columns: list[str], logged_columns: list[str]) -> str:
+    """A canonical source (view ``canon_<name>``) plus the pushed events of the durable log
+    (``logged_<name>``) that it does not hold already (the same customer, time and type), so a
+    snapshot holds every acknowledged event. A logged ``ticket_resolved`` closes the customer's
+    oldest open ticket opened before it. Columns are named one by one (a column only one side has
+    is null on the other), so the SQL reads the same in every engine."""
+    names = list(dict.fromkeys([*columns, *logged_columns]))
+
+    def pick(alias: str, have: list[str], replace: Mapping[str, str] | None = None) -> str:
+        return ", ".join(
+            (replace or {}).get(c) or (f'{alias}."{c}"' if c in have else f'NULL AS "{c}"') for c in names
         )
+
+    canon, log = f"canon_{name}", f"logged_{name}"
+    if name in _LOGGED_KEYS:
+        same = " AND ".join(f'c."{key}" = l."{key}"' for key in ("customer_id", *_LOGGED_KEYS[name]))
+        return (
+            f"SELECT {pick('c', columns)} FROM {canon} AS c UNION ALL "
+            f"SELECT {pick('l', logged_columns)} FROM {log} AS l "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {canon} AS c WHERE {same})"
+        )
+    resolved = {
+        "resolved_at": 'CASE WHEN r.resolved_at >= o.opened_at THEN r.resolved_at END AS "resolved_at"'
+    }
     return (
-        f"WITH opened AS (SELECT * FROM {log} AS l WHERE opened_at IS NOT NULL AND NOT EXISTS "
-        f"(SELECT 1 FROM {scan} AS c WHERE c.customer_id = l.customer_id AND c.opened_at = l.opened_at)), "
+        f"WITH opened AS (SELECT {pick('l', logged_columns)} FROM {log} AS l WHERE l.opened_at IS NOT NULL "
+        f"AND NOT EXISTS (SELECT 1 FROM {canon} AS c WHERE c.customer_id = l.customer_id AND c.opened_at = l.opened_at)), "
         f"closing AS (SELECT customer_id, resolved_at, "
         f"row_number() OVER (PARTITION BY customer_id ORDER BY resolved_at) AS k FROM {log} WHERE opened_at IS NULL), "
-        f"tickets AS (SELECT * FROM {scan} UNION ALL BY NAME SELECT * FROM opened), "
-        f"still_open AS (SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY opened_at) AS k "
-        f"FROM tickets WHERE resolved_at IS NULL) "
-        f"SELECT * FROM tickets WHERE resolved_at IS NOT NULL UNION ALL BY NAME "
-        f"SELECT o.* EXCLUDE (k) REPLACE (CASE WHEN r.resolved_at >= o.opened_at THEN r.resolved_at END AS resolved_at) "
-        f"FROM still_open AS o LEFT JOIN closing AS r USING (customer_id, k)"
+        f"tickets AS (SELECT {pick('c', columns)} FROM {canon} AS c UNION ALL SELECT {pick('p', names)} FROM opened AS p), "
+        f"still_open AS (SELECT {pick('t', names)}, row_number() OVER (PARTITION BY customer_id ORDER BY opened_at) AS k "
+        f"FROM tickets AS t WHERE resolved_at IS NULL) "
+        f"SELECT {pick('t', names)} FROM tickets AS t WHERE resolved_at IS NOT NULL UNION ALL "
+        f"SELECT {pick('o', names, resolved)} "
+        f"FROM still_open AS o LEFT JOIN closing AS r ON r.customer_id = o.customer_id AND r.k = o.k"
     )
 
 
@@ -318,8 +399,18 @@ def _logged_events(
     return written
 
 
+def snapshot_select(family: Family, ctx: FamilyContext, t_us: int, created_us: int) -> str:
+    """One snapshot file's rows: key, snapshot and creation times (UTC), the active features."""
+    features = "".join(f", {d.name}" for d in family.active_features(ctx))
+    return (
+        f"SELECT customer_id, make_timestamp({t_us}::BIGINT)::TIMESTAMPTZ AS event_timestamp, "
+        f"make_timestamp({created_us}::BIGINT)::TIMESTAMPTZ AS created_timestamp{features} "
+        f"FROM ({family.snapshot_sql(ctx, t_us)}) AS snapshot"
+    )
+
+
 def _write_snapshot(
-    con: duckdb.DuckDBPyConnection,
+    engine: SqlEngine,
     family: Family,
     ctx: FamilyContext,
     moment: datetime,
@@ -327,16 +418,8 @@ def _write_snapshot(
     features_dir: Path,
     scratch: Path,
 ) -> None:
-    t = epoch_us(moment)
     tmp = scratch / f"{family.name}-{moment:%Y%m%d}-{uuid.uuid4().hex}.parquet"
-    select = (
-        f"SELECT customer_id, make_timestamp({t}::BIGINT)::TIMESTAMPTZ AS event_timestamp, "
-        f"make_timestamp({created_us}::BIGINT)::TIMESTAMPTZ AS created_timestamp, * EXCLUDE (customer_id) "
-        f"FROM ({family.snapshot_sql(ctx, t)})"
-    )
-    con.execute(
-        f"COPY ({select}) TO '{str(tmp).replace(chr(39), chr(39) * 2)}' (FORMAT parquet, COMPRESSION zstd)"
-    )
+    engine.write_parquet(snapshot_select(family, ctx, epoch_us(moment), created_us), tmp)
     final = snapshot_path(features_dir, family.name, moment)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, final)
@@ -389,8 +472,13 @@ def build_features(
     config: FeatureBuildConfig | None = None,
     progress: Progress | None = None,
     custom_dir: Path | None = None,
+    engine: str | None = None,
 ) -> BuildSummary:
     """Build every missing feature snapshot as of ``as_of`` and rewrite the manifest.
+
+    ``engine`` (``duckdb`` or ``spark``; default ``CXPREDICT_ENGINE``, else DuckDB) runs the same
+    family SQL: Spark gets it transpiled (:mod:`features.spark_engine`) and writes the same files
+    and manifest. Custom SQL views are DuckDB-only: a Spark build refuses each with the reason.
 
     ``progress`` gets one step per (snapshot, family) written. Raises ``FileNotFoundError`` when the canonical transactions are missing.
     Custom SQL views come from ``custom_dir`` (default ``<ws>/features.d``; a given folder must
@@ -398,6 +486,7 @@ def build_features(
     """
     started = time.perf_counter()
     workspace = ws
+    engine_name = resolve_engine(engine)
     config = config or FeatureBuildConfig()
     as_of = to_utc(as_of)
     if as_of > datetime.now(UTC):
@@ -414,6 +503,9 @@ def build_features(
     if custom_dir is not None and not Path(custom_dir).is_dir():
         raise FileNotFoundError(f"no custom features folder {custom_dir}")
     views, refused = custom.load_views(Path(custom_dir or custom.default_dir(workspace.root)), sources)
+    if engine_name == "spark":
+        refused += [view.refuse(SPARK_CUSTOM_REFUSAL) for view in views]
+        views = []
 
     features_dir.mkdir(parents=True, exist_ok=True)
     fp = fingerprint(canonical_dir, sources, config)
@@ -424,7 +516,13 @@ def build_features(
     shutil.rmtree(features_dir / STAGING_DIR, ignore_errors=True)
     scratch = features_dir / STAGING_DIR / uuid.uuid4().hex
     (scratch / "spill").mkdir(parents=True)
-    con = _connect(scratch, config, sources, _logged_events(workspace, as_of, scratch, sources))
+    folded = _logged_events(workspace, as_of, scratch, sources)
+    if engine_name == "spark":
+        from features.spark_engine import SparkEngine
+
+        con: SqlEngine = SparkEngine(scratch, sources, folded)
+    else:
+        con = DuckDBEngine(scratch, config, sources, folded)
     try:
         supplied = supplied_columns(con, sources, _canonical_manifest(canonical_dir))
         categories = (
@@ -452,10 +550,7 @@ def build_features(
         if todo:
             ctx = ctx.with_boundaries(_boundaries(todo, config.windows))
             step = Steps(progress, "feature snapshots", len(todo) * len(families))
-            con.execute("SET preserve_insertion_order = true")
-            for statement in base_stage_sql(ctx) + [s for f in families for s in f.stage(ctx)]:
-                con.execute(statement)
-            con.execute("SET preserve_insertion_order = false")
+            con.stage(base_stage_sql(ctx) + [s for f in families for s in f.stage(ctx)])
             created_us = epoch_us(built_at)
             for moment in todo:
                 for family in families:
@@ -463,7 +558,7 @@ def build_features(
                     step(f"features {moment:%Y-%m-%d} {family.name}")
         snapshots = sorted({*(k for k in kept if k.date() not in todo_dates), *todo})
         built_views, failed = custom.build_views(
-            con,
+            con.con if isinstance(con, DuckDBEngine) else None,
             views,
             ctx,
             snapshots=snapshots,

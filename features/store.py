@@ -173,14 +173,19 @@ def materialize_latest(
 
 
 def refresh_features(
-    ws: Workspace, as_of: datetime, progress=None, custom_dir: Path | None = None
+    ws: Workspace,
+    as_of: datetime,
+    progress=None,
+    custom_dir: Path | None = None,
+    engine: str | None = None,
 ) -> tuple[object, MaterializeReport]:
     """``cxpredict features``: build the missing snapshots up to ``as_of`` (with the custom SQL
-    views of ``custom_dir``, default ``<ws>/features.d``), apply the Feast repository and
-    materialise the latest snapshot online. Returns the build summary and the materialisation."""
+    views of ``custom_dir``, default ``<ws>/features.d``; on ``engine``, default DuckDB), apply the
+    Feast repository and materialise the latest snapshot online. Returns the build summary and the
+    materialisation."""
     from features.snapshots import build_features
 
-    build = build_features(ws, as_of, progress=progress, custom_dir=custom_dir)
+    build = build_features(ws, as_of, progress=progress, custom_dir=custom_dir, engine=engine)
     apply_repo(ws)
     report = materialize_latest(ws, end=as_of)
     remirror(ws)

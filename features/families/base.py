@@ -7,7 +7,10 @@ again. Staging reads each big source once and keeps integer keys and small codes
 - ``stg_orders``: transactions grouped into purchase occasions (customer, timestamp, order_id; order
   lines share their timestamp): purchase ``lines`` (0 for a group of returns only), ``amount``, ``qty``,
   discount sums, ``returns``, and purchase lines per channel (``ch_<channel>``) and per top category
-  (``cat_<index>``). A *return* is a row with ``returned`` true or a negative amount. Sorted by key;
+  (``cat_<index>``), and ``prev_ts``: the time of the customer's previous purchase occasion (null
+  for a group of returns only and for the first occasion), so the second-latest purchase before any
+  cutoff is ``max(prev_ts)``. A *return* is a row with ``returned`` true or a negative amount.
+  Sorted by key;
 - ``stg_ev``: events with ``et`` (code of ``EVENT_CODES``), ``sess`` (hash of session_id), ``app``
   and ``cat``.
 """
@@ -76,6 +79,23 @@ def base_stage_sql(ctx: FamilyContext) -> list[str]:
     return statements
 
 
+def order_columns(ctx: FamilyContext) -> list[str]:
+    """The per-occasion columns of ``stg_orders`` besides ``customer_key`` and ``prev_ts``, named
+    one by one (not ``* EXCLUDE``) so the statement reads the same in every SQL engine."""
+    return [
+        "ts",
+        "lines",
+        "amount",
+        "qty",
+        "disc_lines",
+        "disc_sum",
+        "disc_n",
+        "returns",
+        *(f"ch_{c}" for c in CHANNEL_CODES),
+        *(f"cat_{i}" for i in range(len(ctx.categories))),
+    ]
+
+
 def _orders_sql(ctx: FamilyContext) -> str:
     channels = "".join(
         f",\n  {masked_count(f'NOT is_return AND ch = {code}')} AS ch_{c}"
@@ -102,7 +122,9 @@ WITH lines AS (
   {masked_count("is_return")} AS returns{channels}{cats}
   FROM lines GROUP BY customer_id, ts, order_id
 )
-SELECT k.customer_key, orders.* EXCLUDE (customer_id) FROM orders JOIN customers_known k USING (customer_id)
+SELECT k.customer_key, {", ".join(f"orders.{c}" for c in order_columns(ctx))},
+  CASE WHEN lines > 0 THEN lag(ts) OVER (PARTITION BY k.customer_key, lines > 0 ORDER BY ts) END AS prev_ts
+FROM orders JOIN customers_known k USING (customer_id)
 ORDER BY k.customer_key
 """
 

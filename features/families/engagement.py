@@ -61,6 +61,11 @@ ORDER BY customer_key
 
 
 def _carts_sql(ctx: FamilyContext) -> str:
+    """Each cart session with its first conversion at or after the cart time ``c``: the first
+    ``checkout_complete`` of the session (a join within the session), and the first purchase of
+    the customer (the next purchase in one time-ordered stream of carts and purchases, where a
+    purchase at ``c`` sorts after the cart). Plain joins and windows rather than an as-of join,
+    which not every SQL engine has."""
     cart_types = f"{EVENT_CODES['add_to_cart']}, {EVENT_CODES['checkout_start']}"
     purchases = ""
     converted = f"coalesce(done_ts < c + {DAY_US}, false)"
@@ -68,8 +73,11 @@ def _carts_sql(ctx: FamilyContext) -> str:
         purchases = (
             ",\ntx AS (SELECT customer_key, ts FROM stg_orders WHERE lines > 0 "
             "AND customer_key IN (SELECT customer_key FROM carts)),\n"
-            "conv2 AS (SELECT conv.*, tx.ts AS tx_ts FROM conv ASOF LEFT JOIN tx "
-            "ON conv.customer_key = tx.customer_key AND conv.c <= tx.ts)"
+            "stream AS (SELECT customer_key, c AS ts, 0 AS is_tx, c, done_ts FROM conv\n"
+            "  UNION ALL SELECT customer_key, ts, 1 AS is_tx, NULL AS c, NULL AS done_ts FROM tx),\n"
+            "conv2 AS (SELECT * FROM (SELECT customer_key, is_tx, c, done_ts, min(CASE WHEN is_tx = 1 THEN ts END) OVER (\n"
+            "  PARTITION BY customer_key ORDER BY ts DESC, is_tx DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
+            ") AS tx_ts FROM stream) AS s WHERE is_tx = 0)"
         )
         converted += f" OR coalesce(tx_ts < c + {DAY_US}, false)"
     final = "conv2" if purchases else "conv"
@@ -77,12 +85,13 @@ def _carts_sql(ctx: FamilyContext) -> str:
 CREATE TABLE eng_carts AS
 WITH carts AS (
   SELECT customer_key, sess, min(ts) AS c FROM stg_ev
-  WHERE sess IS NOT NULL AND et IN ({cart_types}) GROUP BY ALL
+  WHERE sess IS NOT NULL AND et IN ({cart_types}) GROUP BY customer_key, sess
 ),
 done AS (SELECT customer_key, sess, ts FROM stg_ev WHERE sess IS NOT NULL AND et = {EVENT_CODES["checkout_complete"]}),
 conv AS (
-  SELECT carts.*, done.ts AS done_ts FROM carts ASOF LEFT JOIN done
+  SELECT carts.customer_key, carts.sess, carts.c, min(done.ts) AS done_ts FROM carts LEFT JOIN done
   ON carts.customer_key = done.customer_key AND carts.sess = done.sess AND carts.c <= done.ts
+  GROUP BY carts.customer_key, carts.sess, carts.c
 ){purchases}
 SELECT customer_key, c + {DAY_US} AS decided, NOT ({converted}) AS abandoned
 FROM {final} ORDER BY customer_key

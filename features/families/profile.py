@@ -4,7 +4,8 @@ Computed from the canonical tables directly (no dependency on a unified-profile 
 from the time the customer was first known (signup or first fact, whichever is earlier). Region,
 acquisition channel and loyalty tier are current attributes without history, so they are taken as
 they are now. Consent state at t is the latest consent record before t for the purpose
-(1 granted, 0 withdrawn, null never asked).
+(1 granted, 0 withdrawn, null never asked); of records at the same time, a grant wins (ties are
+ordered, so every engine agrees).
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ def _aggregates(ctx: FamilyContext, t: int) -> list[tuple[str, str]]:
     if ctx.present("customers"):
         out.append(("prof_agg", "SELECT * FROM prof"))
     if ctx.present("consents"):
-        cols = ", ".join(f"arg_max(granted, ts) FILTER (WHERE purpose = '{p}') AS c_{p}" for p in PURPOSES)
+        cols = ", ".join(
+            f"arg_max(granted, {{'ts': ts, 'granted': granted}}) FILTER (WHERE purpose = '{p}') AS c_{p}"
+            for p in PURPOSES
+        )
         out.append(
             ("cons_agg", f"SELECT customer_key, {cols} FROM cons WHERE ts < {t} GROUP BY customer_key")
         )

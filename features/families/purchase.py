@@ -44,7 +44,7 @@ def _aggregates(ctx: FamilyContext, t: int) -> list[tuple[str, str]]:
         "max(CASE WHEN lines > 0 THEN ts END) AS p_last",
         "min(CASE WHEN lines > 0 THEN ts END) AS p_first",
         f"{masked_count('lines > 0')} AS p_occ",
-        "max(CASE WHEN lines > 0 THEN ts END, 2) AS p_last2",
+        "max(prev_ts) AS p_prev",
         f"{masked_sum('qty', y)} AS p_qty_y",
         f"{masked_sum('disc_lines', y)} AS p_disc_lines_y",
         f"{masked_sum('disc_sum', y)} AS p_disc_sum_y",
@@ -82,7 +82,7 @@ def _features(ctx: FamilyContext) -> list[FeatureDef]:
             ),
         ]
     mean_gap = "(p_last - p_first) / (p_occ - 1)"
-    last_gap = "(p_last2[1] - p_last2[2])"
+    last_gap = "(p_last - p_prev)"
     feats += [
         FeatureDef(
             "days_since_last_purchase", "days from the last purchase to t", f"({{t}} - p_last) / {DAY_US}"

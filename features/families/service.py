@@ -2,7 +2,8 @@
 
 Point in time: a ticket counts from ``opened_at``; its resolution (resolved_at, satisfaction) is known
 at t only if ``resolved_at < t``, so a ticket resolved at or after t is unresolved at t. A *repeat
-contact* is a ticket opened within 14 days after the customer's previous ticket.
+contact* is a ticket opened within 14 days after the customer's previous ticket. Of tickets resolved
+at the same time, the last satisfaction is the highest (ties are ordered, so every engine agrees).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def _aggregates(ctx: FamilyContext, t: int) -> list[tuple[str, str]]:
         f"avg(resolved - opened) FILTER (WHERE resolved < {t}) AS s_ttr",
         f"count(*) FILTER (WHERE repeat AND opened >= {ago(t, 90)}) AS s_repeat_90",
         f"avg(sentiment) FILTER (WHERE opened >= {ago(t, 90)}) AS s_sentiment_90",
-        f"arg_max(satisfaction, resolved) FILTER (WHERE resolved < {t} AND satisfaction IS NOT NULL) AS s_last_sat",
+        "arg_max(satisfaction, {'resolved': resolved, 'satisfaction': satisfaction}) "
+        f"FILTER (WHERE resolved < {t} AND satisfaction IS NOT NULL) AS s_last_sat",
         "max(opened) AS s_last",
     ]
     body = ",\n    ".join(cols)

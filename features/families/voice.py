@@ -1,6 +1,8 @@
 """Voice family (source: surveys): last NPS / CSAT, their change, recency and volume of surveys.
 
-NPS category follows the usual bands: 0–6 detractor, 7–8 passive, 9–10 promoter.
+NPS category follows the usual bands: 0–6 detractor, 7–8 passive, 9–10 promoter. Answers of one
+kind are ordered by (time, score); ``rn`` numbers them in the same window as ``prev`` (the score
+before), so the last answer and its predecessor are one row even when two answers share a time.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ WITH sv AS (
   FROM raw_{SOURCE} WHERE customer_id IS NOT NULL AND timestamp IS NOT NULL
 )
 SELECT k.customer_key, ts, kind, score,
-  CASE WHEN score IS NOT NULL THEN lag(score) OVER (
-    PARTITION BY k.customer_key, kind, score IS NOT NULL ORDER BY ts, score) END AS prev
+  CASE WHEN score IS NOT NULL THEN lag(score) OVER answers END AS prev,
+  CASE WHEN score IS NOT NULL THEN row_number() OVER answers END AS rn
 FROM sv JOIN customers_known k USING (customer_id)
+WINDOW answers AS (PARTITION BY k.customer_key, kind, score IS NOT NULL ORDER BY ts, score)
 ORDER BY k.customer_key
 """
     ]
@@ -33,8 +36,8 @@ def _aggregates(ctx: FamilyContext, t: int) -> list[tuple[str, str]]:
     for kind in KINDS:
         scored = f"kind = '{kind}' AND score IS NOT NULL"
         cols += [
-            f"arg_max(score, ts) FILTER (WHERE {scored}) AS v_{kind}",
-            f"arg_max(prev, ts) FILTER (WHERE {scored}) AS v_{kind}_prev",
+            f"arg_max(score, rn) FILTER (WHERE {scored}) AS v_{kind}",
+            f"arg_max(prev, rn) FILTER (WHERE {scored} AND prev IS NOT NULL) AS v_{kind}_prev",
         ]
     cols += ["max(ts) AS v_last", f"count(*) FILTER (WHERE ts >= {ago(t, 365)}) AS v_n_365"]
     body = ",\n    ".join(cols)
