@@ -232,7 +232,9 @@ def get(name: str) -> TaskSpec:
     key = name.strip().lower().replace("-", "_")
     found = _load().get(key)
     if found is None:
-        raise UnknownTask(f"unknown task {name!r}: choose {', '.join(spec.cli_name for spec in known_tasks())}")
+        raise UnknownTask(
+            f"unknown task {name!r}: choose {', '.join(spec.cli_name for spec in known_tasks())}"
+        )
     return found
 
 
