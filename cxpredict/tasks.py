@@ -56,6 +56,9 @@ class TaskSpec:
     """Left out of every "all tasks" (``train all``, ``score``, the API) unless named in
     ``CXPREDICT_TASKS_OPT_IN`` (comma-separated); always reachable by name (``train <task>``). For
     tasks that need data most workspaces lack (uplift needs a decision log with a control group)."""
+    reads_decision_log: bool = False
+    """The task learns from the decision log's treatments besides the canonical tables. Only such a
+    task's data hash covers the log, so logging decisions does not make every model look stale."""
     tags: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -179,6 +182,7 @@ _BUILTIN = (
         ),
         gate_metric="qini",
         opt_in=True,
+        reads_decision_log=True,
     ),
 )
 

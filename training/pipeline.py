@@ -23,7 +23,14 @@ from training.datasets import FeaturesFor, OracleFor, TaskDataset, build_task_da
 from training.models import FittedTask
 from training.tasks import TaskLabels, implementation
 from training.lifecycle import sigterm_as_interrupt
-from training.tracking import TrackingTarget, data_hash, publish_task, reap_abandoned, record_task, task_run
+from training.tracking import (
+    TrackingTarget,
+    publish_task,
+    reap_abandoned,
+    record_task,
+    task_data_hash,
+    task_run,
+)
 
 Tables = Mapping[str, pd.DataFrame | None]
 
@@ -109,7 +116,7 @@ def train_task(
                 fitted = fit_task(task, dataset, labels, config)
                 fit_seconds = time.perf_counter() - began
                 report(f"{task}: logging to MLflow")
-                hash_ = hash_ or data_hash(tables)
+                hash_ = hash_ or task_data_hash(tables, task)
                 recorded = record_task(run, fitted, dataset, config, hash_, target.staging_dir,
                                        data_source=data_source, fit_seconds=fit_seconds)  # fmt: skip
             logged = publish_task(target, recorded)
@@ -145,22 +152,21 @@ def train(
     ``tables`` are canonical tables (source -> DataFrame); ``features_for(entity_df, task)`` is the
     point-in-time feature retrieval (the task's Feast FeatureService); ``truth_oracle`` (generated
     worlds only) returns oracle probabilities per entity row; ``data_hash_`` identifies the data
-    snapshot (computed from ``tables`` when not given); ``data_source`` is the URI each run names as
-    its training data's source (the workspace's feature manifest). With ``target=None`` nothing is
-    logged or registered (a dry run).
+    snapshot (when not given, each task's hash of the tables it reads: ``tracking.task_data_hash``);
+    ``data_source`` is the URI each run names as its training data's source (the workspace's
+    feature manifest). With ``target=None`` nothing is logged or registered (a dry run).
 
     Interruptions: SIGTERM unwinds like Ctrl-C while training (``lifecycle.sigterm_as_interrupt``),
     so the open run ends FAILED; before anything, runs that a killed train left RUNNING on this
     host are marked FAILED (``tracking.reap_abandoned``).
     """
-    hash_ = data_hash_ or (data_hash(tables) if target is not None else None)
     report = Steps(progress, "training", 4 * len(config.tasks))
     with sigterm_as_interrupt():
         if target is not None:
             reap_abandoned(target)
         return {
             task: train_task(
-                task, target, tables, features_for, config, truth_oracle, hash_, report, data_source
+                task, target, tables, features_for, config, truth_oracle, data_hash_, report, data_source
             )
             for task in config.tasks
         }

@@ -119,17 +119,17 @@ def _wanted_lineage(
     from training.config import TrainConfig
     from training.cutoffs import plan_cutoffs
     from training.data import load_tables
-    from training.tracking import code_version, data_hash
+    from training.tracking import code_version, task_data_hash
 
     config = TrainConfig(as_of=moment.to_pydatetime(), tasks=tuple(names), **overrides)
-    hash_ = data_hash(load_tables(ws, moment))
+    tables = load_tables(ws, moment)
     version = code_version()
     wanted = {}
     for task in names:
         plan = plan_cutoffs(moment, config.horizon(task), config.n_cutoffs, config.cutoff_step_months,
                             config.align_cutoffs_to_month_start).describe()  # fmt: skip
         wanted[task] = {
-            "data_hash": hash_,
+            "data_hash": task_data_hash(tables, task),
             "horizon_days": plan["horizon_days"],
             "cutoffs_train": plan["cutoffs_train"],
             "cutoff_valid": plan["cutoff_valid"],

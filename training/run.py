@@ -21,7 +21,7 @@ from training.data import check_snapshots, default_as_of, feast_features_for, lo
 from training.oracle import truth_oracle_for
 from training.pipeline import TrainResult, train
 from training.project import link_project_run, project_run
-from training.tracking import data_hash, resolve_tracking
+from training.tracking import resolve_tracking
 
 
 def train_workspace(
@@ -72,7 +72,6 @@ def train_workspace(
             config,
             oracle,
             progress=progress,
-            data_hash_=data_hash(tables),
             data_source=(ws.features_dir / "manifest.json").as_uri(),
         )
     if parent is not None:

@@ -63,6 +63,7 @@ from cxpredict.workspace import Workspace
 from training import explain, model_card, plots
 from training.config import TrainConfig
 from training.datasets import TaskDataset
+from training.labels import TREATMENTS
 from training.models import FittedTask
 from training.lifecycle import FAILURE_TAG, MAX_FAILURE, process_tags, reap_abandoned_runs
 from training.model_registry import REQUIRED_LINEAGE, AliasConflict, move_alias
@@ -154,6 +155,13 @@ def data_hash(tables: Mapping[str, pd.DataFrame | None]) -> str:
         digest.update(source.encode())
         digest.update(pd.util.hash_pandas_object(tables[source], index=False).to_numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def task_data_hash(tables: Mapping[str, pd.DataFrame | None], task: str) -> str:
+    """:func:`data_hash` of the tables ``task`` reads: the decision log's treatments count only for a
+    task that learns from them (``TaskSpec.reads_decision_log``)."""
+    reads_log = registry.get(task).reads_decision_log
+    return data_hash({name: table for name, table in tables.items() if name != TREATMENTS or reads_log})
 
 
 def _features_param(names: list[str]) -> str:

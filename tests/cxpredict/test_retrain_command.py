@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 
 import mlflow
 import pytest
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 from cxpredict import documents
 from cxpredict import tasks as registry
 from cxpredict.cli import app
+from features.decision_log import DecisionLog
 
 pytestmark = pytest.mark.slow  # trains every task of a 2,500-customer world once
 
@@ -55,6 +57,25 @@ def retrained_twice(featurised_world, copy_workspace, tmp_path_factory):
     return ws, first, after_first, second
 
 
+@pytest.fixture(scope="module")
+def retrained_after_decisions(retrained_twice):
+    """The same workspace once /decide has logged decisions before the as-of date."""
+    ws = retrained_twice[0]
+    log = DecisionLog.of(ws)
+    try:
+        log.record_decisions(
+            [
+                {"decision_id": f"d-retrain-{i}", "customer_id": f"C{i:06d}",
+                 "at": datetime(2026, 10, 20, tzinfo=UTC), "holdout": i % 5 == 0,
+                 "actions": [{"action": "retention_offer", "propensity": 0.8}], "models": {}}
+                for i in range(40)
+            ]
+        )  # fmt: skip
+    finally:
+        log.engine.dispose()
+    return ws, _retrain(ws)
+
+
 def test_a_first_retrain_trains_and_promotes_every_task(retrained_twice):
     ws, first, after_first, _ = retrained_twice
     assert first.exit_code == 0, first.stdout[-2000:]
@@ -86,4 +107,20 @@ def test_a_second_retrain_with_nothing_new_trains_and_moves_nothing(retrained_tw
     assert all(m["new_version"] is None for m in document["tasks"])
     assert all("same data" in m["why"] for m in document["tasks"] if m["status"] == "unchanged")
     # and the registry is exactly as the first run left it: no new version, no alias moved
+    assert _registry_state(ws) == after_first
+
+
+def test_logged_decisions_do_not_make_models_that_ignore_the_log_stale(
+    retrained_twice, retrained_after_decisions
+):
+    # given a workspace whose models are current, when decisions are logged and retrain runs again
+    _, _, after_first, _ = retrained_twice
+    ws, third = retrained_after_decisions
+    assert third.exit_code == 0, third.stdout[-2000:]
+    document = json.loads(third.stdout)
+    # then no task that does not learn from the decision log is trained again
+    readers = {spec.name for spec in registry.all_tasks() if spec.reads_decision_log}
+    statuses = {m["task"]: m["status"] for m in document["tasks"] if m["task"] not in readers}
+    assert set(statuses.values()) <= {"unchanged", "unavailable"}, statuses
+    assert {"churn", "next_purchase", "unmet_needs"} <= {t for t, s in statuses.items() if s == "unchanged"}
     assert _registry_state(ws) == after_first
