@@ -21,13 +21,7 @@ import yaml
 from feast import FeatureStore, FileSource, PushSource, RepoConfig
 
 from cxpredict.workspace import Workspace
-from features.feast_internals import (
-    DUMMY_ENTITY,
-    Project,
-    RepoContents,
-    SparkSource,
-    extract_objects_for_apply_delete,
-)
+from features.feast_internals import SparkSource
 from features.feature_repo.definitions import (
     REQUEST_TIME,
     RepoObjects,
@@ -36,7 +30,7 @@ from features.feature_repo.definitions import (
     ensure_realtime_log,
     load_manifest,
 )
-from features.store import REPO_DIR, _needs_request_time, _substitute, utc_micros
+from features.store import REPO_DIR, _needs_request_time, apply_objects, _substitute, utc_micros
 
 SPARK_CONFIG = "feature_store.spark.yaml"
 
@@ -99,22 +93,7 @@ def apply_spark_repo(ws: Workspace, settings: RepoSettings | None = None) -> Rep
     manifest = load_manifest(ws.features_dir)
     ensure_realtime_log(ws.feast_dir, manifest.join_key)
     objects = spark_objects(build_repo(ws.root, manifest, settings))
-    store = open_spark_store(ws, settings)
-    sources = list(objects.sources.values())
-    sources += [s.batch_source for s in sources if getattr(s, "batch_source", None) is not None]
-    contents = RepoContents(
-        projects=[Project(name=settings.project)],
-        data_sources=sources,
-        feature_views=list(objects.feature_views.values()),
-        on_demand_feature_views=list(objects.on_demand_views.values()),
-        stream_feature_views=[],
-        label_views=[],
-        entities=[objects.entity, DUMMY_ENTITY],
-        feature_services=list(objects.services.values()),
-        permissions=[],
-    )
-    to_apply, to_delete, _, _ = extract_objects_for_apply_delete(settings.project, store.registry, contents)
-    store.apply(to_apply, objects_to_delete=to_delete, partial=False)
+    apply_objects(open_spark_store(ws, settings), objects, settings.project)
     return objects
 
 

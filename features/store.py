@@ -80,11 +80,17 @@ def apply_repo(ws: Workspace, settings: RepoSettings | None = None) -> RepoObjec
     manifest = load_manifest(workspace.features_dir)
     ensure_realtime_log(workspace.feast_dir, manifest.join_key)
     objects = build_repo(workspace.root, manifest, settings)
-    store = open_store(workspace, settings)
+    apply_objects(open_store(workspace, settings), objects, settings.project)
+    return objects
+
+
+def apply_objects(store: FeatureStore, objects: RepoObjects, project: str) -> None:
+    """Make ``store``'s registry hold exactly ``objects`` (``feast apply`` semantics: objects no
+    longer generated are deleted)."""
     sources = list(objects.sources.values())
     sources += [s.batch_source for s in sources if getattr(s, "batch_source", None) is not None]
     contents = RepoContents(
-        projects=[Project(name=settings.project)],
+        projects=[Project(name=project)],
         data_sources=sources,
         feature_views=list(objects.feature_views.values()),
         on_demand_feature_views=list(objects.on_demand_views.values()),
@@ -94,9 +100,8 @@ def apply_repo(ws: Workspace, settings: RepoSettings | None = None) -> RepoObjec
         feature_services=list(objects.services.values()),
         permissions=[],
     )
-    to_apply, to_delete, _, _ = extract_objects_for_apply_delete(settings.project, store.registry, contents)
+    to_apply, to_delete, _, _ = extract_objects_for_apply_delete(project, store.registry, contents)
     store.apply(to_apply, objects_to_delete=to_delete, partial=False)
-    return objects
 
 
 class MaterializeReport(BaseModel):

@@ -46,6 +46,20 @@ def prepare_features(
     return pd.DataFrame(columns, index=frame.index)
 
 
+def feature_matrix(X: pd.DataFrame) -> np.ndarray:
+    """A prepared frame (:func:`prepare_features`) as floats: categoricals as their level position
+    (what LightGBM does with a pandas category, and what :meth:`ModelBundle.prepare_matrix` builds
+    when serving), missing as NaN. For learners that take plain arrays."""
+    matrix = np.empty((len(X), X.shape[1]), dtype=np.float64)
+    for j, name in enumerate(X.columns):
+        if isinstance(X[name].dtype, pd.CategoricalDtype):
+            codes = X[name].cat.codes.to_numpy()
+            matrix[:, j] = np.where(codes < 0, np.nan, codes)
+        else:
+            matrix[:, j] = X[name].to_numpy(dtype=float)
+    return matrix
+
+
 def apply_calibrator(calibrator: Mapping[str, object] | None, probability: np.ndarray) -> np.ndarray:
     """Map raw probabilities through an isotonic (piecewise linear) or Platt calibrator."""
     if calibrator is None:

@@ -11,6 +11,7 @@ import pytest
 from serving.attributions import PathAttributions
 from serving.realtime import overlay
 from serving.settings import ServeSettings, digest
+from training.model_bundle import feature_matrix
 from tests.serving.server_fixtures import bundle_of
 
 REQUEST_TIME = datetime(2026, 11, 20, 12, tzinfo=UTC)
@@ -35,8 +36,11 @@ def test_matrix_path_gives_the_pandas_path_outputs(served_workspace, online_colu
     columns["profile_region"] = ["atlantis", *columns["profile_region"][1:]]
     bundle = bundle_of(served_workspace, task)
     # when the fast path and the pandas path score the same rows
-    fast = bundle.outputs(bundle.prepare_matrix(columns, len(ids)))
+    matrix = bundle.prepare_matrix(columns, len(ids))
+    fast = bundle.outputs(matrix)
     slow = bundle.predict(pd.DataFrame(columns))
+    # then the prepared frame as a matrix (what array-only learners train on) is the fast path's
+    np.testing.assert_array_equal(feature_matrix(bundle.prepare(pd.DataFrame(columns))), matrix)
     # then every output column is the same
     for name, values in fast.items():
         expected = slow[name].to_numpy()

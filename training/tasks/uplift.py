@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 
 from training import labels as L
 from training.cutoffs import utc_timestamp
+from training.model_bundle import feature_matrix
 from training.tasks import TaskLabels
 from training.tasks.common import rounded
 
@@ -111,21 +112,6 @@ def labels(
     if CONTROL not in set(frame[ARM]) or not arms:
         raise L.LabelsUnavailable(NAME, "the decision log needs both control (holdout) decisions and actions")
     return TaskLabels(frame, (LABEL, ARM, PROPENSITY), {}, {"arms": arms})
-
-
-def _numeric(X: pd.DataFrame) -> np.ndarray:
-    """Model inputs as floats: categoricals as their level position (what LightGBM does with a
-    pandas category, and what the bundle's serving matrix holds), missing as NaN."""
-    columns = [
-        X[name].cat.codes.to_numpy(dtype=float) if isinstance(X[name].dtype, pd.CategoricalDtype) else
-        X[name].to_numpy(dtype=float)
-        for name in X.columns
-    ]  # fmt: skip
-    matrix = np.column_stack(columns) if columns else np.empty((len(X), 0))
-    for j, name in enumerate(X.columns):
-        if isinstance(X[name].dtype, pd.CategoricalDtype):
-            matrix[X[name].cat.codes.to_numpy() < 0, j] = np.nan
-    return matrix
 
 
 def qini(y: np.ndarray, score: np.ndarray, treated: np.ndarray) -> float:
@@ -300,7 +286,7 @@ def fit(dataset, task_labels: TaskLabels, config):
             NAME, f"too few decisions per arm (each split needs {MIN_ARM_ROWS} per arm)"
         )
     keep = np.isin(arm_of(train), [CONTROL, *actions])
-    X_train = _numeric(train.X)[keep]
+    X_train = feature_matrix(train.X)[keep]
     y_train = train.labels[LABEL].to_numpy(dtype=int)[keep]
     T_train = arm_of(train)[keep]
     learner = DRLearner(
@@ -345,7 +331,7 @@ def fit(dataset, task_labels: TaskLabels, config):
     def evaluate(split, tag: str) -> list[tuple]:
         arms, y = arm_of(split), split.labels[LABEL].to_numpy(dtype=int)
         predicted = bundle.outputs(split.X)
-        risk = 1.0 - risk_model.predict_proba(_numeric(split.X))[:, 1]
+        risk = 1.0 - risk_model.predict_proba(feature_matrix(split.X))[:, 1]
         truth = None
         if split.oracle is not None and all(output(a) in split.oracle for a in actions):
             truth = split.oracle[[output(a) for a in actions]]
