@@ -716,5 +716,43 @@ def impact(
     _show(as_json, report, render.impact, documents.impact_document)
 
 
+@app.command()
+def simulate(
+    days: Annotated[int, typer.Option(min=7, max=365, help="Simulated days (the world's last days).")] = 60,
+    customers: Annotated[int, typer.Option(min=500, help="Customers in the generated world.")] = 5_000,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same run.")] = 1,
+    end: Annotated[
+        Optional[str], typer.Option(help="End of the world, exclusive, YYYY-MM-DD (default: today).")
+    ] = None,
+    refresh_every: Annotated[
+        int, typer.Option("--refresh-every", min=1, help="Days between feature refreshes.")
+    ] = 7,
+    retrain_every: Annotated[
+        int, typer.Option("--retrain-every", min=1, help="Days between runs of retrain.")
+    ] = 30,
+    as_json: Annotated[bool, _json_option("simulate")] = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """The closed loop on a generated world, day by day: decisions for the day's triggers through the
+    /decide code, the world's true response, outcomes posted, data ingested, features refreshed and
+    retrain on a schedule; ends with the impact report and the value of our policy against random
+    targeting, churn-risk targeting and the oracle's best, with intervals. Needs an empty workspace."""
+    from cxpredict import render
+    from serving.simulate import SimulateConfig, simulate as run_simulation
+
+    ws = _workspace(workspace)
+    if ws.raw_dir.exists() and any(ws.raw_dir.iterdir()):
+        raise typer.BadParameter(
+            f"{ws.root} already holds data: simulate generates its own world, give an empty workspace",
+            param_hint="--workspace",
+        )
+    render.quiet_libraries()
+    config = SimulateConfig(days=days, customers=customers, seed=seed, end=(_day(end) or _today()).date(),
+                            refresh_every_days=refresh_every, retrain_every_days=retrain_every)  # fmt: skip
+    with render.progress(errors) as progress, _refusal("the simulation stopped"), _stdout_for(as_json):
+        report = run_simulation(ws, config, progress)
+    _show(as_json, report, render.simulated, documents.simulate_document)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

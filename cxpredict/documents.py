@@ -159,3 +159,21 @@ def impact_document(report) -> dict[str, object]:
     """``serving.impact.ImpactReport``: counts, lifts overall and per action, where it was written."""
     document = report.as_dict()
     return {key: document[key] for key in IMPACT_KEYS}
+
+
+# ---- simulate ---------------------------------------------------------------------------------
+
+SIMULATE_KEYS = ("days", "customers", "seed", "start", "end", "triggers", "decisions", "holdout_decisions",
+                 "actions", "uplift_source", "persuaded", "put_off", "outcomes", "refreshes", "retrains",
+                 "purchase_without_action", "policies", "gap_closed", "bar", "impact", "report",
+                 "seconds")  # fmt: skip
+DOCUMENTS["simulate"] = (
+    "{" + ", ".join(SIMULATE_KEYS) + "}; each of policies (ours, random, risk_targeting, oracle) with name, "
+    "value (purchases caused per decision), ci_low, ci_high, actions; impact as in impact --json"
+)
+
+
+def simulate_document(report) -> dict[str, object]:
+    """``serving.simulate.SimulationReport``."""
+    document = report.model_dump(mode="json")
+    return {key: document[key] for key in SIMULATE_KEYS}

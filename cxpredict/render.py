@@ -465,3 +465,41 @@ def impact(report) -> Group:
         [head, table] if report.overall else [head, "[yellow]no decision has a complete window yet[/yellow]"]
     )
     return Group(*parts, f"[dim]{report.report}[/dim]")
+
+
+def simulated(report) -> Group:
+    """The closed loop's summary: what it decided, the four policies' values, the bar, the impact."""
+    actions = ", ".join(f"{name} {count:,}" for name, count in sorted(report.actions.items())) or "none"
+    sources = ", ".join(f"{name} {count:,}" for name, count in sorted(report.uplift_source.items())) or "–"
+    retrains = "; ".join(
+        f"day {r['day']}: {', '.join(r['moved']) or 'no champion moved'}" for r in report.retrains
+    )
+    head = (
+        f"{report.days} days ({report.start} … {report.end}), {report.customers:,} customers, seed "
+        f"{report.seed}: {report.triggers:,} triggers, {report.decisions:,} decisions "
+        f"({report.holdout_decisions:,} holdout); actions: {actions}; uplift from: {sources}; "
+        f"{report.persuaded:,} persuaded, {report.put_off:,} put off, {report.outcomes:,} outcomes posted; "
+        f"{report.refreshes} feature refreshes; retrains: {retrains or 'none'}"
+    )
+    table = Table(
+        title="policy value: purchases caused per decision (true uplift of the actions taken)",
+        title_justify="left",
+    )
+    for column in ("policy", "value", "95 % interval", "actions"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    for policy in report.policies:
+        table.add_row(policy.name, f"{policy.value:.4f}", f"[{policy.ci_low:.4f}, {policy.ci_high:.4f}]",
+                      f"{policy.actions:,}")  # fmt: skip
+    gap = "–" if report.gap_closed is None else f"{report.gap_closed:.0%}"
+    bar = ", ".join(f"{name}: {'[green]met[/green]' if met else '[red]not met[/red]'}"
+                    for name, met in report.bar.items())  # fmt: skip
+    lines = [head, table, f"share of the way from random to the oracle: {gap}; bar: {bar or '–'}"]
+    overall = report.impact.get("overall") or {}
+    if overall:
+        lifts = "; ".join(
+            f"{kpi} {lift['lift']:+.4f} [{lift['low']:+.4f}, {lift['high']:+.4f}]"
+            for kpi, lift in overall.items()
+            if lift.get("lift") is not None
+        )
+        lines.append(f"measured impact, treated − holdout: {lifts}")
+    return Group(*lines, f"[dim]{report.report}[/dim]")

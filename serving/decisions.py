@@ -72,7 +72,7 @@ def in_holdout(customer_id: str, share: float, salt: str = "cxpredict-holdout") 
     return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
-def _granted(value) -> bool:
+def granted(value) -> bool:
     return value is not None and value == value and float(value) > 0
 
 
@@ -159,7 +159,7 @@ def decide(
 ) -> Decision:
     """The decision for one customer (see the module docstring for the rules); ``channel``, where
     the customer is now, wins when the action allows it and consent permits."""
-    if not _granted(view.features.get("profile_consent_profiling", 1.0)):
+    if not granted(view.features.get("profile_consent_profiling", 1.0)):
         return Decision(view.customer_id, holdout=False, scored=False, reason="no profiling consent")
     if in_holdout(view.customer_id, catalogue.holdout_share):
         would = _arbitrate(view, catalogue, history, now, max_actions, seed, channel)
@@ -178,7 +178,7 @@ def _arbitrate(
 ) -> Decision:
     """Rules 3-5 of the module docstring for a consenting customer outside the holdout."""
     decision = Decision(view.customer_id, holdout=False)
-    marketing = _granted(view.features.get("profile_consent_marketing"))
+    marketing = granted(view.features.get("profile_consent_marketing"))
     policy = catalogue.contact_policy
     recent = [c for c in history if now - c.at < timedelta(days=policy.window_days)]
     scores = _channel_scores(view)

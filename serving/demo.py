@@ -51,7 +51,7 @@ def run_demo(
     yield (
         "5 · promote: challenger → champion only through the gate",
         "promoted",
-        list(_promote_pending(ws, results)),
+        list(promote_pending(ws, results)),
     )
     alias = _served_alias(ws, results)
     out = ws.reports_dir / f"scores-{today:%Y-%m-%d}.parquet"
@@ -64,7 +64,7 @@ def run_demo(
         yield "7 · serve the prediction API (BentoML)", "serving", start_demo_server(ws, port, out, alias)
 
 
-def _promote_pending(ws: Workspace, results: dict) -> Iterator[object]:
+def promote_pending(ws: Workspace, results: dict) -> Iterator[object]:
     """Versions that training did not make champion (a champion already existed) go through the gate."""
     from training.commands import promote_command, workspace_evaluation_sets
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from serving.attributions import PathAttributions
 from training.model_bundle import ModelBundle, strongest
 from training.tasks import implementation
+from training.scoring import NO_CONSENT
 from training.tasks.common import rounded
 
 
@@ -96,3 +98,49 @@ def task_blocks(model: ServedModel, columns: Mapping[str, Sequence[object]], n: 
 def prior_block(model: ServedModel) -> dict | list:
     """The block a customer the store does not know gets: the training population's values."""
     return implementation(model.task).prior(model.bundle.spec)
+
+
+def iso_seconds(epoch_s: float | None) -> str | None:
+    return None if epoch_s is None else datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def answer_predictions(models: ModelSet, features, tasks: Sequence[str], drivers: int) -> list[dict]:
+    """The ``predictions`` of a ``/predict`` answer, in the order of ``features.customer_ids``
+    (``features``: a request's ``online_features.RequestFeatures``): a known, consenting customer
+    gets each task's block, a cold start the task's prior block, a customer without profiling
+    consent null blocks, a task without a model null blocks."""
+    ids, stamps, consent = features.customer_ids, features.snapshot_s, features.consent
+    n = len(ids)
+    known = [i for i in range(n) if stamps[i] is not None and consent[i]]
+    predictions = [
+        {
+            "customer_id": ids[i],
+            "scored": consent[i],
+            "reason": None if consent[i] else NO_CONSENT,
+            "cold_start": stamps[i] is None,
+            "features_as_of": iso_seconds(stamps[i]),
+        }
+        for i in range(n)
+    ]
+    columns = features.columns
+    if len(known) < n:
+        columns = {name: [values[i] for i in known] for name, values in columns.items()}
+    for task in tasks:
+        model = models.models.get(task)
+        if model is None:
+            for prediction in predictions:
+                prediction[task] = None
+            continue
+        scored = dict(
+            zip(known, task_blocks(model, columns, len(known), drivers) if known else [], strict=True)
+        )
+        prior = None
+        for i, prediction in enumerate(predictions):
+            if i in scored:
+                prediction[task] = scored[i]
+            elif not consent[i]:
+                prediction[task] = None
+            else:
+                prior = prior if prior is not None else prior_block(model)
+                prediction[task] = prior
+    return predictions

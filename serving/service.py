@@ -29,7 +29,7 @@ from cxpredict.workspace import resolve_workspace
 from serving.erased import ERASED, ErasedIds
 from serving.gateway import GatewayMiddleware, Readiness
 from serving.openapi import complete_openapi
-from serving.predictor import ModelSet, prior_block, task_blocks
+from serving.predictor import ModelSet, answer_predictions, iso_seconds
 from serving.schemas import (
     TASK_RESPONSES,
     ActionName,
@@ -56,7 +56,6 @@ log = logging.getLogger("cxpredict.serving")
 
 READINESS = Readiness()
 FUTURE_TOLERANCE = timedelta(minutes=5)
-NO_CONSENT = "no profiling consent"
 
 
 @cache
@@ -192,10 +191,6 @@ def _mtime(path) -> int | None:
         return None
 
 
-def _iso(epoch_s: float | None) -> str | None:
-    return None if epoch_s is None else datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class _Service:
     """Churn, next purchase and unmet needs for orchestration systems, with reasons."""
 
@@ -270,7 +265,7 @@ class _Service:
         return not reasons, {
             "reasons": reasons,
             "models": models.refs(),
-            "features_as_of": _iso(as_of.timestamp()) if as_of else None,
+            "features_as_of": iso_seconds(as_of.timestamp()) if as_of else None,
         }
 
     @bentoml.on_shutdown
@@ -302,43 +297,18 @@ class _Service:
             metrics()["store_errors"].inc()
             log.error("online store read failed: %s", failure)
             return error(503, str(failure))
-        n = len(customer_ids)
-        known = [i for i in range(n) if features.snapshot_s[i] is not None and features.consent[i]]
-        predictions = [
-            {
-                "customer_id": customer_ids[i],
-                "scored": features.consent[i],
-                "reason": None if features.consent[i] else NO_CONSENT,
-                "cold_start": features.snapshot_s[i] is None,
-                "features_as_of": _iso(features.snapshot_s[i]),
-            }
-            for i in range(n)
-        ]
-        columns = features.columns
-        if len(known) < n:
-            columns = {name: [values[i] for i in known] for name, values in columns.items()}
+        predictions = answer_predictions(models, features, tasks, self.settings.drivers)
+        n, counter = len(customer_ids), metrics()["predictions"]
+        scored = sum(
+            1 for s, c in zip(features.snapshot_s, features.consent, strict=True) if s is not None and c
+        )
         cold = sum(1 for s in features.snapshot_s if s is None)
         refused = sum(1 for c in features.consent if not c)
-        counter = metrics()["predictions"]
         for task in tasks:
-            model = models.models.get(task)
-            if model is None:
-                for prediction in predictions:
-                    prediction[task] = None
+            if task not in models.models:
                 counter.labels(task=task, outcome="no_model").inc(n)
                 continue
-            answers = task_blocks(model, columns, len(known), self.settings.drivers) if known else []
-            scored = dict(zip(known, answers, strict=True))
-            prior = None
-            for i, prediction in enumerate(predictions):
-                if i in scored:
-                    prediction[task] = scored[i]
-                elif not features.consent[i]:
-                    prediction[task] = None
-                else:
-                    prior = prior if prior is not None else prior_block(model)
-                    prediction[task] = prior
-            counter.labels(task=task, outcome="scored").inc(len(known))
+            counter.labels(task=task, outcome="scored").inc(scored)
             if cold:
                 counter.labels(task=task, outcome="cold_start").inc(cold)
             if refused:

@@ -67,10 +67,11 @@ def uplift_column(action: str) -> str:
 
 def wave_days(config: WorldConfig) -> list[pd.Timestamp]:
     """UTC midnights of the waves: month starts at least 60 days into the window whose horizon ends
-    by the window's end, the latest ``waves`` of them."""
+    by the window's end (less its ``quiet_days``), the latest ``waves`` of them."""
     history = config.campaign_history
     assert history is not None
-    start, end = pd.Timestamp(config.start_at), pd.Timestamp(config.end_at)
+    start = pd.Timestamp(config.start_at)
+    end = pd.Timestamp(config.end_at) - pd.Timedelta(days=history.quiet_days)
     first = (start + pd.Timedelta(days=60)).normalize()
     months = pd.date_range(first, end, freq="MS", tz="UTC")
     fitting = [t for t in months if t > first and t + pd.Timedelta(days=history.horizon_days) <= end]
@@ -137,6 +138,33 @@ def oracle_uplift(truth: Truth, cutoff: pd.Timestamp, exact: pd.DataFrame) -> pd
     trait_of = pd.Series(bad_trait, index=truth.customers["customer_id"].to_numpy(dtype=object))
     rates = response_rates(truth, customers, cutoff, trait_of.loc[customers["customer_id"]].to_numpy())
     return pd.DataFrame(true_uplift(rates, exact["purchase"].to_numpy()), index=exact.index)
+
+
+def extra_purchase(
+    rng: np.random.Generator,
+    config: WorldConfig,
+    customer_id: str,
+    action: str,
+    moment: pd.Timestamp,
+    end: pd.Timestamp,
+    mix: np.ndarray,
+    basket_value: float,
+    order_id: str,
+) -> dict:
+    """The raw transaction row of a persuaded customer's extra online purchase: at a random time
+    between two hours after ``moment`` and ``end``, in a category of the customer's ``mix``, at
+    their basket value (discounted for an offer)."""
+    history, dyn = config.campaign_history, config.dynamics
+    assert history is not None
+    span = max(int((end - moment).total_seconds()) - 7200, 1)
+    at = moment + pd.Timedelta(seconds=7200 + int(rng.integers(0, span)))
+    k = int(rng.choice(len(CATEGORIES), p=mix))
+    price = basket_value * dyn.category_price[k] * float(np.exp(rng.normal(0.0, 0.45)))
+    discount = history.offer_discount if action in ("retention_offer", "win_back") else 0.0
+    return {"customer_id": customer_id, "timestamp": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "amount": max(round(price * (1.0 - discount), 2), 0.5), "order_id": order_id, "channel": "online",
+            "category": CATEGORIES[k], "quantity": 1, "discount": discount, "returned": False,
+            "loyalty_card": None}  # fmt: skip
 
 
 def _decision_id(seed: int, moment: pd.Timestamp, customer_id: str) -> str:
@@ -232,18 +260,12 @@ def write_campaign_history(ws: Workspace, config: WorldConfig) -> HistorySummary
                     end = moment + horizon
                     if pd.notna(churn_at.iloc[i]):
                         end = min(end, churn_at.iloc[i])
-                    span = max(int((end - moment).total_seconds()) - 7200, 1)
-                    at = moment + pd.Timedelta(seconds=7200 + int(rng.integers(0, span)))
-                    k = int(rng.choice(len(CATEGORIES), p=mix[i]))
-                    price = lat.basket_value[i] * dyn.category_price[k] * float(np.exp(rng.normal(0.0, 0.45)))
-                    discount = history.offer_discount if chosen in ("retention_offer", "win_back") else 0.0
-                    amount = max(round(price * (1.0 - discount), 2), 0.5)
-                    added.append({"customer_id": cid, "timestamp": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                                  "amount": amount, "order_id": f"OC{len(added) + 1:09d}", "channel": "online",
-                                  "category": CATEGORIES[k], "quantity": 1, "discount": discount,
-                                  "returned": False, "loyalty_card": None})  # fmt: skip
+                    purchase = extra_purchase(rng, config, cid, chosen, moment, end, mix[i], lat.basket_value[i],
+                                              f"OC{len(added) + 1:09d}")  # fmt: skip
+                    added.append(purchase)
                     outcomes.append({"decision_id": decision_id, "action": chosen, "outcome": "converted",
-                                     "at": at.to_pydatetime(), "revenue": amount})  # fmt: skip
+                                     "at": pd.Timestamp(purchase["timestamp"]).to_pydatetime(),
+                                     "revenue": purchase["amount"]})  # fmt: skip
                     persuaded_total += 1
                 if put_off:
                     dropped_orders |= {o for o in orders_of.loc[cid] if o is not None}

@@ -174,6 +174,9 @@ class CampaignHistory(BaseModel):
     reacts_badly_share: float = Field(0.06, ge=0, le=1, description="hidden trait: marketing puts them off")
     put_off_rate: float = Field(0.35, ge=0, le=1)
     offer_discount: float = Field(0.15, ge=0, lt=1, description="discount of an offer's extra purchase")
+    quiet_days: int = Field(
+        0, ge=0, description="the window's last days hold no wave (the days a simulation decides itself)"
+    )
 
 
 class WorldConfig(BaseModel):
