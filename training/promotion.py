@@ -55,6 +55,7 @@ from sklearn.metrics import brier_score_loss, log_loss
 
 from training import labels as L
 from training import metrics as m
+from training.uplift_gate import evaluate_uplift, shared_actions, uplift_checks
 from training.cutoffs import plan_cutoffs, utc_timestamp
 from training.datasets import FeaturesFor, feature_columns
 from training.lifecycle import process_tags
@@ -263,7 +264,8 @@ def _targets(model: mlflow.pyfunc.PyFuncModel) -> dict[str, str]:
     """Label column -> output the gate compares: binary heads, and a bundle's continuous targets."""
     bundle = model.unwrap_python_model().bundle
     binary = {head["name"]: head["output"] for head in bundle.spec["heads"] if head["kind"] == "binary"}
-    return {**binary, **dict(bundle.spec.get("continuous_targets", {}))}
+    effects = {head["action"]: head["output"] for head in bundle.spec["heads"] if head["kind"] == "effect"}
+    return {**binary, **dict(bundle.spec.get("continuous_targets", {})), **effects}
 
 
 def _as_caller_sends(features: pd.DataFrame) -> pd.DataFrame:
@@ -397,8 +399,6 @@ def gate_checks(
     feature_check: FeatureCheck,
 ) -> list[Check]:
     """The checks of the gate, each with pass/fail and the values behind it."""
-    cand = candidate.result.metrics
-    champ = champion.result.metrics if champion else {}
     checks = []
     if not targets:
         checks.append(
@@ -411,6 +411,25 @@ def gate_checks(
                 "none in common",
             )
         )
+    if candidate.kind == "qini":
+        checks += uplift_checks(candidate, champion, evaluation_set, targets, config) if targets else []
+    else:
+        checks += _score_checks(candidate, champion, evaluation_set, targets, config)
+    checks += _lineage_checks(task, candidate, champion, evaluation_set, config, feature_check)
+    return checks
+
+
+def _score_checks(
+    candidate: ModelEvaluation,
+    champion: ModelEvaluation | None,
+    evaluation_set: EvaluationSet,
+    targets: Sequence[str],
+    config: GateConfig,
+) -> list[Check]:
+    """Ranking (AUC or Gini against the champion) and calibration (ECE or total error)."""
+    cand = candidate.result.metrics
+    champ = champion.result.metrics if champion else {}
+    checks = []
     binary = candidate.kind == "auc"
     if champion is None:
         name = "AUC" if binary else "Gini"
@@ -437,6 +456,19 @@ def gate_checks(
             detail,
         )
     )
+    return checks
+
+
+def _lineage_checks(
+    task: str,
+    candidate: ModelEvaluation,
+    champion: ModelEvaluation | None,
+    evaluation_set: EvaluationSet,
+    config: GateConfig,
+    feature_check: FeatureCheck,
+) -> list[Check]:
+    """Same label, horizon and feature service; better than chance and the baselines at training."""
+    checks = []
     current = registry.get(task).label_definition
     cand_label = _lineage(candidate, "label_definition")
     champ_label = _lineage(champion, "label_definition") if champion else None
@@ -483,7 +515,7 @@ def gate_checks(
                 chance != "false",
                 chance or "unknown",
                 "–",
-                ("AUC above 0.5" if candidate.kind == "auc" else "Gini above 0")
+                {"auc": "AUC above 0.5", "gini": "Gini above 0", "qini": "Qini above 0"}[candidate.kind]
                 + " beyond the noise on the validation cutoff",
             )
         )
@@ -605,9 +637,12 @@ def _evaluate_pair(
         raise PromotionError(f"{name} version {candidate} records no horizon; it was not logged by training")
     evaluation_set = evaluation_set_for(task, horizon)
     pair = load_version(client, name, champion) if champion else None
-    targets = [
-        t for t in cand.targets if t in evaluation_set.labels and (pair is None or t in pair[1].targets)
-    ]
+    if cand.kind == "qini":
+        targets = shared_actions(cand, pair[1] if pair else None, evaluation_set)
+    else:
+        targets = [
+            t for t in cand.targets if t in evaluation_set.labels and (pair is None or t in pair[1].targets)
+        ]
     experiment_id = ensure_experiment(client, registry.get(task).experiment, artifact_root)
     tags = {
         "cxpredict.kind": "promotion",
@@ -620,9 +655,10 @@ def _evaluate_pair(
     }
     run_name = f"promote-{task}-v{candidate}-vs-{'v' + champion if champion else 'none'}"
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
-        evaluate_version(cand_model, cand, evaluation_set, targets, "candidate")
+        evaluate = evaluate_uplift if cand.kind == "qini" else evaluate_version
+        evaluate(cand_model, cand, evaluation_set, targets, "candidate")
         if pair is not None:
-            evaluate_version(pair[0], pair[1], evaluation_set, targets, "champion")
+            evaluate(pair[0], pair[1], evaluation_set, targets, "champion")
     return cand, (pair[1] if pair else None), evaluation_set, targets, run.info.run_id
 
 
@@ -668,15 +704,6 @@ def promote(
                     gate_passed=True,
                     decision=f"version {candidate} is already champion; nothing moved",
                 )
-            if registry.get(task).gate_metric not in ("auc", "gini") and not force:
-                result = unmoved(
-                    forced=False,
-                    gate_passed=False,
-                    decision=f"refused: the gate does not compare {registry.get(task).gate_metric} models "
-                    f"yet; champion stays {champion or 'unset'} (--force --reason moves it, audited)",
-                )
-                _record_gate(client, name, result)
-                return result
             if problem is not None and not force:
                 result = unmoved(
                     forced=False,

@@ -123,14 +123,21 @@ def test_given_a_campaign_history_then_uplift_trains_and_registers_one_effect_he
 
 
 @pytest.mark.slow
-def test_given_an_uplift_challenger_then_the_gate_refuses_to_judge_it_without_force(trained_uplift):
+def test_given_an_uplift_challenger_then_the_gate_judges_it_by_qini_and_policy_value(trained_uplift):
     from training.commands import promote_command
 
+    # given the registered uplift version, when the gate runs on the workspace's evaluation cutoff
     ws, result = trained_uplift
     outcome = promote_command(ws, "uplift", version=result.model_version)
-
-    assert not outcome.moved
-    assert result.champion or "does not compare qini" in outcome.decision
+    if result.champion:  # training already made it champion: nothing to judge
+        assert outcome.champion_after == result.model_version and not outcome.moved
+        return
+    # then it is judged by the uplift checks (not AUC or calibration) and moves only if all pass
+    names = [check.name for check in outcome.checks]
+    assert {"Qini", "policy value (off-policy)", "label definition", "feature service"} <= set(names)
+    assert not {"AUC", "calibration (ECE)"} & set(names)
+    assert outcome.moved == all(check.passed for check in outcome.checks)
+    assert outcome.metrics["candidate"]["rows"] > 0
 
 
 @pytest.mark.slow
