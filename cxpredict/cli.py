@@ -730,6 +730,15 @@ def simulate(
     retrain_every: Annotated[
         int, typer.Option("--retrain-every", min=1, help="Days between runs of retrain.")
     ] = 30,
+    catalogue: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Action catalogue to decide with (default: the shipped one with every success worth one "
+            "purchase, no cost and no eligibility rule, so the policy optimises what is measured).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, _json_option("simulate")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
@@ -748,7 +757,8 @@ def simulate(
         )
     render.quiet_libraries()
     config = SimulateConfig(days=days, customers=customers, seed=seed, end=(_day(end) or _today()).date(),
-                            refresh_every_days=refresh_every, retrain_every_days=retrain_every)  # fmt: skip
+                            refresh_every_days=refresh_every, retrain_every_days=retrain_every,
+                            catalogue=catalogue)  # fmt: skip
     with render.progress(errors) as progress, _refusal("the simulation stopped"), _stdout_for(as_json):
         report = run_simulation(ws, config, progress)
     _show(as_json, report, render.simulated, documents.simulate_document)

@@ -472,7 +472,11 @@ def simulated(report) -> Group:
     actions = ", ".join(f"{name} {count:,}" for name, count in sorted(report.actions.items())) or "none"
     sources = ", ".join(f"{name} {count:,}" for name, count in sorted(report.uplift_source.items())) or "–"
     retrains = "; ".join(
-        f"day {r['day']}: {', '.join(r['moved']) or 'no champion moved'}" for r in report.retrains
+        f"day {r['day']}: {', '.join(r['moved']) or 'no champion moved'}"
+        + "".join(
+            f" ({task} {why})" for task, why in r.get("tasks", {}).items() if why.startswith("unavailable")
+        )
+        for r in report.retrains
     )
     head = (
         f"{report.days} days ({report.start} … {report.end}), {report.customers:,} customers, seed "

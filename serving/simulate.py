@@ -14,7 +14,8 @@ day by day:
   ticket (their first of the day) — ask for a decision at the trigger's time, through the code of
   ``/decide`` (the champions' predictions from the online store; the catalogue's rules, contact caps
   and cooldowns against the decision log; the holdout), one action per decision; each decision is
-  logged;
+  logged. The catalogue prices every action by the purchases it causes
+  (:func:`purchase_catalogue`) unless another is given;
 - the world responds to a decided action by its true effects, as in the past campaigns
   (:mod:`features.synthetic.campaign_history`): a customer who would not have bought within the
   horizon is persuaded at the action's true rate (one extra purchase), one who would have is put
@@ -47,6 +48,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -81,6 +83,8 @@ class SimulateConfig(BaseModel):
     refresh_every_days: int = Field(7, ge=1)
     retrain_every_days: int = Field(30, ge=1)
     bootstrap: int = Field(1_000, ge=100)
+    catalogue: Path | None = None
+    """An action catalogue to decide with instead of :func:`purchase_catalogue`."""
 
     @property
     def start_at(self) -> pd.Timestamp:
@@ -218,6 +222,19 @@ class HiddenWorld:
         return found
 
 
+def purchase_catalogue(catalogue):
+    """The catalogue the loop decides with by default: the shipped one's actions, channels, consent,
+    cooldowns, contact caps, holdout and exploration, each success worth one purchase at no cost and
+    no eligibility rule — so our policy ranks actions by the purchases it expects them to cause, the
+    quantity the simulation measures (a money-priced catalogue optimises something else)."""
+    actions = [
+        action if action.kind == "none"
+        else action.model_copy(update={"eligible": (), "value": None, "success_value": 1.0, "cost": 0.0})
+        for action in catalogue.actions
+    ]  # fmt: skip
+    return catalogue.model_copy(update={"actions": tuple(actions)})
+
+
 def _decision_id(seed: int, moment: pd.Timestamp, customer_id: str) -> str:
     digest = hashlib.sha256(f"sim|{seed}|{moment.isoformat()}|{customer_id}".encode()).hexdigest()
     return f"d-{digest[:24]}"
@@ -300,7 +317,7 @@ def run_loop(
     )
     from features.synthetic.truth import Truth
     from features.synthetic.world import Latents
-    from serving.actions import load_catalogue
+    from serving.actions import load_catalogue, parse_catalogue
     from serving.champions import resolve
     from serving.decisions import cooldown_horizon, decide, granted, view_from
     from serving.demo import promote_pending
@@ -343,7 +360,11 @@ def run_loop(
     card_owner = customers.dropna(subset=["loyalty_card"]).set_index("loyalty_card")["customer_id"]
     tx = world.frames["transactions"]
     owners = tx["customer_id"].where(tx["customer_id"].notna(), tx["loyalty_card"].map(card_owner))
-    catalogue = load_catalogue(ws)
+    catalogue = (
+        parse_catalogue(config.catalogue.read_text(), str(config.catalogue))
+        if config.catalogue
+        else (purchase_catalogue(load_catalogue(ws)))
+    )
     lookback = cooldown_horizon(catalogue)
     target = resolve_tracking(ws)
     models = resolve(target, CHAMPION, tasks=tasks)
@@ -358,7 +379,9 @@ def run_loop(
                 ingest(ws, progress=progress)
                 retrained = retrain_workspace(ws, reason=f"simulate day {offset}", as_of=day, tasks=tasks,
                                               progress=progress)  # fmt: skip
-                report.retrains.append({"day": offset, "moved": retrained.to_dict()["moved"]})
+                done = retrained.to_dict()
+                report.retrains.append({"day": offset, "moved": done["moved"],
+                                        "tasks": {m["task"]: f"{m['status']}: {m['why']}" for m in done["tasks"]}})  # fmt: skip
                 models = resolve(target, CHAMPION, models, tasks=tasks)
                 features.refresh()
                 lap("retrain")

@@ -515,8 +515,12 @@ def _lineage_checks(
                 chance != "false",
                 chance or "unknown",
                 "–",
-                {"auc": "AUC above 0.5", "gini": "Gini above 0", "qini": "Qini above 0"}[candidate.kind]
-                + " beyond the noise on the validation cutoff",
+                {
+                    "auc": "AUC above 0.5 beyond the noise",
+                    "gini": "Gini above 0 beyond the noise",
+                    "qini": "policy no worse than the logging policy, Qini above 0",
+                }[candidate.kind]
+                + " on the validation cutoff",
             )
         )
         beats = candidate.tags.get("beats_baselines") == "true"

@@ -76,7 +76,7 @@ def test_a_policy_that_never_acts_is_worth_nothing():
 def _simulate(workspace, *extra: str):
     return CliRunner().invoke(
         app,
-        ["simulate", "--days", "8", "--customers", "700", "--seed", "5", "--end", "2026-11-01", "--json",
+        ["simulate", "--days", "8", "--customers", "500", "--seed", "5", "--end", "2026-11-01", "--json",
          "--workspace", str(workspace), *extra],
         catch_exceptions=False,
     )  # fmt: skip
@@ -122,3 +122,22 @@ def test_simulate_refuses_a_workspace_that_holds_data(tmp_path):
     (tmp_path / "ws" / "raw" / "transactions.csv").write_text("customer_id\n")
     result = CliRunner().invoke(app, ["simulate", "--workspace", str(tmp_path / "ws")])
     assert result.exit_code == 2 and "empty workspace" in result.output
+
+
+def test_the_default_catalogue_of_the_loop_prices_actions_by_purchases_and_keeps_the_contact_rules():
+    from serving.actions import DEFAULT_CATALOGUE, parse_catalogue
+    from serving.simulate import purchase_catalogue
+
+    shipped = parse_catalogue(DEFAULT_CATALOGUE.read_text())
+    derived = purchase_catalogue(shipped)
+    assert derived.contact_policy == shipped.contact_policy and derived.holdout_share == shipped.holdout_share
+    for before, after in zip(shipped.actions, derived.actions, strict=True):
+        assert (after.name, after.channels, after.consent, after.cooldown_days, after.uplift) == (
+            before.name, before.channels, before.consent, before.cooldown_days, before.uplift)  # fmt: skip
+        if after.kind != "none":
+            assert (
+                after.eligible == ()
+                and after.cost == 0.0
+                and after.value is None
+                and after.success_value == 1.0
+            )

@@ -1,4 +1,5 @@
-"""The uplift gate: Qini and off-policy value, candidate against champion on the same decisions."""
+"""What an uplift model must show to be promoted: a first champion's policy and ranking at training;
+a challenger's Qini and off-policy value against the champion's on the same decisions."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pandas as pd
 import pytest
 from mlflow.models import EvaluationResult
 
+from training.models import METRIC_COLUMNS, FittedTask
 from training.promotion import EvaluationSet, GateConfig, ModelEvaluation
 from training.tasks import uplift as U
 from training.uplift_gate import uplift_checks, uplift_metrics
@@ -79,3 +81,30 @@ def test_the_same_model_as_candidate_and_champion_passes(logged):
     noisy = {a: v + np.random.default_rng(1).normal(0, 0.2, v.size) for a, v in effect.items()}
     checks = _checks(_model("2", noisy, evaluation_set), _model("1", noisy, evaluation_set), evaluation_set)
     assert all(check.passed for check in checks.values())
+
+
+def _fitted(policy_low: float | None, qini_diff: float, qini_low: float) -> FittedTask:
+    rows = [
+        ("all_actions", "model", "qini_vs_chance_diff", qini_diff),
+        ("all_actions", "model", "qini_vs_chance_low", qini_low),
+    ]
+    if policy_low is not None:
+        rows.append(("policy", "model", "valid_policy_vs_logging_low", policy_low))
+    metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    return FittedTask("uplift", None, metrics, [], "retention_offer", {}, gate_metric="qini")
+
+
+@pytest.mark.parametrize(
+    ("policy_low", "qini_diff", "qini_low", "usable"),
+    [
+        (0.01, 0.02, -0.01, True),  # the policy beats the logging policy; the ranking points the right way
+        (-0.01, 0.05, 0.01, False),  # the policy may be worse than the logging policy
+        (0.01, -0.01, -0.03, False),  # the ranking is backwards
+        (None, 0.02, -0.01, False),  # no policy estimate: the ranking alone must be beyond the noise
+        (None, 0.04, 0.01, True),
+    ],
+)
+def test_a_first_uplift_champion_is_judged_by_its_policy_and_a_ranking_that_is_not_backwards(
+    policy_low, qini_diff, qini_low, usable
+):
+    assert _fitted(policy_low, qini_diff, qini_low).usable() is usable
