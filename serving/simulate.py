@@ -222,6 +222,13 @@ class HiddenWorld:
         return found
 
 
+def _post(log, due: list) -> int:
+    """Post outcomes to the decision log as ``/outcomes`` does; returns how many."""
+    for at, decision_id, action, outcome, revenue in due:
+        log.record_outcome(decision_id, action, outcome, at.to_pydatetime(), revenue)
+    return len(due)
+
+
 def purchase_catalogue(catalogue):
     """The catalogue the loop decides with by default: the shipped one's actions, channels, consent,
     cooldowns, contact caps, holdout and exploration, each success worth one purchase at no cost and
@@ -363,7 +370,7 @@ def run_loop(
     catalogue = (
         parse_catalogue(config.catalogue.read_text(), str(config.catalogue))
         if config.catalogue
-        else (purchase_catalogue(load_catalogue(ws)))
+        else purchase_catalogue(load_catalogue(ws))
     )
     lookback = cooldown_horizon(catalogue)
     target = resolve_tracking(ws)
@@ -398,6 +405,7 @@ def run_loop(
             triggered = triggered.loc[signup < day].reset_index(drop=True)
             report.triggers += len(triggered)
             if triggered.empty:
+                report.outcomes += _post(log, pending.due(day + pd.Timedelta(days=1)))
                 continue
             sub = Truth(truth.config, customers.loc[triggered["customer_id"]].reset_index(drop=True),
                         truth.incidents, truth.world)  # fmt: skip
@@ -409,9 +417,8 @@ def run_loop(
             rates = response_rates(truth, state, day, bad_trait.loc[triggered["customer_id"]].to_numpy())
             rng = np.random.default_rng(np.random.SeedSequence([config.seed, _STREAM, offset]))
             batch_ids = triggered["customer_id"].tolist()
-            read = features.read(
-                batch_ids, [models.models[t].feature_service for t in models.models], day.to_pydatetime()
-            )
+            services = [model.feature_service for model in models.models.values()] or [TASKS[0]]
+            read = features.read(batch_ids, services, day.to_pydatetime())
             predictions = answer_predictions(models, read, list(models.models), 3)
             contacts = log.contacts(batch_ids, since=(day - lookback).to_pydatetime())
             refs = models.refs()
@@ -432,10 +439,9 @@ def run_loop(
                              "models": refs})  # fmt: skip
                 given = made.actions[0] if made.actions else None
                 planned = given or (made.withheld[0] if made.withheld else None)
-                for action in (a for a in (planned,) if a is not None):
-                    report.uplift_source[action["uplift_source"]] = (
-                        report.uplift_source.get(action["uplift_source"], 0) + 1
-                    )
+                if planned is not None:
+                    source = planned["uplift_source"]
+                    report.uplift_source[source] = report.uplift_source.get(source, 0) + 1
                 decided_rows.append({
                     "p0": float(exact["purchase"].iloc[i]),
                     **{uplift_column(a): float(exact[uplift_column(a)].iloc[i]) for a in ACTIONS},
@@ -468,9 +474,7 @@ def run_loop(
             log.record_decisions(rows)
             report.decisions += len(rows)
             report.holdout_decisions += sum(1 for r in rows if r["holdout"])
-            for at, decision_id, action, outcome, revenue in pending.due(day + pd.Timedelta(days=1)):
-                log.record_outcome(decision_id, action, outcome, at.to_pydatetime(), revenue)
-                report.outcomes += 1
+            report.outcomes += _post(log, pending.due(day + pd.Timedelta(days=1)))
             lap("decisions")
             yield f"day {offset + 1}"
     finally:
