@@ -261,7 +261,8 @@ class ModelEvaluation:
 
 
 def _targets(model: mlflow.pyfunc.PyFuncModel) -> dict[str, str]:
-    """Label column -> output the gate compares: binary heads, and a bundle's continuous targets."""
+    """Label column (an uplift model: action) -> output the gate compares: binary heads, a bundle's
+    continuous targets, effect heads."""
     bundle = model.unwrap_python_model().bundle
     binary = {head["name"]: head["output"] for head in bundle.spec["heads"] if head["kind"] == "binary"}
     effects = {head["action"]: head["output"] for head in bundle.spec["heads"] if head["kind"] == "effect"}
