@@ -7,7 +7,8 @@ features, training, the promotion gate, the decisions of ``/decide``, the decisi
 
 The loop. A world is generated, with its past campaigns, whose last ``days`` days are the
 simulation; the workspace first sees only what happened before them. It ingests that, builds the
-features, trains the tasks decisions read (:data:`TASKS`) and promotes them through the gate. Then,
+features, trains the tasks the catalogue reads (:func:`decision_tasks`, with the task of the score
+risk targeting ranks by) and promotes them through the gate. Then,
 day by day:
 
 - the day's triggers — a customer starting a web session or opening the app, or opening a support
@@ -36,7 +37,8 @@ shares, the purchases that happen anyway, is left out, so intervals compare poli
 customers). ``ours``: what
 the service decided (for a holdout decision, the action it withheld); ``random``: as many actions,
 to decisions drawn at random, each a random action the customer consented to; ``risk_targeting``:
-as many retention offers, to the highest churn scores among customers with marketing consent;
+as many retention offers, to the highest scores of the retention action's driver (the churn
+probability in the shipped catalogue) among customers with marketing consent;
 ``oracle``: as many actions, to the decisions with the largest true uplift, each its best consented
 action. Intervals: percentile bootstrap over decisions.
 """
@@ -56,11 +58,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
+from cxpredict import tasks as registry
 from cxpredict.progress import Progress, silent
 from cxpredict.workspace import Workspace
 
-TASKS = ("churn", "unmet_needs", "value", "uplift")
-"""What ``/decide`` reads in the default catalogue (eligibility, worth, top need, uplift)."""
 SESSION_CHANNEL = {"session_start": "web", "app_open": "app"}
 POLICIES = ("ours", "random", "risk_targeting", "oracle")
 GAP_BAR = 0.6
@@ -242,6 +243,25 @@ def purchase_catalogue(catalogue):
     return catalogue.model_copy(update={"actions": tuple(actions)})
 
 
+def decision_tasks(catalogue) -> tuple[str, ...]:
+    """The tasks whose outputs the catalogue reads (rules, worth, drivers, uplift), registry order."""
+    read = {
+        name.split(".")[0]
+        for action in catalogue.actions
+        for name in (action.value, action.driver, action.uplift, *(rule.value for rule in action.eligible))
+        if name and "." in name
+    }
+    return tuple(spec.name for spec in registry.known_tasks() if spec.name in read)
+
+
+def risk_output(catalogue) -> str:
+    """The score risk targeting ranks by: the driver of the catalogue's retention action."""
+    found = next((a.driver for a in catalogue.actions if a.kind == "retention" and a.driver), None)
+    if found is None:
+        raise LookupError("the catalogue has no retention action with a driver: risk targeting needs one")
+    return found
+
+
 def _decision_id(seed: int, moment: pd.Timestamp, customer_id: str) -> str:
     digest = hashlib.sha256(f"sim|{seed}|{moment.isoformat()}|{customer_id}".encode()).hexdigest()
     return f"d-{digest[:24]}"
@@ -250,8 +270,8 @@ def _decision_id(seed: int, moment: pd.Timestamp, customer_id: str) -> str:
 def policy_values(decided: pd.DataFrame, actions: tuple[str, ...], marketing: frozenset[str], seed: int,
                   resamples: int = 1_000) -> list[PolicyValue]:  # fmt: skip
     """The four policies' values on the same (non-empty) decisions (see the module docstring).
-    ``decided`` columns: ``uplift_<action>``, ``chosen`` (an action or None), ``churn`` (the
-    score the service saw), ``marketing_consent``."""
+    ``decided`` columns: ``uplift_<action>``, ``chosen`` (an action or None), ``risk`` (the
+    score risk targeting ranks by, as the service saw it), ``marketing_consent``."""
     from features.synthetic.campaign_history import uplift_column
 
     n = len(decided)
@@ -266,7 +286,7 @@ def policy_values(decided: pd.DataFrame, actions: tuple[str, ...], marketing: fr
     values = {"ours": np.where(treated, U[rows, np.maximum(chosen, 0)], 0.0)}
     mean_allowed = np.where(allowed, U, 0.0).sum(axis=1) / np.maximum(allowed.sum(axis=1), 1)
     values["random"] = k / n * mean_allowed
-    risk = np.where(consent, decided["churn"].fillna(-1.0).to_numpy(dtype=float), -np.inf)
+    risk = np.where(consent, decided["risk"].fillna(-1.0).to_numpy(dtype=float), -np.inf)
     top_risk = np.argsort(-risk, kind="stable")[: min(k, int(consent.sum()))]
     gain = np.zeros(n)
     gain[top_risk] = U[top_risk, index["retention_offer"]]
@@ -343,7 +363,14 @@ def run_loop(
         report.seconds[name] = round(report.seconds.get(name, 0.0) + now - clock, 2)
         clock = now
 
-    start, tasks = config.start_at, TASKS
+    catalogue = (
+        parse_catalogue(config.catalogue.read_text(), str(config.catalogue))
+        if config.catalogue
+        else purchase_catalogue(load_catalogue(ws))
+    )
+    risk = risk_output(catalogue)
+    start = config.start_at
+    tasks = tuple(dict.fromkeys([*decision_tasks(catalogue), risk.split(".")[0]]))
     history = CampaignHistory(quiet_days=config.days)
     world_config = WorldConfig(customers=config.customers, seed=config.seed, days=config.history_days,
                                end=config.end, campaign_history=history)  # fmt: skip
@@ -367,11 +394,6 @@ def run_loop(
     card_owner = customers.dropna(subset=["loyalty_card"]).set_index("loyalty_card")["customer_id"]
     tx = world.frames["transactions"]
     owners = tx["customer_id"].where(tx["customer_id"].notna(), tx["loyalty_card"].map(card_owner))
-    catalogue = (
-        parse_catalogue(config.catalogue.read_text(), str(config.catalogue))
-        if config.catalogue
-        else purchase_catalogue(load_catalogue(ws))
-    )
     lookback = cooldown_horizon(catalogue)
     target = resolve_tracking(ws)
     models = resolve(target, CHAMPION, tasks=tasks)
@@ -417,7 +439,7 @@ def run_loop(
             rates = response_rates(truth, state, day, bad_trait.loc[triggered["customer_id"]].to_numpy())
             rng = np.random.default_rng(np.random.SeedSequence([config.seed, _STREAM, offset]))
             batch_ids = triggered["customer_id"].tolist()
-            services = [model.feature_service for model in models.models.values()] or [TASKS[0]]
+            services = [model.feature_service for model in models.models.values()] or [tasks[0]]
             read = features.read(batch_ids, services, day.to_pydatetime())
             predictions = answer_predictions(models, read, list(models.models), 3)
             contacts = log.contacts(batch_ids, since=(day - lookback).to_pydatetime())
@@ -446,7 +468,7 @@ def run_loop(
                     "p0": float(exact["purchase"].iloc[i]),
                     **{uplift_column(a): float(exact[uplift_column(a)].iloc[i]) for a in ACTIONS},
                     "chosen": None if planned is None else planned["action"],
-                    "churn": view.outputs.get("churn.probability"),
+                    "risk": view.outputs.get(risk),
                     "marketing_consent": granted(view.features.get("profile_consent_marketing")),
                 })  # fmt: skip
                 if given is None or given["action"] not in ACTIONS:

@@ -21,7 +21,7 @@ MARKETING = frozenset({"retention_offer", "cross_sell", "win_back"})
 def _decided(n: int = 400, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame({f"uplift_{a}": rng.normal(0.02, 0.05, n) for a in ACTIONS})
-    frame["churn"] = rng.random(n)
+    frame["risk"] = rng.random(n)
     frame["marketing_consent"] = rng.random(n) < 0.8
     frame["chosen"] = None
     frame["p0"] = rng.random(n)
@@ -63,7 +63,7 @@ def test_risk_targeting_gives_retention_offers_to_the_highest_scores_with_market
     decided = _decided()
     decided.loc[:19, "chosen"] = "win_back"
     consenting = decided.loc[decided["marketing_consent"]]
-    riskiest = consenting.sort_values("churn", ascending=False).head(20)
+    riskiest = consenting.sort_values("risk", ascending=False).head(20)
     expected = riskiest["uplift_retention_offer"].sum() / len(decided)
     assert _values(decided)["risk_targeting"].value == pytest.approx(expected, abs=1e-5)
 
@@ -141,3 +141,15 @@ def test_the_default_catalogue_of_the_loop_prices_actions_by_purchases_and_keeps
                 and after.value is None
                 and after.success_value == 1.0
             )
+
+
+def test_the_loop_trains_the_tasks_its_catalogue_reads():
+    from serving.actions import DEFAULT_CATALOGUE, parse_catalogue
+    from serving.simulate import decision_tasks, purchase_catalogue, risk_output
+
+    shipped = parse_catalogue(DEFAULT_CATALOGUE.read_text())
+    derived = purchase_catalogue(shipped)
+    # the derived catalogue has no worth output and no rule: only the drivers' and uplift's tasks remain
+    assert set(decision_tasks(derived)) < set(decision_tasks(shipped))
+    assert "uplift" in decision_tasks(derived)
+    assert risk_output(derived) == risk_output(shipped) and risk_output(shipped).endswith(".probability")
