@@ -47,10 +47,9 @@ def _qini_pooled(
 
 
 def _policy(predicted: dict[str, np.ndarray], actions: Sequence[str]) -> np.ndarray:
-    effects = np.column_stack([predicted[a] for a in actions])
-    best = np.argmax(effects, axis=1)
-    gain = effects[np.arange(len(best)), best]
-    return np.where(gain > 0, np.asarray(actions, dtype=object)[best], U.CONTROL)
+    """The arm the model's policy picks per decision (``uplift.policy_choice``; predictions by action)."""
+    outputs = {U.output(a): values for a, values in predicted.items()}
+    return U.policy_choice(outputs, actions, np.zeros(len(predicted[actions[0]])))[0]
 
 
 def _snipw(y: np.ndarray, arms: np.ndarray, propensity: np.ndarray, chosen: np.ndarray) -> float:
