@@ -8,6 +8,9 @@ VENV := .venv
 WORKSPACE ?= .cxpredict
 DEMO_CUSTOMERS ?= 20000
 PYTEST_ARGS ?=
+# Test files run on this many pytest-xdist workers, one file per worker at a time (module fixtures
+# stay built once); Redis keys and PostgreSQL databases are per test, so workers never share state.
+PYTEST_WORKERS ?= 2
 JUPYTER_ARGS ?=
 # Jupyter refuses to run as root unless told to (containers, CI machines).
 JUPYTER_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -30,10 +33,10 @@ demo: install ## generate a world, ingest it and run the pipeline end to end
 	$(VENV)/bin/cxpredict demo --workspace $(WORKSPACE) --customers $(DEMO_CUSTOMERS)
 
 test: install ## the whole test suite
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: install ## the suite without slow end-to-end tests and without PostgreSQL/Redis
-	$(VENV)/bin/pytest -m "not slow and not services" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow and not services" $(PYTEST_ARGS)
 
 lint: install ## ruff: lint rules and formatting (CI runs this before the tests)
 	$(VENV)/bin/ruff check .
