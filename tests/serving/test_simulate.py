@@ -120,7 +120,10 @@ def test_the_loop_is_deterministic_for_a_seed(two_runs):
 def test_simulate_refuses_a_workspace_that_holds_data(tmp_path):
     (tmp_path / "ws" / "raw").mkdir(parents=True)
     (tmp_path / "ws" / "raw" / "transactions.csv").write_text("customer_id\n")
-    result = CliRunner().invoke(app, ["simulate", "--workspace", str(tmp_path / "ws")])
+    # a wide terminal: the usage panel would otherwise wrap the message around the (long) tmp path
+    result = CliRunner().invoke(
+        app, ["simulate", "--workspace", str(tmp_path / "ws")], env={"COLUMNS": "400"}
+    )
     assert result.exit_code == 2 and "empty workspace" in result.output
 
 
