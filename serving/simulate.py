@@ -45,7 +45,6 @@ action. Intervals: percentile bootstrap over decisions.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -262,11 +261,6 @@ def risk_output(catalogue) -> str:
     return found
 
 
-def _decision_id(seed: int, moment: pd.Timestamp, customer_id: str) -> str:
-    digest = hashlib.sha256(f"sim|{seed}|{moment.isoformat()}|{customer_id}".encode()).hexdigest()
-    return f"d-{digest[:24]}"
-
-
 def policy_values(decided: pd.DataFrame, actions: tuple[str, ...], marketing: frozenset[str], seed: int,
                   resamples: int = 1_000) -> list[PolicyValue]:  # fmt: skip
     """The four policies' values on the same (non-empty) decisions (see the module docstring).
@@ -340,6 +334,7 @@ def run_loop(
         extra_purchase,
         reacts_badly,
         response_rates,
+        stable_decision_id,
         uplift_column,
     )
     from features.synthetic.truth import Truth
@@ -450,7 +445,7 @@ def run_loop(
             mix = lat.purchase_mix(truth.config.dynamics)
             for i, prediction in enumerate(predictions):
                 cid, at = batch_ids[i], triggered["at"].iloc[i]
-                decision_id = _decision_id(config.seed, at, cid)
+                decision_id = stable_decision_id(config.seed, at, cid, namespace="sim")
                 view = view_from(prediction, read.columns, i if read.snapshot_s[i] is not None else None)
                 made = decide(view, catalogue, contacts.get(cid, []), at.to_pydatetime(), max_actions=1,
                               seed=decision_id, channel=triggered["channel"].iloc[i])  # fmt: skip

@@ -167,8 +167,11 @@ def extra_purchase(
             "loyalty_card": None}  # fmt: skip
 
 
-def _decision_id(seed: int, moment: pd.Timestamp, customer_id: str) -> str:
-    digest = hashlib.sha256(f"{seed}|{moment.isoformat()}|{customer_id}".encode()).hexdigest()
+def stable_decision_id(seed: int, moment: pd.Timestamp, customer_id: str, namespace: str = "") -> str:
+    """A stable decision id for a generated decision: the same world (or simulation, told apart by
+    ``namespace``) gives the same ids, so reruns are comparable and outcomes find their decision."""
+    scope = f"{namespace}|" if namespace else ""
+    digest = hashlib.sha256(f"{scope}{seed}|{moment.isoformat()}|{customer_id}".encode()).hexdigest()
     return f"d-{digest[:24]}"
 
 
@@ -235,7 +238,7 @@ def write_campaign_history(ws: Workspace, config: WorldConfig) -> HistorySummary
         campaign = f"W{moment:%Y-%m}"
         for i, row in enumerate(reached.itertuples(index=False)):
             cid, chosen = row.customer_id, arm[i]
-            decision_id = _decision_id(config.seed, moment, cid)
+            decision_id = stable_decision_id(config.seed, moment, cid)
             base = {"decision_id": decision_id, "customer_id": cid, "at": moment.to_pydatetime(),
                     "models": {"policy": POLICY, "campaign": campaign, "arms": propensity}}  # fmt: skip
             persuaded = put_off = False
