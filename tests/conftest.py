@@ -35,14 +35,27 @@ class WorldWorkspace:
     train_as_of: datetime
 
 
-def copy_workspace(source, target: Path):
+def copy_workspace(source, target: Path, *, score_history: bool = True):
     """A private copy of a workspace (canonical symlink kept relative), re-registered in Feast so the
-    feature sources point into the copy."""
+    feature sources point into the copy.
+
+    ``score_history=False`` leaves out the kept ``score`` outputs: tests that score the shared trained
+    world leave some behind, and which of them ran first on a worker depends on the test order."""
     from cxpredict.workspace import resolve_workspace
     from features.feature_repo.definitions import load_manifest
     from features.store import apply_repo
+    from training.scoring import KEPT_SCORES
 
-    shutil.copytree(source.root, target, symlinks=True, ignore=shutil.ignore_patterns("*.lock"))
+    locks = shutil.ignore_patterns("*.lock")
+    kept = source.reports_dir / KEPT_SCORES
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        left_out = set(locks(folder, names))
+        if not score_history and Path(folder) == kept.parent:
+            left_out.add(KEPT_SCORES)
+        return left_out
+
+    shutil.copytree(source.root, target, symlinks=True, ignore=ignore)
     copy = resolve_workspace(target)
     if (copy.features_dir / "manifest.json").exists():
         load_manifest(copy.features_dir)

@@ -36,7 +36,7 @@ def healthy(trained_world, copy_workspace, tmp_path_factory):
     from features.store import materialize_latest
 
     world, _ = trained_world
-    ws = copy_workspace(world.ws, tmp_path_factory.mktemp("monitor-healthy") / "ws")
+    ws = copy_workspace(world.ws, tmp_path_factory.mktemp("monitor-healthy") / "ws", score_history=False)
     materialize_latest(ws, end=world.features_as_of)
     _scored(ws, "2026-08-01")
     _scored(ws, "2026-11-01")

@@ -109,7 +109,7 @@ def scored_in_august(trained_world, copy_workspace, tmp_path_factory):
     from training.scoring import score_workspace
 
     world, _ = trained_world
-    ws = copy_workspace(world.ws, tmp_path_factory.mktemp("monitor-august") / "ws")
+    ws = copy_workspace(world.ws, tmp_path_factory.mktemp("monitor-august") / "ws", score_history=False)
     scored_at = datetime(2026, 8, 1, tzinfo=UTC)
     score_workspace(ws, scored_at, ws.root / "august.parquet")
     result = monitor_workspace(ws, world.features_as_of, tasks=["next_purchase"], log=False)
