@@ -29,6 +29,7 @@ from training.tracking import (
     TrackingTarget,
     ensure_experiment,
     load_model,
+    predict_params,
     resolve_tracking,
     tracking_session,
     version_info,
@@ -171,7 +172,8 @@ def _evaluate(
         spec = model.unwrap_python_model().bundle.spec
         labels = implementation(task).labels(tables, [cutoff], horizon, moment, model_spec=spec)
         features = features_for(labels.frame[L.KEYS].copy(), task)
-        predicted = model.predict(features[model.metadata.get_input_schema().input_names()])
+        inputs = features[model.metadata.get_input_schema().input_names()]
+        predicted = model.predict(inputs, params=predict_params(cutoff))
         exact = None if oracle is None else oracle(labels.frame[L.KEYS], task)
         continuous = spec.get("continuous_targets", {})
         metrics = score_targets(labels.frame, predicted, labels.outputs, exact, continuous)

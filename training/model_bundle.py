@@ -112,6 +112,56 @@ def _owner(column: str, features: Sequence[str]) -> str:
     return max((f for f in features if column.startswith(f + "_")), key=len)
 
 
+def utc_day(moment: object = None) -> pd.Timestamp:
+    """Midnight UTC of ``moment`` (default: now); a naive moment is taken as UTC."""
+    stamp = pd.Timestamp("now", tz="UTC") if moment is None else pd.Timestamp(moment)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.normalize()
+
+
+def seasonal_index(season: Mapping[str, object], moment: object = None) -> float | None:
+    """Activity of the window ``moment`` … + H a year (or whole years) earlier, over the trend then
+    (mean activity of the year centred on it; see ``training.season``); ``None`` when the profile does
+    not hold that window and its year, or the window's activity is too low to measure."""
+    daily = np.asarray(season["daily"], dtype=np.float64)
+    horizon, year = int(season["horizon_days"]), int(season["year_days"])
+    half = int(season["trend_half_days"])
+    start = int((utc_day(moment) - utc_day(season["origin"])).days) - year
+    centre = start + horizon // 2
+    while centre + half + 1 > len(daily):
+        start, centre = start - year, centre - year
+    if centre - half < 0:
+        return None
+    count = float(daily[start : start + horizon].sum())
+    if count < float(season["min_window_events"]):
+        return None
+    trend = float(daily[centre - half : centre + half + 1].mean()) * horizon
+    return count / trend
+
+
+def seasonal_ratio(season: Mapping[str, object] | None, moment: object = None) -> float:
+    """The intensity ratio ``k`` of the window ``moment`` … + H (default: now) to the calibration
+    window: the ratio of their seasonal indices (:func:`seasonal_index`); 1 without a profile or when
+    the window's index cannot be measured."""
+    if not season:
+        return 1.0
+    index = seasonal_index(season, moment)
+    reference = seasonal_index(season, season["calibrated_at"])
+    return 1.0 if index is None or reference is None else index / reference
+
+
+def seasonal(probability: np.ndarray, form: str, ratio: float) -> np.ndarray:
+    """A calibrated probability moved to a window whose intensity is ``ratio`` times the calibration
+    window's: an event that ``occurs`` (``1 - (1 - p) ** k``) or an ``absent`` one (``p ** k``)."""
+    if ratio == 1.0:
+        return probability
+    if form == "occurs":
+        return 1.0 - np.power(1.0 - probability, ratio)
+    if form == "absent":
+        return np.power(probability, ratio)
+    raise ValueError(f"unknown seasonal form {form!r}")
+
+
 def risk_bands(probability: np.ndarray, bounds: Sequence[float]) -> np.ndarray:
     """ "low" / "medium" / "high" for probabilities below ``bounds[0]``, below ``bounds[1]``, above."""
     band = np.select([probability >= bounds[1], probability >= bounds[0]], ["high", "medium"], "low")
@@ -128,6 +178,8 @@ class ModelBundle:
     training population's value (positive rate, days quantile, class shares) for cold starts.
     Unmet-needs heads also carry ``need`` (the category), and ``spec["needs"]`` maps need -> column.
     ``spec["shortfalls"]`` (optional) derives outputs ``max(of - minus, 0)`` from two other outputs.
+    ``spec["season"]`` (optional) is the activity profile of ``training.season``; a binary head with a
+    ``season`` form (``occurs`` | ``absent``) moves its calibrated probability to the predicted window.
     """
 
     def __init__(
@@ -254,16 +306,36 @@ class ModelBundle:
         out[:, -1] = np.log(prior)
         return out
 
-    def probability(self, name: str, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Calibrated probability of a binary head on prepared inputs."""
-        return apply_calibrator(self.head(name).get("calibrator"), self._raw(name, X))
+    def probability(self, name: str, X: pd.DataFrame | np.ndarray, moment: object = None) -> np.ndarray:
+        """Calibrated probability of a binary head on prepared inputs, for the window that starts at
+        ``moment`` (default: now; it matters only for a head with a ``season`` form)."""
+        head = self.head(name)
+        probability = apply_calibrator(head.get("calibrator"), self._raw(name, X))
+        if head.get("season") is None:
+            return probability
+        return seasonal(probability, str(head["season"]), self.seasonal_ratio(moment))
 
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The task's outputs, one row per input row (same index). Extra input columns are ignored."""
-        return pd.DataFrame(self.outputs(self.prepare(frame)), index=frame.index)
+    def seasonal_ratio(self, moment: object = None) -> float:
+        """``k`` of the window starting at ``moment`` (see :func:`seasonal_ratio`), kept for the last
+        day asked: serving asks for today's on every request."""
+        season = self.spec.get("season")
+        if not season:
+            return 1.0
+        day = utc_day(moment)
+        cached = self.__dict__.get("_seasonal")
+        if cached is None or cached[0] != day:
+            cached = (day, seasonal_ratio(season, day))
+            self.__dict__["_seasonal"] = cached
+        return cached[1]
 
-    def outputs(self, X: pd.DataFrame | np.ndarray) -> dict[str, np.ndarray]:
-        """The task's outputs as columns, from :meth:`prepare` or :meth:`prepare_matrix` inputs."""
+    def predict(self, frame: pd.DataFrame, moment: object = None) -> pd.DataFrame:
+        """The task's outputs for the window starting at ``moment`` (default: now), one row per input
+        row (same index). Extra input columns are ignored."""
+        return pd.DataFrame(self.outputs(self.prepare(frame), moment), index=frame.index)
+
+    def outputs(self, X: pd.DataFrame | np.ndarray, moment: object = None) -> dict[str, np.ndarray]:
+        """The task's outputs as columns, from :meth:`prepare` or :meth:`prepare_matrix` inputs, for
+        the window starting at ``moment`` (default: now)."""
         heads = self.spec["heads"]
         unknown = {head["kind"] for head in heads} - {
             "binary",
@@ -275,7 +347,9 @@ class ModelBundle:
         if unknown:
             raise ValueError(f"unknown head kinds {sorted(unknown)}")
         out: dict[str, np.ndarray] = {
-            head["output"]: self.probability(head["name"], X) for head in heads if head["kind"] == "binary"
+            head["output"]: self.probability(head["name"], X, moment)
+            for head in heads
+            if head["kind"] == "binary"
         }
         for head in heads:
             if head["kind"] == "regression":

@@ -276,6 +276,20 @@ def _opening(card: CardInputs) -> list[str]:
     ]
 
 
+def _season_line(ratio: float | None, card: CardInputs) -> list[str]:
+    """What the seasonal carry-over did to the held-out window, when the model has one."""
+    if ratio is None or not np.isfinite(ratio):
+        return []
+    return [
+        (
+            f"Calibrated on the window from {card.cutoff_valid}; a year earlier, the window from "
+            f"{card.cutoff_test} had {_fmt(ratio)} times its seasonal activity, and the model carries "
+            "that ratio to every window it predicts (`training.season`)."
+        ),
+        "",
+    ]
+
+
 def render(card: CardInputs, gap_warning: float = GAP_WARNING) -> str:
     """The card as Markdown."""
     spec = registry.get(card.task)
@@ -303,6 +317,7 @@ def render(card: CardInputs, gap_warning: float = GAP_WARNING) -> str:
             f"{_fmt(values.get('ece', np.nan))}."
         ),
         "",
+        *_season_line(values.get("seasonal_ratio"), card),
         f"![Reliability diagram]({card.calibration_plot})",
         "",
         "## Metrics by slice",

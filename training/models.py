@@ -231,12 +231,15 @@ def fit_binary_head(
     params: LightGBMParams,
     config: TrainConfig,
     comparisons: Mapping[str, np.ndarray] | None = None,
+    season: tuple[Mapping[str, object], str] | None = None,
 ) -> BinaryHead:
     """The candidates of one binary label column — LightGBM and both baselines — fitted on the
     training cutoffs; the best on the validation cutoff (AUC) becomes the head, whatever its family,
     calibrated on that cutoff. All are compared on the held-out cutoff (with the oracle when given,
     and ``comparisons``: held-out probabilities of models fitted elsewhere, e.g. BG/NBD), and the
-    head against each of them with a bootstrap interval over customers."""
+    head against each of them with a bootstrap interval over customers. ``season``: the activity
+    profile and the head's form (``training.season``); the head then predicts the held-out window at
+    its own season, as it will predict every later one."""
 
     def part(split: Split) -> tuple[pd.DataFrame, np.ndarray]:
         return split.X, split.labels[target].to_numpy().astype(np.int64)
@@ -266,10 +269,15 @@ def fit_binary_head(
         "calibrator": fit_calibrator(scorers[family](valid[0]), valid[1]),
         "prior": float(train[1].mean()),
         "valid_auc": {name: float(value) for name, value in valid_auc.items()},
+        **({"season": season[1]} if season else {}),
     }
     estimators = {target: chosen.pipeline} if chosen else {}
-    bundle = ModelBundle({**base_spec(dataset, params), "heads": [spec]}, {target: booster}, estimators)
-    predictions = {"model": bundle.probability(target, bundle.prepare(test[0]))}
+    profile = {"season": season[0]} if season else {}
+    bundle = ModelBundle(
+        {**base_spec(dataset, params), "heads": [spec], **profile}, {target: booster}, estimators
+    )
+    moment = dataset.plan.test
+    predictions = {"model": bundle.probability(target, bundle.prepare(test[0]), moment)}
     predictions |= {baseline.name: baseline.predict_proba(test[0]) for baseline in baselines}
     predictions |= dict(comparisons or {})
     oracle = dataset.test.oracle
@@ -278,6 +286,8 @@ def fit_binary_head(
     scores = {name: m.binary_metrics(test[1], probability) for name, probability in predictions.items()}
     results = [row for name, values in scores.items() for row in metric_rows(target, name, values)]
     extra: dict[str, float] = {"best_iteration": booster.current_iteration()}
+    if season:
+        extra["seasonal_ratio"] = bundle.seasonal_ratio(moment)
     extra |= {f"valid_auc_{name}": value for name, value in valid_auc.items()}
     if "oracle" in scores:
         extra["auc_ratio_to_oracle"] = m.with_oracle(scores["model"], scores["oracle"])["auc_ratio_to_oracle"]
@@ -328,18 +338,23 @@ def fit_binary_heads(
     notes: Sequence[str] = (),
     tuning: tuple[LightGBMParams, Mapping[str, object]] | None = None,
     comparisons: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    season: tuple[Mapping[str, object] | None, Mapping[str, str]] | None = None,
 ) -> FittedTask:
     """One calibrated binary head per ``label column -> output column`` of ``targets`` (tuned, when
     asked, on the target with the most training positives); the primary target is the one with the
     most held-out positives. ``tuning``: parameters already chosen (and their record) instead;
-    ``comparisons``: per target, held-out probabilities of outside models to compare with."""
+    ``comparisons``: per target, held-out probabilities of outside models to compare with;
+    ``season``: the activity profile (``training.season``, may be None) and the form of each target
+    that follows it."""
     if tuning is None:
         richest = max(targets, key=lambda column: int(dataset.train.labels[column].sum()))
         tuning = tuned(dataset, richest, config)
     params, tuning_record = tuning
     heads, boosters, estimators, results, evaluations = [], {}, {}, [], []
     for column, output in targets.items():
-        head = fit_binary_head(dataset, column, output, params, config, (comparisons or {}).get(column))
+        profile, forms = season or (None, {})
+        own = (profile, forms[column]) if profile and column in forms else None
+        head = fit_binary_head(dataset, column, output, params, config, (comparisons or {}).get(column), own)
         heads.append({**head.spec, **(head_extra or {}).get(column, {})})
         if head.booster is not None:
             boosters[column] = head.booster
@@ -348,6 +363,8 @@ def fit_binary_heads(
         results += head.metrics
         evaluations.append(head.evaluation)
     spec = {**base_spec(dataset, params), "heads": heads, **(spec_extra or {})}
+    if season and season[0] and any("season" in head for head in heads):
+        spec["season"] = season[0]
     return FittedTask(
         task=dataset.task,
         bundle=ModelBundle(spec, boosters, estimators),

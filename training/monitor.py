@@ -588,7 +588,7 @@ def monitor_workspace(
     Raises ``NothingToMonitor`` when no task has a champion."""
     from training.data import default_as_of, known_customers, prepare_store, task_features
     from training.project import project_run
-    from training.tracking import resolve_tracking
+    from training.tracking import predict_params, resolve_tracking
 
     began = time.perf_counter()
     disable_telemetry()
@@ -648,7 +648,10 @@ def monitor_workspace(
                     ),
                     [task],
                 )[task]
-                trained = champion.model.predict(held_out[inputs].reset_index(drop=True))
+                trained = champion.model.predict(
+                    held_out[inputs].reset_index(drop=True),
+                    params=predict_params(held_out_cutoff(champion.tags)),
+                )
                 outputs = [c for c in score_columns(champion.model) if c in latest_frame and c in trained]
                 report.prediction_source = latest.path.name
                 report.predictions = compare(trained, latest_frame, outputs, config.prediction_threshold)

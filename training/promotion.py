@@ -75,6 +75,7 @@ from training.tasks import implementation
 from training.tracking import (
     TrackingTarget,
     ensure_experiment,
+    predict_params,
     tracking_session,
 )
 
@@ -303,7 +304,7 @@ def evaluate_version(
     fills ``evaluation.per_target`` and ``evaluation.result`` (metrics averaged over targets)."""
     inputs = [name for name in evaluation.features if name in evaluation_set.features]
     data = _as_caller_sends(evaluation_set.features[inputs])
-    predicted = model.predict(data)
+    predicted = model.predict(data, params=predict_params(evaluation_set.cutoff))
     for target in targets:
         output = evaluation.targets[target]
         evaluation.predictions[target] = predicted[output].to_numpy(dtype=float)

@@ -9,6 +9,7 @@ Usage once logged::
 
     model = mlflow.pyfunc.load_model("models:/cx-churn@champion")
     model.predict(features)                              # the task's outputs, one row per input row
+    model.predict(features, params={"as_of": "2026-11-01"})  # ... for the window starting then
     model.unwrap_python_model().drivers(features, k=5)   # top-k SHAP drivers per row
 """
 
@@ -28,7 +29,8 @@ class CXPredictModel(PythonModel):
         self.bundle = ModelBundle.load(context.artifacts["bundle"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        return self.bundle.predict(model_input)
+        """``params["as_of"]``: when the predicted window starts (ISO time; empty or absent: now)."""
+        return self.bundle.predict(model_input, (params or {}).get("as_of") or None)
 
     def drivers(self, model_input: pd.DataFrame, k: int = 5, head=None) -> pd.DataFrame:
         """Top-k drivers per row: row (position), rank, feature, value, impact (raw score units)."""

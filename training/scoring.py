@@ -26,7 +26,14 @@ from cxpredict.workspace import Workspace
 from training.cutoffs import utc_timestamp
 from training.data import default_as_of, known_customers, prepare_store, task_features, withheld_consent
 from training.project import project_run
-from training.tracking import CHAMPION, TrackingTarget, load_model, resolve_tracking, version_info
+from training.tracking import (
+    CHAMPION,
+    TrackingTarget,
+    load_model,
+    predict_params,
+    resolve_tracking,
+    version_info,
+)
 
 SCORE_FORMATS = (".parquet", ".csv")
 NO_CONSENT = "no profiling consent"
@@ -48,10 +55,12 @@ def model_inputs(model: mlflow.pyfunc.PyFuncModel) -> list[str]:
 def score(
     models: Mapping[str, mlflow.pyfunc.PyFuncModel],
     features: pd.DataFrame | Mapping[str, pd.DataFrame],
+    as_of: datetime | pd.Timestamp | None = None,
 ) -> pd.DataFrame:
-    """Score customers with every model. ``features`` is one frame with ``customer_id`` and the union
-    of the models' features, or a mapping task -> such a frame (e.g. one Feast FeatureService each).
-    Rows are matched on ``customer_id``; every frame must hold each customer once."""
+    """Score customers with every model for the windows that start at ``as_of`` (default: now).
+    ``features`` is one frame with ``customer_id`` and the union of the models' features, or a mapping
+    task -> such a frame (e.g. one Feast FeatureService each). Rows are matched on ``customer_id``;
+    every frame must hold each customer once."""
     frames = features if isinstance(features, Mapping) else {task: features for task in models}
     outputs = []
     for task, model in models.items():
@@ -62,7 +71,8 @@ def score(
         missing = sorted(set(wanted) - set(frame.columns))
         if missing:
             raise ValueError(f"features for {task} lack columns the model was trained on: {missing}")
-        predicted = model.predict(frame[wanted].reset_index(drop=True))
+        params = None if as_of is None else predict_params(as_of)
+        predicted = model.predict(frame[wanted].reset_index(drop=True), params=params)
         predicted.insert(0, "customer_id", frame["customer_id"].to_numpy())
         outputs.append(predicted)
     if not outputs:
@@ -163,7 +173,7 @@ def score_workspace(
     entity = pd.DataFrame({"customer_id": customers, "event_timestamp": moment})
     frames = task_features(ws, entity, list(models))
     advance("scoring")
-    scored = score(models, frames)
+    scored = score(models, frames, moment)
     del frames
     scored = entity[["customer_id"]].merge(scored, on="customer_id", how="left", validate="one_to_one")
     blocked = scored["customer_id"].isin(refused).to_numpy()

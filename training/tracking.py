@@ -42,6 +42,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import lightgbm as lgb
@@ -62,6 +63,7 @@ from cxpredict import tasks as registry
 from cxpredict.workspace import Workspace
 from training import explain, model_card, plots
 from training.config import TrainConfig
+from training.cutoffs import utc_timestamp
 from training.datasets import TaskDataset
 from training.labels import TREATMENTS
 from training.models import FittedTask
@@ -77,6 +79,9 @@ TRAINING_CONTEXT = "training"
 MAX_PARAM_LENGTH = 6000
 PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_model.py")
 BUNDLE_CODE = Path(__file__).with_name("model_bundle.py")
+PREDICT_PARAMS = {"as_of": ""}
+"""Inference parameters of every logged model: ``as_of``, when the predicted window starts (ISO
+time; empty: the moment of the call). Seasonal heads depend on it (``training.season``)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,11 @@ class TrackingTarget:
     tracking_uri: str
     artifact_root: str | None
     staging_dir: Path | None
+
+
+def predict_params(moment: datetime | pd.Timestamp) -> dict[str, str]:
+    """``params`` of a pyfunc ``predict`` for the window that starts at ``moment``."""
+    return {"as_of": utc_timestamp(moment).isoformat()}
 
 
 def resolve_tracking(ws: Workspace, uri: str | None = None) -> TrackingTarget:
@@ -573,7 +583,9 @@ def record_task(
         "features.json",
     )
     example = _input_example(dataset)
-    signature = optional_inputs(infer_signature(example, fitted.bundle.predict(example)))
+    signature = optional_inputs(
+        infer_signature(example, fitted.bundle.predict(example), params=PREDICT_PARAMS)
+    )
     mlflow.log_input(training_data(dataset, signature.inputs, hash_, data_source), context=TRAINING_CONTEXT)
     if staging_dir is not None:
         staging_dir.mkdir(parents=True, exist_ok=True)

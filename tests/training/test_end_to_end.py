@@ -32,6 +32,7 @@ pytestmark = pytest.mark.slow
 QUALITY_CUSTOMERS = 20_000
 QUALITY_DAYS = 730
 QUALITY_AS_OF = datetime(2026, 10, 1, tzinfo=UTC)
+SEASON_AS_OF = (datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
 TARGET = {"churn": "churn", "next_purchase": "purchase"}
 
 
@@ -42,8 +43,8 @@ def _own_tracking(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def quality(tmp_path_factory):
-    """Churn and next purchase on a 20,000-customer world (no MLflow), with the oracle."""
+def quality_world(tmp_path_factory):
+    """A 20,000-customer world over two years to 2026-11-01, features built, Feast applied."""
     from features.ingest import ingest
     from features.snapshots import build_features
     from features.store import apply_repo
@@ -54,11 +55,28 @@ def quality(tmp_path_factory):
     ingest(ws)
     build_features(ws, datetime(2026, 11, 1, tzinfo=UTC))
     apply_repo(ws)
+    return ws
+
+
+def _train_quality(ws, as_of: datetime, oracle: bool):
     config = TrainConfig(
-        as_of=QUALITY_AS_OF, tasks=("churn", "next_purchase"), lightgbm={"num_threads": 1}, shap_sample=300
+        as_of=as_of, tasks=("churn", "next_purchase"), lightgbm={"num_threads": 1}, shap_sample=300
     )
-    tables = load_tables(ws, QUALITY_AS_OF)
-    return train(None, tables, feast_features_for(ws), config, truth_oracle_for(ws, config.horizon, False))
+    truth = truth_oracle_for(ws, config.horizon, False) if oracle else None
+    return train(None, load_tables(ws, as_of), feast_features_for(ws), config, truth)
+
+
+@pytest.fixture(scope="module")
+def quality(quality_world):
+    """Churn and next purchase on the 20,000-customer world (no MLflow), with the oracle."""
+    return _train_quality(quality_world, QUALITY_AS_OF, oracle=True)
+
+
+@pytest.fixture(scope="module")
+def other_seasons(quality_world):
+    """The same tasks trained as of two other months: as of September next purchase is calibrated on
+    July's summer sale and held out on August; as of November on September, held out on October."""
+    return {as_of: _train_quality(quality_world, as_of, oracle=False) for as_of in SEASON_AS_OF}
 
 
 # --------------------------------------------------------------------------- task names
@@ -212,6 +230,22 @@ def test_given_a_20k_world_when_training_then_probabilities_are_calibrated(quali
 
     assert fitted.metric(target, "model", "rows") >= 15_000
     assert fitted.metric(target, "model", "ece") <= 0.02
+
+
+@pytest.mark.parametrize("task", ["churn", "next_purchase"])
+def test_given_other_months_when_training_then_calibration_survives_the_season(other_seasons, task):
+    # given the 20k world trained as of September and as of November (as well as October, above)
+    for as_of, results in other_seasons.items():
+        fitted = results[task].fitted
+        target = TARGET[task]
+        # then the held-out month, in another season than the calibration month, is calibrated
+        assert fitted.metric(target, "model", "ece") <= 0.02, (as_of.date(), task)
+        # because the head carried the calibration month's season to it
+        ratio = fitted.metric(target, "model", "seasonal_ratio")
+        assert np.isfinite(ratio) and ratio != 1.0, (as_of.date(), task)
+    # and next purchase as of September saw August quieter than July's summer sale
+    september = other_seasons[SEASON_AS_OF[0]]["next_purchase"].fitted
+    assert september.metric("purchase", "model", "seasonal_ratio") < 0.9
 
 
 # --------------------------------------------------------------------------- behaviour (registered models)

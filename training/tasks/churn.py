@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from features.contract import TIME_COLUMNS
 from training import labels as L
 from training.model_bundle import risk_bands
 from training.tasks import TaskLabels
@@ -40,11 +41,15 @@ def labels(
 ) -> TaskLabels:
     """``churn`` = 1 when the customer has no purchase and no engagement event in (t, t+H]."""
     seen, entity, end = L.prepare(tables, cutoffs, horizon_days, as_of, NAME)
-    active = (L.first_after(entity, L.purchases(seen))["at"] <= end).to_numpy()
+    bought = L.purchases(seen)
+    active = (L.first_after(entity, bought)["at"] <= end).to_numpy()
+    activity = [bought["timestamp"]]
     if "events" in seen:
         active |= (L.first_after(entity, seen["events"])["at"] <= end).to_numpy()
+        activity.append(seen["events"][TIME_COLUMNS["events"]])
     frame = entity.assign(churn=(~active).astype(np.int64))
-    return TaskLabels(frame, ("churn",), {"churn": OUTPUT}, {"transactions_only": "events" not in seen})
+    extra = {"transactions_only": "events" not in seen, "activity": activity}
+    return TaskLabels(frame, ("churn",), {"churn": OUTPUT}, extra)
 
 
 def fit(dataset, task_labels: TaskLabels, config):
@@ -52,12 +57,17 @@ def fit(dataset, task_labels: TaskLabels, config):
     against BG/NBD's probability of no purchase fitted in the same run."""
     from training.btyd import no_purchase_probability
     from training.models import fit_binary_heads
+    from training.season import season_profile
 
+    plan = dataset.plan
+    profile = season_profile(task_labels.extra["activity"], plan.as_of, plan.horizon_days, plan.valid)
     comparisons = {}
     if task_labels.extra.get("transactions_only"):
         btyd = no_purchase_probability(dataset.test.X, dataset.plan.horizon_days)
         comparisons = {} if btyd is None else {"churn": {"btyd": btyd}}
-    fitted = fit_binary_heads(dataset, {"churn": OUTPUT}, config, comparisons=comparisons)
+    fitted = fit_binary_heads(
+        dataset, {"churn": OUTPUT}, config, comparisons=comparisons, season=(profile, {"churn": "absent"})
+    )
     fitted.bundle.spec["risk_bands"] = list(config.risk_bands)
     return fitted
 

@@ -64,7 +64,8 @@ def labels(
     """
     seen, entity, end = L.prepare(tables, cutoffs, horizon_days, as_of, NAME)
     as_of = L.utc_timestamp(as_of)
-    first = L.first_after(entity, L.purchases(seen), carry=["category"])
+    bought_facts = L.purchases(seen)
+    first = L.first_after(entity, bought_facts, carry=["category"])
     bought = (first["at"] <= end).to_numpy()
     censored = first["at"].isna().to_numpy()
     observed_until = first["at"].where(~censored, as_of)
@@ -80,7 +81,7 @@ def labels(
         frame,
         ("purchase", "days_to_next", "censored", "next_category"),
         {"purchase": OUTPUT},
-        {"transactions_only": "events" not in seen},
+        {"transactions_only": "events" not in seen, "activity": [bought_facts["timestamp"]]},
     )
 
 
@@ -185,20 +186,29 @@ def fit(dataset, task_labels: TaskLabels, config):
     from training.models import METRIC_COLUMNS, ModelBundle, base_spec, fit_binary_heads, tuned
 
     from training.btyd import no_purchase_probability
+    from training.season import season_profile
 
     params, tuning = tuned(dataset, "purchase", config)
+    plan = dataset.plan
+    profile = season_profile(task_labels.extra["activity"], plan.as_of, plan.horizon_days, plan.valid)
     transactions_only = task_labels.extra.get("transactions_only")
     btyd = no_purchase_probability(dataset.test.X, dataset.plan.horizon_days) if transactions_only else None
     comparisons = {"purchase": {"btyd": 1.0 - btyd}} if btyd is not None else {}
     fitted = fit_binary_heads(
-        dataset, {"purchase": OUTPUT}, config, tuning=(params, tuning), comparisons=comparisons
+        dataset,
+        {"purchase": OUTPUT},
+        config,
+        tuning=(params, tuning),
+        comparisons=comparisons,
+        season=(profile, {"purchase": "occurs"}),
     )
     heads, boosters = list(fitted.bundle.spec["heads"]), dict(fitted.bundle.boosters)
     results = [tuple(row) for row in fitted.metrics.itertuples(index=False)]
     _days_heads(dataset, params, config, boosters, heads, results, fitted.notes)
     _category_head(dataset, params, config, boosters, heads, results, fitted.notes)
+    season = {"season": profile} if profile else {}
     fitted.bundle = ModelBundle(
-        {**base_spec(dataset, params), "heads": heads}, boosters, fitted.bundle.estimators
+        {**base_spec(dataset, params), "heads": heads, **season}, boosters, fitted.bundle.estimators
     )
     fitted.metrics = pd.DataFrame(results, columns=METRIC_COLUMNS)
     return fitted
