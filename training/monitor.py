@@ -648,9 +648,9 @@ def monitor_workspace(
                     ),
                     [task],
                 )[task]
+                # the reference predicted for the latest scores' window: a season is not drift
                 trained = champion.model.predict(
-                    held_out[inputs].reset_index(drop=True),
-                    params=predict_params(held_out_cutoff(champion.tags)),
+                    held_out[inputs].reset_index(drop=True), params=predict_params(latest.as_of)
                 )
                 outputs = [c for c in score_columns(champion.model) if c in latest_frame and c in trained]
                 report.prediction_source = latest.path.name

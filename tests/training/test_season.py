@@ -140,7 +140,9 @@ def test_the_logged_model_takes_the_window_start_as_the_as_of_param(tmp_path):
     example = pd.DataFrame({"x": [0.2, 0.5]})
     signature = optional_inputs(infer_signature(example, bundle.predict(example), params=PREDICT_PARAMS))
     target = TrackingTarget(f"sqlite:///{tmp_path / 'mlflow.db'}", None, None)
-    with tracking_session(target), mlflow.start_run():
+    with tracking_session(target):
+        experiment = mlflow.create_experiment("season", artifact_location=str(tmp_path / "artifacts"))
+    with tracking_session(target), mlflow.start_run(experiment_id=experiment):
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(PYFUNC_ENTRY),
