@@ -351,8 +351,8 @@ def fit_binary_heads(
         tuning = tuned(dataset, richest, config)
     params, tuning_record = tuning
     heads, boosters, estimators, results, evaluations = [], {}, {}, [], []
+    profile, forms = season or (None, {})
     for column, output in targets.items():
-        profile, forms = season or (None, {})
         own = (profile, forms[column]) if profile and column in forms else None
         head = fit_binary_head(dataset, column, output, params, config, (comparisons or {}).get(column), own)
         heads.append({**head.spec, **(head_extra or {}).get(column, {})})
@@ -363,8 +363,8 @@ def fit_binary_heads(
         results += head.metrics
         evaluations.append(head.evaluation)
     spec = {**base_spec(dataset, params), "heads": heads, **(spec_extra or {})}
-    if season and season[0] and any("season" in head for head in heads):
-        spec["season"] = season[0]
+    if profile and any("season" in head for head in heads):
+        spec["season"] = profile
     return FittedTask(
         task=dataset.task,
         bundle=ModelBundle(spec, boosters, estimators),
