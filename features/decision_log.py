@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import pandas as pd
@@ -29,6 +29,9 @@ CONTROL = "control"
 """The arm of a decision that gave no action (a holdout customer, or ``no_action`` chosen)."""
 NO_ACTION = "no_action"
 OUTCOMES = ("delivered", "opened", "clicked", "accepted", "converted", "rejected", "unsubscribed")
+ACCEPTED = frozenset({"accepted", "converted"})
+REJECTED = frozenset({"rejected", "unsubscribed"})
+OFFER_WINDOW = timedelta(days=30)
 
 _METADATA = MetaData()
 DECISIONS = Table(
@@ -76,6 +79,50 @@ class Contact:
 @dataclass(frozen=True)
 class Recorded:
     duplicate: bool
+    customer_id: str
+
+
+@dataclass(frozen=True)
+class ReportedOutcome:
+    """One outcome as the log holds it, with the decision's customer."""
+
+    customer_id: str
+    decision_id: str
+    action: str
+    outcome: str
+    at_s: float
+
+
+def offer_counts(outcomes: list[ReportedOutcome], now: datetime) -> dict[str, float | None]:
+    """One customer's offer features at ``now`` (``features.feature_repo.definitions.OFFER_FEATURES``).
+
+    A decided action counts once per kind however many outcomes it got: received at its first
+    reported outcome (every outcome implies delivery), accepted at its first accepted or converted,
+    rejected at its first rejected or unsubscribed, each when that time is in the 30 days up to
+    ``now``. Outcomes after ``now`` are not seen, so the counts at a past moment are point in time."""
+    now_s = now.timestamp()
+    start_s = now_s - OFFER_WINDOW.total_seconds()
+    first: dict[tuple[str, str, str], float] = {}
+    last = None
+    for o in outcomes:
+        if o.at_s > now_s:
+            continue
+        last = o.at_s if last is None else max(last, o.at_s)
+        kinds = ["received"] + ["accepted"] * (o.outcome in ACCEPTED) + ["rejected"] * (o.outcome in REJECTED)
+        for kind in kinds:
+            key = (o.decision_id, o.action, kind)
+            first[key] = min(first.get(key, o.at_s), o.at_s)
+    counted = dict.fromkeys(("received", "accepted", "rejected"), 0.0)
+    for (_, _, kind), at_s in first.items():
+        if at_s > start_s:
+            counted[kind] += 1.0
+    return {
+        "offers_received_30d": counted["received"],
+        "offers_accepted_30d": counted["accepted"],
+        "offers_rejected_30d": counted["rejected"],
+        "offers_last_outcome_ts": last,
+        "offers_counted_at_ts": now_s,
+    }
 
 
 def log_url(ws: Workspace) -> str:
@@ -215,11 +262,14 @@ class DecisionLog:
         """Commit an outcome of a decided action; once per (decision, action, outcome)."""
         with self.engine.begin() as connection:
             found = connection.execute(
-                select(DECISIONS.c.actions).where(DECISIONS.c.decision_id == decision_id)
-            ).scalar_one_or_none()
+                select(DECISIONS.c.customer_id, DECISIONS.c.actions).where(
+                    DECISIONS.c.decision_id == decision_id
+                )
+            ).one_or_none()
             if found is None:
                 raise UnknownDecision(decision_id)
-            if action not in {a["action"] for a in json.loads(found) if not a.get("withheld")}:
+            customer_id, actions = found
+            if action not in {a["action"] for a in json.loads(actions) if not a.get("withheld")}:
                 raise ActionNotDecided(action)
             statement = self._insert(RESULTS).on_conflict_do_nothing(
                 index_elements=["decision_id", "action", "outcome"]
@@ -234,7 +284,41 @@ class DecisionLog:
                     "revenue": revenue,
                 },
             ).rowcount
-        return Recorded(duplicate=inserted != 1)
+        return Recorded(duplicate=inserted != 1, customer_id=customer_id)
+
+    def outcomes_of(self, customer_ids: list[str]) -> dict[str, list[ReportedOutcome]]:
+        """Every outcome reported for these customers' decisions, by customer."""
+        ids = list(dict.fromkeys(customer_ids))
+        found: dict[str, list[ReportedOutcome]] = {}
+        with self.engine.connect() as connection:
+            for offset in range(0, len(ids), 5_000):
+                query = (
+                    select(
+                        DECISIONS.c.customer_id,
+                        RESULTS.c.decision_id,
+                        RESULTS.c.action,
+                        RESULTS.c.outcome,
+                        RESULTS.c.at_us,
+                    )  # fmt: skip
+                    .select_from(RESULTS.join(DECISIONS, RESULTS.c.decision_id == DECISIONS.c.decision_id))
+                    .where(DECISIONS.c.customer_id.in_(ids[offset : offset + 5_000]))
+                )
+                for customer_id, decision_id, action, outcome, at_us in connection.execute(query):
+                    found.setdefault(customer_id, []).append(
+                        ReportedOutcome(customer_id, decision_id, action, outcome, at_us / 1_000_000)
+                    )
+        return found
+
+    def customers_with_outcomes(self, since: datetime) -> list[str]:
+        """Customers with an outcome reported at or after ``since``."""
+        query = (
+            select(DECISIONS.c.customer_id)
+            .distinct()
+            .select_from(RESULTS.join(DECISIONS, RESULTS.c.decision_id == DECISIONS.c.decision_id))
+            .where(RESULTS.c.at_us >= _micros(since))
+        )
+        with self.engine.connect() as connection:
+            return sorted(customer_id for (customer_id,) in connection.execute(query))
 
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as connection:

@@ -36,8 +36,8 @@ from features.feast_internals import (
 )
 from features.feature_repo.definitions import (
     DERIVED_TAG,
+    PUSHED_VIEWS,
     RATIOS_VIEW,
-    REALTIME_VIEW,
     RECENCY_NOW_VIEW,
     REQUEST_TIME,
     SNAPSHOTS_TAG,
@@ -223,7 +223,7 @@ class OnlineReader:
         read = [store.get_feature_view(name, allow_registry_cache=True) for name in views]
         tables = tuple(compute_table_id(config.project, view, versioning) for view in read)
         every = tuple(f.name for view in read for f in view.features)
-        untimed = tuple(f.name for view in read if view.name == REALTIME_VIEW for f in view.features)
+        untimed = tuple(f.name for view in read if view.name in PUSHED_VIEWS for f in view.features)
         if self._encoder is None:
             join_key = store.get_entity(service_entity(store, views), allow_registry_cache=True).join_key
             self._encoder = EntityKeyEncoder(join_key, config.entity_key_serialization_version)

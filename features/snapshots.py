@@ -600,17 +600,19 @@ def build_features(
 
 def _taken_views() -> set[str]:
     """Names a custom view may not take: every family and the Feast views generated beside them."""
-    from features.feature_repo.definitions import RATIOS_VIEW, REALTIME_VIEW, RECENCY_NOW_VIEW
+    from features.feature_repo.definitions import PUSHED_VIEWS, RATIOS_VIEW, RECENCY_NOW_VIEW
 
-    return {f.name for f in all_families()} | {REALTIME_VIEW, RATIOS_VIEW, RECENCY_NOW_VIEW}
+    return {f.name for f in all_families()} | set(PUSHED_VIEWS) | {RATIOS_VIEW, RECENCY_NOW_VIEW}
 
 
 def _taken_features(ctx: FamilyContext, families: list[Family]) -> set[str]:
     """Feature names a custom view may not take: every family feature (supplied or not), the
-    realtime counters and the derived features generated over them."""
-    from features.feature_repo.definitions import DEFAULT_RATIOS, REALTIME_FEATURES, recency_specs
+    pushed features and the derived features generated over them."""
+    from features.feature_repo.definitions import DEFAULT_RATIOS, PUSHED_VIEWS, recency_specs
 
-    names = {d.name for f in families for d in f.features(ctx)} | set(REALTIME_FEATURES)
+    names = {d.name for f in families for d in f.features(ctx)} | {
+        n for fs in PUSHED_VIEWS.values() for n in fs
+    }
     names |= {spec[0] for spec in DEFAULT_RATIOS}
     return names | {spec[0] for spec in recency_specs(sorted(names))}
 

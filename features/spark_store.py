@@ -27,7 +27,7 @@ from features.feature_repo.definitions import (
     RepoObjects,
     RepoSettings,
     build_repo,
-    ensure_realtime_log,
+    ensure_push_logs,
     load_manifest,
 )
 from features.store import REPO_DIR, _needs_request_time, apply_objects, _substitute, utc_micros
@@ -91,7 +91,7 @@ def apply_spark_repo(ws: Workspace, settings: RepoSettings | None = None) -> Rep
     """Register the manifest's objects (SparkSources) in the Spark registry, as ``feast apply`` would."""
     settings = settings or RepoSettings()
     manifest = load_manifest(ws.features_dir)
-    ensure_realtime_log(ws.feast_dir, manifest.join_key)
+    ensure_push_logs(ws.feast_dir, manifest.join_key)
     objects = spark_objects(build_repo(ws.root, manifest, settings))
     apply_objects(open_spark_store(ws, settings), objects, settings.project)
     return objects

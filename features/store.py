@@ -20,19 +20,24 @@ import numpy as np
 import pandas as pd
 import yaml
 from feast import FeatureStore, FeatureView, RepoConfig
+from feast.data_source import PushMode
 from pydantic import BaseModel, ConfigDict
 
 from cxpredict.workspace import Workspace
+from features.decision_log import OFFER_WINDOW, DecisionLog, offer_counts
 from features.event_log import EventLog, RealtimeEvent, counters
 from features.feast_internals import DUMMY_ENTITY, Project, RepoContents, extract_objects_for_apply_delete
 from features.feature_repo.definitions import (
+    OFFER_FEATURES,
+    OFFERS_PUSH_SOURCE,
+    PUSHED_VIEWS,
     REALTIME_FEATURES,
     REALTIME_VIEW,
     REQUEST_TIME,
     RepoObjects,
     RepoSettings,
     build_repo,
-    ensure_realtime_log,
+    ensure_push_logs,
     load_manifest,
 )
 
@@ -78,7 +83,7 @@ def apply_repo(ws: Workspace, settings: RepoSettings | None = None) -> RepoObjec
     workspace = ws
     settings = settings or RepoSettings()
     manifest = load_manifest(workspace.features_dir)
-    ensure_realtime_log(workspace.feast_dir, manifest.join_key)
+    ensure_push_logs(workspace.feast_dir, manifest.join_key)
     objects = build_repo(workspace.root, manifest, settings)
     apply_objects(open_store(workspace, settings), objects, settings.project)
     return objects
@@ -122,8 +127,8 @@ class MaterializeReport(BaseModel):
 
 
 def snapshot_views(store: FeatureStore) -> list:
-    """The materialisable family views (the realtime view is fed by pushes, not by snapshots)."""
-    return [fv for fv in store.list_feature_views() if fv.name != REALTIME_VIEW and fv.online]
+    """The materialisable family views (the pushed views are fed by pushes, not by snapshots)."""
+    return [fv for fv in store.list_feature_views() if fv.name not in PUSHED_VIEWS and fv.online]
 
 
 def materialize_latest(
@@ -197,18 +202,27 @@ def refresh_features(
     return build, report
 
 
-def remirror(ws: Workspace) -> int:
+def remirror(ws: Workspace, now: datetime | None = None) -> int:
     """Rewrite Feast's ``realtime`` view for every customer with logged events since the online
-    snapshot (after a refresh, counters restart from the new snapshot); returns how many."""
+    snapshot (after a refresh, counters restart from the new snapshot) and the ``offer_outcomes``
+    view at ``now`` (default: now) for every customer with an outcome in the 60 days before it (so
+    counts that aged out since a refresh up to 30 days earlier drop too); returns how many customers
+    had realtime counters."""
     store = open_store(ws)
     log = EventLog.of(ws)
+    decisions = DecisionLog.of(ws)
     try:
         window = snapshot_as_of(ws, store)
         customers = log.customers(window)
         if customers:
             mirror_counters(ws, store, log, customers, window)
+        now = now or datetime.now(UTC)
+        offered = decisions.customers_with_outcomes(now - 2 * OFFER_WINDOW)
+        if offered:
+            mirror_offers(ws, store, decisions, offered, now)
     finally:
         log.close()
+        decisions.close()
     return len(customers)
 
 
@@ -469,6 +483,33 @@ class PushResult(BaseModel):
     event_id: str
     duplicate: bool
     counters: dict[str, float | None]
+
+
+def mirror_offers(
+    ws: Workspace, store: FeatureStore, log: DecisionLog, customer_ids: list[str], now: datetime | None = None
+) -> dict[str, dict]:
+    """Push these customers' offer features at ``now`` (default: when the lock is held), computed
+    from the decision log (the source of truth), through Feast's ``offer_outcomes_push`` source into
+    the online store; returns them.
+
+    Written under a workspace lock, each time from the whole log, so concurrent writers leave the
+    view equal to the log, as for the realtime counters."""
+    lock_path = ws.root / "decisions" / "offers.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        now = now or datetime.now(UTC)
+        stamp = pd.Timestamp(now.astimezone(UTC))
+        found = log.outcomes_of(customer_ids)
+        counts = {c: offer_counts(found.get(c, []), now) for c in customer_ids}
+        rows = [{"customer_id": c, "event_timestamp": stamp} | values for c, values in counts.items()]
+        for offset in range(0, len(rows), 10_000):
+            frame = pd.DataFrame(
+                rows[offset : offset + 10_000], columns=["customer_id", "event_timestamp", *OFFER_FEATURES]
+            )
+            frame = frame.astype(dict.fromkeys(OFFER_FEATURES, "float64"))
+            store.push(OFFERS_PUSH_SOURCE, frame, allow_registry_cache=True, to=PushMode.ONLINE)
+    return counts
 
 
 def snapshot_as_of(ws: Workspace, store: FeatureStore) -> datetime:

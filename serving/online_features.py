@@ -20,11 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cxpredict.workspace import Workspace
+from features.decision_log import DecisionLog
 from features.event_log import EventLog, RealtimeEvent, counters
 from features.feast_internals import SqliteOnlineStore
 from features.feature_repo.definitions import REALTIME_FEATURES
 from features.online import EVENT_TIME, OnlineReader
-from features.store import PushResult, mirror_counters, open_store, snapshot_as_of
+from features.store import PushResult, mirror_counters, mirror_offers, open_store, snapshot_as_of
 from serving.realtime import overlay
 
 CONSENT_FEATURE = "profile_consent_profiling"
@@ -203,3 +204,15 @@ class OnlineFeatures:
             logged = self.log.events([event.customer_id], since=window)
             values = counters(logged.get(event.customer_id, ()), window.timestamp())
         return PushResult(event_id=key, duplicate=not new, counters=values or {})
+
+    def push_offers(self, decisions: DecisionLog, customer_id: str) -> dict | None:
+        """Push the customer's offer features, recomputed from the decision log, to Feast's
+        ``offer_outcomes`` view; None when that failed (logged, not fatal: the outcome is in the log,
+        and the next ``cxpredict features`` rewrites the view)."""
+        try:
+            return mirror_offers(self.ws, self.store, decisions, [customer_id])[customer_id]
+        except Exception as error:
+            log.warning(
+                "the offer features were not pushed (%s); the outcome is logged", type(error).__name__
+            )
+            return None

@@ -250,3 +250,8 @@ class OutcomeResponse(BaseModel):
     outcome: Outcome  # type: ignore[valid-type]
     accepted: bool
     duplicate: bool = Field(description="True: this outcome of this action was reported before.")
+    offers: dict[str, float | None] | None = Field(
+        None,
+        description="The customer's offer features after this outcome, as pushed to the feature store's "
+        "offer_outcomes view (null: the push failed; the outcome is logged and the next refresh writes them).",
+    )

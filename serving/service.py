@@ -465,7 +465,8 @@ class _Service:
         revenue: Revenue | None = None,
     ) -> OutcomeResponse:
         """Report what happened to a decided action (delivered, opened, ..., converted); once per
-        decision, action and outcome, durable before the answer."""
+        decision, action and outcome, durable before the answer. The customer's offer features
+        (received, accepted, rejected in the last 30 days) are then pushed to the feature store."""
         from features.decision_log import ActionNotDecided, UnknownDecision
 
         moment = datetime.now(UTC) if timestamp is None else timestamp
@@ -478,12 +479,16 @@ class _Service:
             return error(400, "this action was not decided for this decision", "action")
         except Exception as failure:
             return error(503, f"the outcome could not be logged ({type(failure).__name__})")
+        offers = None
+        if self.features is not None and not self.erased.among([recorded.customer_id]):
+            offers = self.features.push_offers(self.decisions, recorded.customer_id)
         return OutcomeResponse(
             decision_id=decision_id,
             action=action,
             outcome=outcome,
             accepted=True,
             duplicate=recorded.duplicate,
+            offers=offers,
         )
 
     @bentoml.api(route="/admin/reload")

@@ -8,11 +8,11 @@ Contract: one entity ``customer`` (join key from the manifest); per family prese
 over ``<ws>/features/<path>/snapshot_date=*/data.parquet`` (a glob: DuckDB's ``read_parquet``,
 which Feast's DuckDB offline store uses, expands it) and a FeatureView with the manifest's
 schema (double → Float64, string → String); on-demand views for ratios and request-time values,
-created only over features that exist; a ``realtime`` view fed by a PushSource; one
+created only over features that exist; ``realtime`` and ``offer_outcomes`` views fed by PushSources; one
 FeatureService per model task. A custom SQL view (manifest entry with a ``custom`` block, see
 :mod:`features.custom`) is a FeatureView with its own TTL in the services of the tasks it names;
 no derived view is built over its features, so it reaches no other task. This module does no I/O except :func:`load_manifest` and
-:func:`ensure_realtime_log`.
+:func:`ensure_push_logs`.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ MANIFEST_FILE = "manifest.json"
 SNAPSHOT_GLOB = "snapshot_date=*/data.parquet"
 REALTIME_VIEW = "realtime"
 REALTIME_PUSH_SOURCE = "realtime_push"
+OFFERS_VIEW = "offer_outcomes"
+OFFERS_PUSH_SOURCE = "offer_outcomes_push"
 RATIOS_VIEW = "ratios"
 RECENCY_NOW_VIEW = "recency_now"
 REQUEST_SOURCE = "request"
@@ -70,6 +72,20 @@ REALTIME_FEATURES: tuple[str, ...] = (
 (epoch seconds) of the last event, last engagement event, last ticket event and last survey answer,
 and the last NPS / CSAT scores answered (null when none): the signals that arrive between two
 snapshots."""
+
+OFFER_FEATURES: tuple[str, ...] = (
+    "offers_received_30d",
+    "offers_accepted_30d",
+    "offers_rejected_30d",
+    "offers_last_outcome_ts",
+    "offers_counted_at_ts",
+)
+"""From the decision log's outcomes (``features.decision_log.offer_counts``): decided actions with an
+outcome reported in the 30 days before ``offers_counted_at_ts`` (epoch seconds) — any outcome
+(received), accepted or converted (accepted), rejected or unsubscribed (rejected) — and the time of
+the customer's last reported outcome (null when none)."""
+PUSHED_VIEWS: dict[str, tuple[str, ...]] = {REALTIME_VIEW: REALTIME_FEATURES, OFFERS_VIEW: OFFER_FEATURES}
+"""Views fed by pushes, not materialised from snapshots, with their features."""
 
 DEFAULT_RATIOS: tuple[tuple[str, str, str], ...] = tuple(
     spec
@@ -202,31 +218,31 @@ class RepoObjects:
         return named
 
 
-def realtime_log_path(feast_dir: Path) -> Path:
-    """Batch source behind the push source: the offline copy of pushed rows (empty unless pushed offline)."""
-    return Path(feast_dir) / "realtime" / "data.parquet"
+def push_log_path(feast_dir: Path, view: str = REALTIME_VIEW) -> Path:
+    """Batch source behind a push source: the offline copy of pushed rows (empty unless pushed offline)."""
+    return Path(feast_dir) / view / "data.parquet"
 
 
-def realtime_schema(join_key: str = "customer_id") -> pa.Schema:
+def push_schema(view: str = REALTIME_VIEW, join_key: str = "customer_id") -> pa.Schema:
     return pa.schema(
         [(join_key, pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC"))]
-        + [(name, pa.float64()) for name in REALTIME_FEATURES]
+        + [(name, pa.float64()) for name in PUSHED_VIEWS[view]]
     )
 
 
-def ensure_realtime_log(feast_dir: Path, join_key: str = "customer_id") -> Path:
-    """Create the empty realtime Parquet file if missing (or empty with an older schema), so
+def ensure_push_logs(feast_dir: Path, join_key: str = "customer_id") -> list[Path]:
+    """Create each pushed view's empty Parquet file if missing (or empty with an older schema), so
     materialisation and PIT joins can read it."""
-    path = realtime_log_path(feast_dir)
-    outdated = (
-        path.exists()
-        and pq.read_metadata(path).num_rows == 0
-        and pq.read_schema(path) != realtime_schema(join_key)
-    )
-    if not path.exists() or outdated:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(realtime_schema(join_key).empty_table(), path)
-    return path
+    paths = []
+    for view in PUSHED_VIEWS:
+        path = push_log_path(feast_dir, view)
+        schema = push_schema(view, join_key)
+        outdated = path.exists() and pq.read_metadata(path).num_rows == 0 and pq.read_schema(path) != schema
+        if not path.exists() or outdated:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(schema.empty_table(), path)
+        paths.append(path)
+    return paths
 
 
 def ratio_specs(available: set[str], candidates=DEFAULT_RATIOS) -> list[tuple[str, str, str]]:
@@ -369,26 +385,33 @@ def build_repo(
         )
     family_views = tuple(views)
 
-    push = PushSource(
-        name=REALTIME_PUSH_SOURCE,
-        batch_source=FileSource(
-            name="realtime_log",
-            path=str(realtime_log_path(root / "feast")),
-            file_format=ParquetFormat(),
-            timestamp_field="event_timestamp",
-        ),
-        description="Engagement and service events pushed as they happen.",
-    )
-    sources[push.name] = push
-    views[REALTIME_VIEW] = FeatureView(
-        name=REALTIME_VIEW,
-        entities=[entity],
-        ttl=settings.ttl,
-        schema=[key_field] + [Field(name=name, dtype=Float64) for name in REALTIME_FEATURES],
-        source=push,
-        online=True,
-        description="Counters of events since the last feature snapshot (pushed, not materialised).",
-    )
+    pushed = (
+        (REALTIME_VIEW, REALTIME_PUSH_SOURCE, "Engagement and service events pushed as they happen.",
+         "Counters of events since the last feature snapshot (pushed, not materialised)."),
+        (OFFERS_VIEW, OFFERS_PUSH_SOURCE, "Outcomes of decided actions, pushed as they are reported.",
+         "Offers received, accepted and rejected in the last 30 days (pushed, not materialised)."),
+    )  # fmt: skip
+    for view_name, source_name, source_text, view_text in pushed:
+        push = PushSource(
+            name=source_name,
+            batch_source=FileSource(
+                name=f"{view_name}_log",
+                path=str(push_log_path(root / "feast", view_name)),
+                file_format=ParquetFormat(),
+                timestamp_field="event_timestamp",
+            ),
+            description=source_text,
+        )
+        sources[push.name] = push
+        views[view_name] = FeatureView(
+            name=view_name,
+            entities=[entity],
+            ttl=settings.ttl,
+            schema=[key_field] + [Field(name=name, dtype=Float64) for name in PUSHED_VIEWS[view_name]],
+            source=push,
+            online=True,
+            description=view_text,
+        )
 
     family_of = manifest.feature_family()
     doubles = [
@@ -451,6 +474,11 @@ def build_repo(
         name="realtime_signals",
         features=[views[REALTIME_VIEW]],
         description="Pushed event counters since the last snapshot (serving only: zero at training cutoffs).",
+    )
+    services[OFFERS_VIEW] = FeatureService(
+        name=OFFERS_VIEW,
+        features=[views[OFFERS_VIEW]],
+        description="Offer outcomes of the last 30 days, pushed from /outcomes (serving only: no model reads them).",
     )
     return RepoObjects(
         entity=entity,

@@ -6,12 +6,12 @@ is ``CXPREDICT_HOME``, the same variable ``feature_store.yaml`` expands.
 """
 
 from cxpredict.workspace import resolve_workspace
-from features.feature_repo.definitions import build_repo, ensure_realtime_log, load_manifest
+from features.feature_repo.definitions import build_repo, ensure_push_logs, load_manifest
 from features.feature_repo.workspace_registry import require_home
 
 require_home()  # unset: Feast's CLI prints one line saying what to export (a RuntimeError in Python)
 
 _workspace = resolve_workspace()
 _manifest = load_manifest(_workspace.features_dir)
-ensure_realtime_log(_workspace.feast_dir, _manifest.join_key)
+ensure_push_logs(_workspace.feast_dir, _manifest.join_key)
 globals().update(build_repo(_workspace.root, _manifest).by_name())

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from features.decision_log import ActionNotDecided, DecisionLog, UnknownDecision
+from features.decision_log import ActionNotDecided, DecisionLog, UnknownDecision, offer_counts
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -57,3 +57,55 @@ def test_given_a_holdout_decision_then_its_withheld_actions_are_kept_but_are_no_
     assert decisions["d-1"]["actions"] == ["retention_offer"] and decisions["d-1"]["withheld"] == []
     assert "C2" not in contacts and [c.action for c in contacts["C1"]] == ["retention_offer"]
     assert [d["decision_id"] for d in log.decisions(since=NOW - timedelta(hours=1))] == ["d-2"]
+
+
+def _outcomes(log: DecisionLog, reported: list[tuple[str, str, datetime]]) -> list:
+    for decision_id, outcome, at in reported:
+        log.record_outcome(decision_id, "retention_offer", outcome, at)
+    return log.outcomes_of(["C1", "C2"]).get("C1", [])
+
+
+def test_given_outcomes_of_one_action_then_offer_features_count_the_action_once_per_kind(log):
+    reported = _outcomes(
+        log,
+        [("d-1", "delivered", NOW - timedelta(days=2)), ("d-1", "opened", NOW - timedelta(days=1)),
+         ("d-1", "accepted", NOW - timedelta(hours=20)), ("d-1", "converted", NOW - timedelta(hours=10))],
+    )  # fmt: skip
+
+    counts = offer_counts(reported, NOW)
+
+    assert (counts["offers_received_30d"], counts["offers_accepted_30d"], counts["offers_rejected_30d"]) == (
+        1,
+        1,
+        0,
+    )
+    assert counts["offers_last_outcome_ts"] == (NOW - timedelta(hours=10)).timestamp()
+    assert counts["offers_counted_at_ts"] == NOW.timestamp()
+
+
+def test_given_outcomes_older_than_30_days_or_after_the_moment_then_they_do_not_count(log):
+    log.record_decisions(
+        [{"decision_id": "d-3", "customer_id": "C1", "at": NOW - timedelta(days=40), "holdout": False,
+          "actions": [{"action": "retention_offer", "propensity": 1.0}], "models": {}}]
+    )  # fmt: skip
+    reported = _outcomes(
+        log,
+        [("d-3", "delivered", NOW - timedelta(days=39)), ("d-3", "unsubscribed", NOW - timedelta(days=5)),
+         ("d-1", "rejected", NOW + timedelta(hours=1))],
+    )  # fmt: skip
+
+    now = offer_counts(reported, NOW)
+    later = offer_counts(reported, NOW + timedelta(days=2))
+
+    assert (now["offers_received_30d"], now["offers_rejected_30d"]) == (0, 1)
+    assert now["offers_last_outcome_ts"] == (NOW - timedelta(days=5)).timestamp()
+    assert (later["offers_received_30d"], later["offers_rejected_30d"]) == (1, 2)
+    assert offer_counts([], NOW)["offers_last_outcome_ts"] is None
+
+
+def test_given_outcomes_then_the_customers_with_outcomes_since_a_moment_are_listed(log):
+    log.record_outcome("d-1", "retention_offer", "opened", NOW - timedelta(days=1))
+
+    assert log.customers_with_outcomes(NOW - timedelta(days=2)) == ["C1"]
+    assert log.customers_with_outcomes(NOW) == []
+    assert [o.customer_id for o in log.outcomes_of(["C1"])["C1"]] == ["C1"]

@@ -256,20 +256,21 @@ def test_given_a_malformed_survey_event_then_it_is_refused(fields):
         RealtimeEvent(customer_id="C1", timestamp=datetime(2026, 12, 2, tzinfo=UTC), **fields)
 
 
-def test_given_an_empty_realtime_log_with_an_older_schema_then_it_is_rewritten_but_pushed_rows_are_kept(
+def test_given_an_empty_push_log_with_an_older_schema_then_it_is_rewritten_but_pushed_rows_are_kept(
     tmp_path,
 ):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from features.feature_repo.definitions import ensure_realtime_log, realtime_log_path, realtime_schema
+    from features.feature_repo.definitions import OFFERS_VIEW, ensure_push_logs, push_log_path, push_schema
 
-    path = realtime_log_path(tmp_path)
+    path = push_log_path(tmp_path)
     path.parent.mkdir(parents=True)
     old = pa.schema([("customer_id", pa.string()), ("realtime_sessions", pa.float64())])
     pq.write_table(old.empty_table(), path)
-    ensure_realtime_log(tmp_path)
-    assert pq.read_schema(path) == realtime_schema()
+    ensure_push_logs(tmp_path)
+    assert pq.read_schema(path) == push_schema()
+    assert pq.read_schema(push_log_path(tmp_path, OFFERS_VIEW)) == push_schema(OFFERS_VIEW)
     pq.write_table(pa.table({"customer_id": ["C1"], "realtime_sessions": [1.0]}, schema=old), path)
-    ensure_realtime_log(tmp_path)
+    ensure_push_logs(tmp_path)
     assert pq.read_table(path).num_rows == 1

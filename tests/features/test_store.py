@@ -41,7 +41,7 @@ def test_given_a_manifest_when_applied_then_one_view_per_family_derived_views_an
     store = feature_store.open_store(ws)
 
     views = {fv.name: fv for fv in store.list_feature_views()}
-    assert set(views) == {"purchase", "engagement", "profile", "realtime"}
+    assert set(views) == {"purchase", "engagement", "profile", "realtime", "offer_outcomes"}
     assert {f.name: str(f.dtype) for f in views["profile"].features} == {
         "profile_tenure_days": "Float64",
         "profile_region": "String",
@@ -59,7 +59,11 @@ def test_given_a_manifest_when_applied_then_one_view_per_family_derived_views_an
     }
     services = {s.name: {p.name for p in s.feature_view_projections} for s in store.list_feature_services()}
     assert services["churn"] == {"purchase", "engagement", "profile", "ratios", "recency_now"}
-    assert set(services) == {*(spec.name for spec in registry.known_tasks()), "realtime_signals"}
+    assert set(services) == {
+        *(spec.name for spec in registry.known_tasks()),
+        "realtime_signals",
+        "offer_outcomes",
+    }
 
 
 def test_given_a_family_missing_when_built_then_no_view_and_no_ratio_over_its_features(tmp_path):
@@ -67,7 +71,7 @@ def test_given_a_family_missing_when_built_then_no_view_and_no_ratio_over_its_fe
 
     objects = build_repo(tmp_path, load_manifest(tmp_path / "features"), RepoSettings(ttl_days=90))
 
-    assert set(objects.feature_views) == {"purchase", "realtime"}
+    assert set(objects.feature_views) == {"purchase", "realtime", "offer_outcomes"}
     assert objects.feature_views["purchase"].ttl == timedelta(days=90)
     ratios = [f.name for f in objects.on_demand_views["ratios"].features]
     assert ratios == ["purchase_spend_per_order_30d"]
@@ -100,7 +104,7 @@ def test_given_the_repo_folder_when_the_feast_cli_applies_lists_and_materialises
     assert run.returncode == 0, run.stderr[-3000:]
     listing = run.stdout.split("$ feast feature-views list")[1].split("$ feast materialize-incremental")[0]
     names = {line.split()[0] for line in listing.splitlines()[1:] if line.strip()}
-    assert {"purchase", "profile", "realtime", "ratios", "recency_now"} <= names
+    assert {"purchase", "profile", "realtime", "offer_outcomes", "ratios", "recency_now"} <= names
     assert (ws.feast_dir / "registry.db").is_file()
     store = feature_store.open_store(ws)
     online = store.get_online_features(
