@@ -24,6 +24,7 @@ from feast.data_source import PushMode
 from pydantic import BaseModel, ConfigDict
 
 from cxpredict.workspace import Workspace
+from features.catalog import ingest_lock
 from features.decision_log import OFFER_WINDOW, DecisionLog, offer_counts
 from features.event_log import EventLog, RealtimeEvent, counters
 from features.feast_internals import DUMMY_ENTITY, Project, RepoContents, extract_objects_for_apply_delete
@@ -192,13 +193,18 @@ def refresh_features(
     """``cxpredict features``: build the missing snapshots up to ``as_of`` (with the custom SQL
     views of ``custom_dir``, default ``<ws>/features.d``; on ``engine``, default DuckDB), apply the
     Feast repository and materialise the latest snapshot online. Returns the build summary and the
-    materialisation."""
+    materialisation.
+
+    Holds the workspace's writer lock (``features.catalog.ingest_lock``) throughout, as ingestion and
+    erasure do: a refresh that read a customer's rows before an erasure would otherwise write them
+    back into the snapshots and the online store after it."""
     from features.snapshots import build_features
 
-    build = build_features(ws, as_of, progress=progress, custom_dir=custom_dir, engine=engine)
-    apply_repo(ws)
-    report = materialize_latest(ws, end=as_of)
-    remirror(ws)
+    with ingest_lock(ws):
+        build = build_features(ws, as_of, progress=progress, custom_dir=custom_dir, engine=engine)
+        apply_repo(ws)
+        report = materialize_latest(ws, end=as_of)
+        remirror(ws)
     return build, report
 
 

@@ -520,3 +520,54 @@ def test_given_postgresql_logs_forget_deletes_the_customers_events_decisions_and
         assert decisions.counts() == {"decisions": 1, "holdout_decisions": 0, "outcomes": 1}
         events.close()
         decisions.close()
+
+
+def test_given_a_feature_refresh_in_progress_then_forget_waits_for_it_and_nothing_of_the_customer_is_left(
+    ws, write_raw, transactions, customers, now, monkeypatch
+):
+    import threading
+
+    from features import store
+    from features.ingest import ingest
+
+    # given an ingested workspace with its features online, and a refresh that has built its snapshots
+    write_raw("transactions", transactions)
+    write_raw("customers", customers)
+    ingest(ws, now=now)
+    store.refresh_features(ws, now)
+    built, release, materialize = threading.Event(), threading.Event(), store.materialize_latest
+
+    def paused(*args, **kwargs):
+        built.set()
+        release.wait(30)
+        return materialize(*args, **kwargs)
+
+    monkeypatch.setattr(store, "materialize_latest", paused)
+    refresh = threading.Thread(target=store.refresh_features, args=(ws, now))
+    refresh.start()
+    assert built.wait(60)
+
+    # when C1 is forgotten while the refresh is still writing
+    erase = threading.Thread(
+        target=erasure.forget, args=(ws, erasure.Request(identifiers={"customer_id": ["C1"]}))
+    )
+    erase.start()
+    erase.join(timeout=2)
+    waited = erase.is_alive()
+    release.set()
+    refresh.join(60)
+    erase.join(120)
+
+    # then the erasure waited for the refresh, and neither the snapshots nor the online store hold C1
+    assert waited and not erase.is_alive() and not refresh.is_alive()
+    assert erasure.read_audit(ws)[-1].customers == 1
+    for table in ws.features_dir.rglob("*.parquet"):
+        assert "C1" not in pq.read_table(table).to_pydict().get("customer_id", []), table
+    online = (
+        store.open_store(ws)
+        .get_online_features(
+            features=["profile:profile_region"], entity_rows=[{"customer_id": "C1"}, {"customer_id": "C2"}]
+        )
+        .to_dict()["profile_region"]
+    )
+    assert online == [None, "south"]
