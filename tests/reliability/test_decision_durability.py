@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 
 import pandas as pd
 import pytest
@@ -32,8 +31,7 @@ def test_given_answered_decisions_and_outcomes_when_the_server_is_killed_then_th
             "outcome": "clicked",
         }
         reported = [client.post("/outcomes", json=outcome).json()["duplicate"] for _ in range(3)]
-    server.process.send_signal(signal.SIGKILL)
-    server.stop()
+    server.kill()
 
     # then every answered decision is in the log, the holdout ones too, and the outcome once
     assert [a.status_code for a in answers] == [200] * 3

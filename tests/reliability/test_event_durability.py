@@ -3,7 +3,6 @@ into the next snapshot."""
 
 from __future__ import annotations
 
-import signal
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -97,8 +96,7 @@ def test_given_acknowledged_events_when_the_server_is_killed_and_features_refres
     duplicate = _post(
         server, {"customer_id": target, "event_type": "session_start", "timestamp": moments[0].isoformat()}
     )
-    server.process.send_signal(signal.SIGKILL)
-    server.stop()
+    server.kill()
     assert [a.status_code for a in answers] == [200] * 12 and duplicate.json()["duplicate"] is True
 
     # when both workspaces build features as of a later date

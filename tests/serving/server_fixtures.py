@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from serving.supervisor import stop_group
@@ -41,8 +42,31 @@ class Server:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
+    def _tree(self) -> list[psutil.Process]:
+        """The server and every process under it (BentoML's workers lead process groups of their
+        own, so signalling the server's group alone leaves them running once the server is gone)."""
+        try:
+            root = psutil.Process(self.process.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def kill(self) -> None:
+        """SIGKILL the server and all its workers at once, as a crash of the host would."""
+        for process in self._tree():
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        self.process.wait(10)
+
     def stop(self) -> None:
+        tree = self._tree()
         stop_group(self.process)
+        psutil.wait_procs(tree, timeout=10)
+        for process in tree:
+            if process.is_running():
+                process.kill()
 
 
 def start_server(
