@@ -280,8 +280,9 @@ class _Service:
             return answered
         return Response(json.dumps(answered[0], separators=(",", ":")), media_type="application/json")
 
-    def _answer(self, customer_ids: Sequence[str], tasks: Sequence[str]):
-        """(the ``/predict`` body, the request's features), or the error Response."""
+    def _answer(self, customer_ids: Sequence[str], tasks: Sequence[str], drivers: int | None = None):
+        """(the ``/predict`` body, the request's features), or the error Response; ``drivers`` per
+        block (default: the settings')."""
         from serving.online_features import StoreUnavailable
 
         self._sync()
@@ -297,7 +298,8 @@ class _Service:
             metrics()["store_errors"].inc()
             log.error("online store read failed: %s", failure)
             return error(503, str(failure))
-        predictions = answer_predictions(models, features, tasks, self.settings.drivers)
+        k = self.settings.drivers if drivers is None else drivers
+        predictions = answer_predictions(models, features, tasks, k)
         n, counter = len(customer_ids), metrics()["predictions"]
         scored = sum(
             1 for s, c in zip(features.snapshot_s, features.consent, strict=True) if s is not None and c
@@ -409,7 +411,9 @@ class _Service:
         decision log before the answer."""
         from serving.decisions import as_answer, decide, view_from
 
-        answered = self._answer(customer_ids, registry.names())
+        # no drivers: a decision reads the blocks' numbers, never their drivers, and drivers are
+        # most of a block's cost
+        answered = self._answer(customer_ids, registry.names(), drivers=0)
         if isinstance(answered, Response):
             return answered
         body, features = answered

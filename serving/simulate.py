@@ -436,7 +436,9 @@ def run_loop(
             batch_ids = triggered["customer_id"].tolist()
             services = [model.feature_service for model in models.models.values()] or [tasks[0]]
             read = features.read(batch_ids, services, day.to_pydatetime())
-            predictions = answer_predictions(models, read, list(models.models), 3)
+            predictions = answer_predictions(
+                models, read, list(models.models), 0
+            )  # no drivers: decisions do not read them
             contacts = log.contacts(batch_ids, since=(day - lookback).to_pydatetime())
             refs = models.refs()
             rows = []
