@@ -299,7 +299,7 @@ class DecisionLog:
                         RESULTS.c.action,
                         RESULTS.c.outcome,
                         RESULTS.c.at_us,
-                    )  # fmt: skip
+                    )
                     .select_from(RESULTS.join(DECISIONS, RESULTS.c.decision_id == DECISIONS.c.decision_id))
                     .where(DECISIONS.c.customer_id.in_(ids[offset : offset + 5_000]))
                 )

@@ -411,8 +411,7 @@ class _Service:
         decision log before the answer."""
         from serving.decisions import as_answer, decide, view_from
 
-        # no drivers: a decision reads the blocks' numbers, never their drivers, and drivers are
-        # most of a block's cost
+        # no drivers: a decision reads the blocks' numbers, never their drivers, which are costly
         answered = self._answer(customer_ids, registry.names(), drivers=0)
         if isinstance(answered, Response):
             return answered
