@@ -152,6 +152,33 @@ def test_given_the_redis_store_an_event_push_reaches_the_next_prediction_and_the
     assert mirrored["realtime_sessions"] == [2.0, None]
 
 
+def test_given_the_redis_store_an_outcome_reaches_feasts_offer_view_on_redis(
+    redis_world, redis_api, known_ids
+):
+    # given a decision with an action for customers no other test here touches
+    with redis_api.client() as client:
+        decided = client.post("/decide", json={"customer_ids": known_ids[-30:-5]}).json()["decisions"]
+        chosen = next(d for d in decided if d["actions"])
+        body = {"decision_id": chosen["decision_id"], "action": chosen["actions"][0]["action"]}
+        # when it is delivered and rejected
+        answers = [client.post("/outcomes", json=body | {"outcome": o}) for o in ("delivered", "rejected")]
+
+    # then the answer's offer counts are what Feast's own SDK reads back from Redis
+    assert [a.status_code for a in answers] == [200, 200]
+    offers = answers[-1].json()["offers"]
+    assert offers["offers_rejected_30d"] >= 1 and offers["offers_received_30d"] >= 1
+    read = (
+        redis_world.store()
+        .get_online_features(
+            features=["offer_outcomes:offers_received_30d", "offer_outcomes:offers_rejected_30d"],
+            entity_rows=[{"customer_id": chosen["customer_id"]}],
+        )
+        .to_dict()
+    )
+    assert read["offers_received_30d"] == [offers["offers_received_30d"]]
+    assert read["offers_rejected_30d"] == [offers["offers_rejected_30d"]]
+
+
 def _features(ws, env: dict, as_of: datetime) -> None:
     """``cxpredict features --as-of`` in its own process with the world's Redis settings."""
     command = [sys.executable, "-m", "cxpredict.cli", "features", "--workspace", str(ws.root)]
