@@ -171,7 +171,9 @@ def registry_lock(
             )
             break
         except MlflowException as error:
-            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            # The SQL store answers a taken name by looking the holder up; if the holder released
+            # in between, that lookup fails with "does not exist": the lock is free, try again.
+            if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
                 raise
         _break_if_stale(client, lock, stale_after_s)
         if time.monotonic() > deadline:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-import pandas as pd
 import pytest
 
 from features import erasure
@@ -28,15 +27,21 @@ def _feast_offers(ws, customer_id: str) -> dict:
 
 
 def test_given_reported_outcomes_then_feast_serves_the_customers_offer_counts_until_erased(
-    private_workspace, tmp_path
+    private_workspace, known_ids, tmp_path
 ):
-    # given a decision with an action for a known customer
+    # given a decision with an action for a known customer (among enough of them that the policy,
+    # its holdout and contact rules leave at least one action)
     ws = private_workspace
-    ids = sorted(pd.read_parquet(ws.features_dir / "engagement").customer_id.unique())[:60]
     server = start_server(ws, tmp_path / "server.log", workers=2)
     try:
         with server.client() as client:
-            decided = client.post("/decide", json={"customer_ids": ids}).json()["decisions"]
+            decided = [
+                decision
+                for start in (0, 100)
+                for decision in client.post(
+                    "/decide", json={"customer_ids": known_ids[start : start + 100]}
+                ).json()["decisions"]
+            ]
             chosen = next(d for d in decided if d["actions"])
             customer, action = chosen["customer_id"], chosen["actions"][0]["action"]
             log = DecisionLog.of(ws)
