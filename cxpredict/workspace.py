@@ -7,7 +7,10 @@ touches the disk until :meth:`Workspace.ensure` is called.
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -86,3 +89,16 @@ def resolve_workspace(path: Path | str | None = None) -> Workspace:
     """The workspace named by the option, else by ``CXPREDICT_HOME``, else ``./.cxpredict``."""
     chosen = path if path is not None else os.environ.get(HOME_VARIABLE) or DEFAULT_HOME
     return Workspace(root=Path(chosen).expanduser().absolute())
+
+
+@contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (created if missing) for the block, across threads
+    and processes; the kernel drops it if the holder dies, so a crash never leaves it held."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -12,7 +12,6 @@ Layout of a version: ``<source>.parquet`` (contract schema), ``quarantine/<sourc
 
 from __future__ import annotations
 
-import fcntl
 import os
 import secrets
 import shutil
@@ -26,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
-from cxpredict.workspace import Workspace
+from cxpredict.workspace import Workspace, exclusive
 from features.contract import SOURCES, pandas_types
 
 VERSIONS_DIR = ".canonical-versions"
@@ -217,9 +216,5 @@ def commit(staged: StagedVersion) -> None:
 def ingest_lock(ws: Workspace) -> Iterator[None]:
     """Serialise writers of one workspace (readers never need it: they follow the symlink)."""
     ws.ensure()
-    with open(ws.root / LOCK_FILE, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive(ws.root / LOCK_FILE):
+        yield

@@ -611,7 +611,7 @@ def _taken_features(ctx: FamilyContext, families: list[Family]) -> set[str]:
     from features.feature_repo.definitions import DEFAULT_RATIOS, PUSHED_VIEWS, recency_specs
 
     names = {d.name for f in families for d in f.features(ctx)} | {
-        n for fs in PUSHED_VIEWS.values() for n in fs
+        n for view in PUSHED_VIEWS.values() for n in view.features
     }
     names |= {spec[0] for spec in DEFAULT_RATIOS}
     return names | {spec[0] for spec in recency_specs(sorted(names))}

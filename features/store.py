@@ -8,9 +8,9 @@ store), plus :class:`RepoSettings` overrides (project, TTL, Redis online store).
 
 from __future__ import annotations
 
-import fcntl
 import sqlite3
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -23,7 +23,7 @@ from feast import FeatureStore, FeatureView, RepoConfig
 from feast.data_source import PushMode
 from pydantic import BaseModel, ConfigDict
 
-from cxpredict.workspace import Workspace
+from cxpredict.workspace import Workspace, exclusive
 from features.catalog import ingest_lock
 from features.decision_log import OFFER_WINDOW, DecisionLog, offer_counts
 from features.event_log import EventLog, RealtimeEvent, counters
@@ -491,6 +491,12 @@ class PushResult(BaseModel):
     counters: dict[str, float | None]
 
 
+def _chunks(rows: list[dict], columns: list[str] | None = None, size: int = 10_000) -> Iterator[pd.DataFrame]:
+    """Rows as frames of at most ``size`` (one online-store write each, bounded in memory)."""
+    for offset in range(0, len(rows), size):
+        yield pd.DataFrame(rows[offset : offset + size], columns=columns)
+
+
 def mirror_offers(
     ws: Workspace, store: FeatureStore, log: DecisionLog, customer_ids: list[str], now: datetime | None = None
 ) -> dict[str, dict]:
@@ -500,19 +506,13 @@ def mirror_offers(
 
     Written under a workspace lock, each time from the whole log, so concurrent writers leave the
     view equal to the log, as for the realtime counters."""
-    lock_path = ws.root / "decisions" / "offers.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(ws.root / "decisions" / "offers.lock"):
         now = now or datetime.now(UTC)
         stamp = pd.Timestamp(now.astimezone(UTC))
         found = log.outcomes_of(customer_ids)
         counts = {c: offer_counts(found.get(c, []), now) for c in customer_ids}
         rows = [{"customer_id": c, "event_timestamp": stamp} | values for c, values in counts.items()]
-        for offset in range(0, len(rows), 10_000):
-            frame = pd.DataFrame(
-                rows[offset : offset + 10_000], columns=["customer_id", "event_timestamp", *OFFER_FEATURES]
-            )
+        for frame in _chunks(rows, ["customer_id", "event_timestamp", *OFFER_FEATURES]):
             frame = frame.astype(dict.fromkeys(OFFER_FEATURES, "float64"))
             store.push(OFFERS_PUSH_SOURCE, frame, allow_registry_cache=True, to=PushMode.ONLINE)
     return counts
@@ -528,11 +528,8 @@ def mirror_counters(
 ) -> dict[str, dict]:
     """Write these customers' counters since ``window``, computed from the log, to Feast's
     ``realtime`` view (a customer with no event since then gets empty counters); returns them."""
-    lock_path = ws.root / "events" / "mirror.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
     window_s = window.timestamp()
-    with open(lock_path, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(ws.root / "events" / "mirror.lock"):
         found = log.events(customer_ids, since=window)
         counts = {c: counters(found.get(c, ()), window_s) for c in customer_ids}
         rows = [
@@ -540,6 +537,6 @@ def mirror_counters(
             | (values or dict.fromkeys(REALTIME_FEATURES, None) | {"realtime_window_start_ts": window_s})
             for c, values in counts.items()
         ]
-        for offset in range(0, len(rows), 10_000):
-            store.write_to_online_store(REALTIME_VIEW, pd.DataFrame(rows[offset : offset + 10_000]))
+        for frame in _chunks(rows):
+            store.write_to_online_store(REALTIME_VIEW, frame)
     return counts

@@ -84,8 +84,39 @@ OFFER_FEATURES: tuple[str, ...] = (
 outcome reported in the 30 days before ``offers_counted_at_ts`` (epoch seconds) — any outcome
 (received), accepted or converted (accepted), rejected or unsubscribed (rejected) — and the time of
 the customer's last reported outcome (null when none)."""
-PUSHED_VIEWS: dict[str, tuple[str, ...]] = {REALTIME_VIEW: REALTIME_FEATURES, OFFERS_VIEW: OFFER_FEATURES}
-"""Views fed by pushes, not materialised from snapshots, with their features."""
+
+
+@dataclass(frozen=True)
+class PushedView:
+    """A view fed by pushes through its push source, never materialised from snapshots."""
+
+    name: str
+    push_source: str
+    features: tuple[str, ...]
+    source_description: str
+    description: str
+
+
+PUSHED_VIEWS: dict[str, PushedView] = {
+    view.name: view
+    for view in (
+        PushedView(
+            REALTIME_VIEW,
+            REALTIME_PUSH_SOURCE,
+            REALTIME_FEATURES,
+            "Engagement and service events pushed as they happen.",
+            "Counters of events since the last feature snapshot (pushed, not materialised).",
+        ),
+        PushedView(
+            OFFERS_VIEW,
+            OFFERS_PUSH_SOURCE,
+            OFFER_FEATURES,
+            "Outcomes of decided actions, pushed as they are reported.",
+            "Offers received, accepted and rejected in the last 30 days (pushed, not materialised).",
+        ),
+    )
+}
+"""The pushed views by name."""
 
 DEFAULT_RATIOS: tuple[tuple[str, str, str], ...] = tuple(
     spec
@@ -226,7 +257,7 @@ def push_log_path(feast_dir: Path, view: str = REALTIME_VIEW) -> Path:
 def push_schema(view: str = REALTIME_VIEW, join_key: str = "customer_id") -> pa.Schema:
     return pa.schema(
         [(join_key, pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC"))]
-        + [(name, pa.float64()) for name in PUSHED_VIEWS[view]]
+        + [(name, pa.float64()) for name in PUSHED_VIEWS[view].features]
     )
 
 
@@ -385,32 +416,26 @@ def build_repo(
         )
     family_views = tuple(views)
 
-    pushed = (
-        (REALTIME_VIEW, REALTIME_PUSH_SOURCE, "Engagement and service events pushed as they happen.",
-         "Counters of events since the last feature snapshot (pushed, not materialised)."),
-        (OFFERS_VIEW, OFFERS_PUSH_SOURCE, "Outcomes of decided actions, pushed as they are reported.",
-         "Offers received, accepted and rejected in the last 30 days (pushed, not materialised)."),
-    )  # fmt: skip
-    for view_name, source_name, source_text, view_text in pushed:
+    for pushed in PUSHED_VIEWS.values():
         push = PushSource(
-            name=source_name,
+            name=pushed.push_source,
             batch_source=FileSource(
-                name=f"{view_name}_log",
-                path=str(push_log_path(root / "feast", view_name)),
+                name=f"{pushed.name}_log",
+                path=str(push_log_path(root / "feast", pushed.name)),
                 file_format=ParquetFormat(),
                 timestamp_field="event_timestamp",
             ),
-            description=source_text,
+            description=pushed.source_description,
         )
         sources[push.name] = push
-        views[view_name] = FeatureView(
-            name=view_name,
+        views[pushed.name] = FeatureView(
+            name=pushed.name,
             entities=[entity],
             ttl=settings.ttl,
-            schema=[key_field] + [Field(name=name, dtype=Float64) for name in PUSHED_VIEWS[view_name]],
+            schema=[key_field] + [Field(name=name, dtype=Float64) for name in pushed.features],
             source=push,
             online=True,
-            description=view_text,
+            description=pushed.description,
         )
 
     family_of = manifest.feature_family()

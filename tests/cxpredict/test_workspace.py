@@ -1,8 +1,11 @@
 """Workspace resolution: option, then CXPREDICT_HOME, then ./.cxpredict; nothing written until asked."""
 
+import multiprocessing
+import threading
+import time
 from pathlib import Path
 
-from cxpredict.workspace import DEFAULT_HOME, HOME_VARIABLE, resolve_workspace
+from cxpredict.workspace import DEFAULT_HOME, HOME_VARIABLE, exclusive, resolve_workspace
 
 
 def test_option_wins_over_environment(tmp_path, monkeypatch):
@@ -30,3 +33,52 @@ def test_resolving_writes_nothing_and_every_path_stays_inside_the_root(tmp_path)
     assert all(Path(p).is_relative_to(ws.root) for p in paths)
     ws.ensure()
     assert ws.root.is_dir()
+
+
+def _hold(path: Path, held, release) -> None:
+    with exclusive(path):
+        held.set()
+        release.wait(30)
+
+
+def test_given_a_process_holding_a_lock_then_another_enters_only_after_it_lets_go(tmp_path):
+    # given another process holding the lock
+    path = tmp_path / "locks" / "view.lock"
+    context = multiprocessing.get_context("spawn")
+    held, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold, args=(path, held, release))
+    holder.start()
+    assert held.wait(60)
+
+    # when this process asks for it, then it waits until the holder releases
+    entered = threading.Event()
+
+    def enter() -> None:
+        with exclusive(path):
+            entered.set()
+
+    waiter = threading.Thread(target=enter)
+    waiter.start()
+    time.sleep(0.5)
+    assert not entered.is_set()
+    release.set()
+    holder.join(30)
+    waiter.join(30)
+    assert entered.is_set()
+
+
+def test_given_a_holder_that_dies_then_the_lock_is_free(tmp_path):
+    # given a process that takes the lock and is killed without releasing it
+    path = tmp_path / "view.lock"
+    context = multiprocessing.get_context("spawn")
+    held, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold, args=(path, held, release))
+    holder.start()
+    assert held.wait(60)
+    holder.kill()
+    holder.join(30)
+
+    # then the next writer gets it at once
+    started = time.monotonic()
+    with exclusive(path):
+        assert time.monotonic() - started < 1
