@@ -16,7 +16,10 @@ Folder layout: ``spec.json`` (task, features, categorical levels, heads, calibra
 
 from __future__ import annotations
 
+import ctypes
 import json
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -168,6 +171,70 @@ def risk_bands(probability: np.ndarray, bounds: Sequence[float]) -> np.ndarray:
     return band.astype(object)
 
 
+class RowPredictor:
+    """One booster's single-row fast path: LightGBM's C API ``LGBM_BoosterPredictForMatSingleRowFast``,
+    which the Python package does not wrap. ``Booster.predict`` parses its parameters and builds a
+    predictor on every call, most of the cost of scoring one customer; here that setup (a FastConfig)
+    happens once per thread (LightGBM serialises the callers of one FastConfig). The answer is
+    ``Booster.predict``'s for the same row, in the same shape. The FastConfigs are freed with this
+    object, and the booster is kept alive until they are."""
+
+    def __init__(self, booster: lgb.Booster) -> None:
+        self.booster = booster
+        self.width = booster.num_feature()
+        self._outputs = booster.num_model_per_iteration()
+        self._iterations = booster.best_iteration if booster.best_iteration > 0 else -1
+        self._local = threading.local()
+        self._handles: list[ctypes.c_void_p] = []
+        self._guard = threading.Lock()
+        weakref.finalize(self, _free_fast_configs, self._handles, booster)
+
+    def _config(self) -> ctypes.c_void_p:
+        handle = getattr(self._local, "handle", None)
+        if handle is None:
+            handle = ctypes.c_void_p()
+            lgb.basic._safe_call(
+                lgb.basic._LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+                    self.booster._handle,
+                    ctypes.c_int(lgb.basic._C_API_PREDICT_NORMAL),
+                    ctypes.c_int(0),
+                    ctypes.c_int(self._iterations),
+                    ctypes.c_int(lgb.basic._C_API_DTYPE_FLOAT64),
+                    ctypes.c_int32(self.width),
+                    lgb.basic._c_str("num_threads=1"),
+                    ctypes.byref(handle),
+                )
+            )
+            with self._guard:
+                self._handles.append(handle)
+            self._local.handle = handle
+        return handle
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """``Booster.predict(X)`` for a one-row matrix of ``width`` columns."""
+        row = np.ascontiguousarray(X, dtype=np.float64).reshape(-1)
+        if row.size != self.width:
+            raise ValueError(f"expected one row of {self.width} features, got shape {np.shape(X)}")
+        out = np.empty(self._outputs, dtype=np.float64)
+        length = ctypes.c_int64()
+        lgb.basic._safe_call(
+            lgb.basic._LIB.LGBM_BoosterPredictForMatSingleRowFast(
+                self._config(),
+                row.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+                ctypes.byref(length),
+                out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+            )
+        )
+        return out.reshape(1, -1) if self._outputs > 1 else out
+
+
+def _free_fast_configs(handles: list[ctypes.c_void_p], booster: lgb.Booster) -> None:
+    """Free the FastConfigs; holds ``booster`` (the finaliser's argument) until they are gone."""
+    for handle in handles:
+        lgb.basic._safe_call(lgb.basic._LIB.LGBM_FastConfigFree(handle))
+    handles.clear()
+
+
 class ModelBundle:
     """Boosters + calibrators + feature schema of one task; ``spec`` is JSON-serialisable.
 
@@ -276,8 +343,18 @@ class ModelBundle:
             return values * float(head["factor"])
         if name in self.estimators:
             return self.estimators[name].predict_proba(self._linear_inputs(name, X))[:, 1]
+        if not kwargs and isinstance(X, np.ndarray) and X.shape == (1, len(self.feature_names)):
+            return self._row_predictor(name).predict(X)
         threads = int(self.spec.get("num_threads", 2)) if len(X) >= 256 else 1
         return self.boosters[name].predict(X, num_threads=threads, **kwargs)
+
+    def _row_predictor(self, name: str) -> RowPredictor:
+        """The head's :class:`RowPredictor`, made on first use (races make two; one is kept)."""
+        rows = self.__dict__.setdefault("_rows", {})
+        predictor = rows.get(name)
+        if predictor is None:
+            predictor = rows.setdefault(name, RowPredictor(self.boosters[name]))
+        return predictor
 
     def _linear_contributions(self, name: str, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Exact per-feature terms of a linear head's log-odds (bias last), like ``pred_contrib``."""

@@ -84,6 +84,10 @@ def test_scores_equal_the_registered_model_on_the_same_features(api, known_ids):
     served = [p["churn"]["probability"] for p in body["predictions"]]
     assert served == pytest.approx(expected.tolist(), abs=2e-6)
 
+    # and a customer asked for alone (the single-row fast path) gets the same probability
+    alone = [_predict(api, [c]).json()["predictions"][0]["churn"]["probability"] for c in ids[:3]]
+    assert alone == pytest.approx(expected[:3].tolist(), abs=2e-6)
+
 
 def test_single_task_endpoints_answer_only_their_block(api, known_ids):
     ids = known_ids[:3]
