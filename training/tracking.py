@@ -57,6 +57,7 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
+from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, Schema
 
 from cxpredict import tasks as registry
@@ -66,6 +67,7 @@ from training.config import TrainConfig
 from training.cutoffs import utc_timestamp
 from training.datasets import TaskDataset
 from training.labels import TREATMENTS
+from training.model_bundle import ModelBundle
 from training.models import FittedTask
 from training.lifecycle import FAILURE_TAG, MAX_FAILURE, process_tags, reap_abandoned_runs
 from training.model_registry import REQUIRED_LINEAGE, AliasConflict, move_alias
@@ -549,6 +551,42 @@ def version_tags(
     }
 
 
+def bundle_signature(bundle: ModelBundle, example: pd.DataFrame) -> ModelSignature:
+    """The pyfunc signature of ``bundle``: inputs (all optional) from ``example``, its outputs, and
+    the ``as_of`` inference param."""
+    return optional_inputs(infer_signature(example, bundle.predict(example), params=PREDICT_PARAMS))
+
+
+def log_bundle(
+    bundle: ModelBundle,
+    example: pd.DataFrame,
+    signature: ModelSignature | None = None,
+    staging_dir: Path | None = None,
+) -> ModelInfo:
+    """Log ``bundle`` as the active run's pyfunc model ``model``, the way every task model is logged:
+    the bundle's files as an artifact, its module as code, pinned requirements. ``staging_dir`` holds
+    the temporary copy (default: the system's temporary folder)."""
+    if staging_dir is not None:
+        staging_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=staging_dir) as staging:
+        bundle_dir = bundle.save(Path(staging) / "bundle")
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_ENTRY),
+            artifacts={"bundle": str(bundle_dir)},
+            code_paths=[str(BUNDLE_CODE)],
+            signature=signature or bundle_signature(bundle, example),
+            input_example=example,
+            pip_requirements=[
+                f"mlflow=={mlflow.__version__}",
+                f"lightgbm=={lgb.__version__}",
+                f"scikit-learn=={sklearn.__version__}",
+                f"pandas=={pd.__version__}",
+                f"numpy=={np.__version__}",
+            ],
+        )
+
+
 def record_task(
     run: mlflow.ActiveRun,
     fitted: FittedTask,
@@ -583,29 +621,9 @@ def record_task(
         "features.json",
     )
     example = _input_example(dataset)
-    signature = optional_inputs(
-        infer_signature(example, fitted.bundle.predict(example), params=PREDICT_PARAMS)
-    )
+    signature = bundle_signature(fitted.bundle, example)
     mlflow.log_input(training_data(dataset, signature.inputs, hash_, data_source), context=TRAINING_CONTEXT)
-    if staging_dir is not None:
-        staging_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=staging_dir) as staging:
-        bundle_dir = fitted.bundle.save(Path(staging) / "bundle")
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(PYFUNC_ENTRY),
-            artifacts={"bundle": str(bundle_dir)},
-            code_paths=[str(BUNDLE_CODE)],
-            signature=signature,
-            input_example=example,
-            pip_requirements=[
-                f"mlflow=={mlflow.__version__}",
-                f"lightgbm=={lgb.__version__}",
-                f"scikit-learn=={sklearn.__version__}",
-                f"pandas=={pd.__version__}",
-                f"numpy=={np.__version__}",
-            ],
-        )
+    info = log_bundle(fitted.bundle, example, signature, staging_dir)
     won = selection_summary(fitted)
     if not config.register_models:
         mlflow.log_text(card_text(fitted, dataset, name, None, run_id, hash_, version), MODEL_CARD)

@@ -122,36 +122,16 @@ def test_a_bundle_predicts_each_window_at_its_season_and_keeps_the_profile_when_
 
 def test_the_logged_model_takes_the_window_start_as_the_as_of_param(tmp_path):
     import mlflow
-    from mlflow.models import infer_signature
-
-    from training.tracking import (
-        BUNDLE_CODE,
-        PREDICT_PARAMS,
-        PYFUNC_ENTRY,
-        TrackingTarget,
-        optional_inputs,
-        predict_params,
-        tracking_session,
-    )
+    from training.tracking import TrackingTarget, log_bundle, predict_params, tracking_session
 
     # given a seasonal bundle logged as the product logs every task model
     bundle = _seasonal_bundle()
-    folder = bundle.save(tmp_path / "bundle")
     example = pd.DataFrame({"x": [0.2, 0.5]})
-    signature = optional_inputs(infer_signature(example, bundle.predict(example), params=PREDICT_PARAMS))
     target = TrackingTarget(f"sqlite:///{tmp_path / 'mlflow.db'}", None, None)
     with tracking_session(target):
         experiment = mlflow.create_experiment("season", artifact_location=str(tmp_path / "artifacts"))
     with tracking_session(target), mlflow.start_run(experiment_id=experiment):
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(PYFUNC_ENTRY),
-            artifacts={"bundle": str(folder)},
-            code_paths=[str(BUNDLE_CODE)],
-            signature=signature,
-            input_example=example,
-            pip_requirements=["mlflow"],
-        )
+        info = log_bundle(bundle, example, staging_dir=tmp_path / "staging")
         model = mlflow.pyfunc.load_model(info.model_uri)
     # when it predicts for the calibration window and for November
     october = model.predict(example, params=predict_params(VALID))["purchase_probability"]
