@@ -17,7 +17,9 @@ kept cheap (its CPU per request is reported). Phases, in order, each after its o
    a decision committed to the durable decision log: its rate is the log's write rate);
 4. with the server stopped, in this process: Feast's ``get_online_features`` for the feature
    services /predict reads, on the 100-customer sets of phase 2 (the service must beat it), and the
-   fast reader (``features.online.OnlineReader``) on the same sets for context.
+   fast reader (``features.online.OnlineReader``) on the same sets for context;
+5. in this process: every champion LightGBM head's score for one customer through ``Booster.predict``
+   and through the single-row fast path the service uses, taken in turns (equal answers checked).
 
 ``--stores`` runs every phase once per online store, in the order given: ``sqlite`` serves the
 workspace's own store; ``redis`` serves a copy of the workspace whose store is a Feast project of
@@ -80,10 +82,11 @@ class Plan:
     feast_calls: int = 50
     decide_c1: int = 1000
     decide_c8: int = 2000
+    models_calls: int = 2000
 
 
 QUICK = Plan(warmup_hundred=40, single=600, hundred_c1=60, hundred_c8=80, sustained_s=5.0, feast_calls=10,
-             decide_c1=200, decide_c8=300)  # fmt: skip
+             decide_c1=200, decide_c8=300, models_calls=200)  # fmt: skip
 
 
 def load_average() -> float:
@@ -495,6 +498,60 @@ def feast_reference(ws, id_sets: list[list[str]], calls: int, settings=None) -> 
     }
 
 
+def models_reference(ws, ids: list[str], calls: int) -> dict:
+    """Every champion LightGBM head's score for one customer, in this process: ``Booster.predict``
+    (LightGBM's Python API) against the single-row fast path the service uses
+    (``training.model_bundle.RowPredictor``), on the same prepared rows of real customers, taken in
+    turns; the two must answer the same."""
+    import numpy as np
+
+    from features.online import OnlineReader
+    from features.store import open_store
+    from training.model_bundle import RowPredictor
+    from training.scoring import load_models
+    from training.tracking import resolve_tracking
+
+    bundles = [model.unwrap_python_model().bundle for model in load_models(resolve_tracking(ws)).values()]
+    reader = OnlineReader(open_store(ws))
+    rows = [
+        [
+            bundle.prepare_matrix(reader.read([customer], READER_SERVICES, datetime.now(UTC)), 1)
+            for bundle in bundles
+        ]
+        for customer in ids
+    ]
+    heads = [
+        (j, booster, RowPredictor(booster))
+        for j, bundle in enumerate(bundles)
+        for booster in bundle.boosters.values()
+    ]
+    for matrices in rows:
+        for j, booster, fast in heads:
+            if not np.array_equal(booster.predict(matrices[j], num_threads=1), fast.predict(matrices[j])):
+                raise RuntimeError("the single-row fast path and Booster.predict disagree")
+
+    def timed(score) -> float:
+        start = time.perf_counter()
+        for j, booster, fast in heads:
+            score(booster, fast, matrices[j])
+        return (time.perf_counter() - start) * 1000
+
+    python_api, fast_path = [], []
+    for i in range(calls):
+        matrices = rows[i % len(rows)]
+        python_api.append(timed(lambda booster, fast, X: booster.predict(X, num_threads=1)))
+        fast_path.append(timed(lambda booster, fast, X: fast.predict(X)))
+    booster_p50, fast_p50 = percentile(python_api, 50), percentile(fast_path, 50)
+    return {
+        "heads": len(heads),
+        "customers": len(rows),
+        "calls": calls,
+        "booster_predict_p50_ms": round(booster_p50, 3),
+        "fast_path_p50_ms": round(fast_p50, 3),
+        "ratio": round(booster_p50 / fast_p50, 2),
+    }
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -713,6 +770,17 @@ def render(result: dict) -> str:
         f"p99 {c1['p99_ms'] / feast['sdk_p99_ms']:.2f}×.",
         "",
     ]
+    models = result.get("models")
+    if models:
+        lines += [
+            f"Models for one customer, in this process: the {models['heads']} LightGBM heads of the champions "
+            f"score one real customer ({models['customers']} in turns, {models['calls']} calls each way) in "
+            f"{models['booster_predict_p50_ms']:.2f} ms (p50) through `Booster.predict` and "
+            f"{models['fast_path_p50_ms']:.2f} ms through the single-row fast path the service uses "
+            f"(`RowPredictor`, LightGBM's `LGBM_BoosterPredictForMatSingleRowFast`): {models['ratio']:.1f}× "
+            "faster, with equal answers.",
+            "",
+        ]
     if len(result.get("stores", {})) > 1:
         header, rows = store_rows(result)
         redis = result["stores"].get("redis", {})
@@ -939,6 +1007,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             finally:
                 if store == "redis":
                     drop_redis_project(served)
+    result["models"] = models_reference(ws, pool[:50], plan.models_calls)
+    print(f"models reference: {result['models']}", flush=True)
     first = result["stores"][stores[0]]
     result.update({k: first[k] for k in ("phases", "feast", "workers", "startup_s", "features_as_of")})
     result["store"] = stores[0]
