@@ -3,6 +3,7 @@ source, where Feast's own online retrieval reads them; a refresh rewrites them; 
 
 from __future__ import annotations
 
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -29,9 +30,11 @@ def _feast_offers(ws, customer_id: str) -> dict:
 def test_given_reported_outcomes_then_feast_serves_the_customers_offer_counts_until_erased(
     private_workspace, known_ids, tmp_path
 ):
-    # given a decision with an action for a known customer (among enough of them that the policy,
-    # its holdout and contact rules leave at least one action)
+    # given a decision with an action for a known customer, in a copy of the served world without
+    # its decision history (other tests decide for the same customers, and their contacts would hold
+    # the cooldowns and contact caps) and among enough customers that the holdout leaves an action
     ws = private_workspace
+    shutil.rmtree(ws.root / "decisions", ignore_errors=True)
     server = start_server(ws, tmp_path / "server.log", workers=2)
     try:
         with server.client() as client:
