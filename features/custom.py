@@ -17,14 +17,20 @@ reached). Contact identifiers (email, phone, loyalty card, device id) are not ex
 rows are joined onto every customer known at ``t``, so a snapshot has one row per known customer,
 like a family's, and null where the query gives nothing.
 
-Validation (sqlglot, then DuckDB): one SELECT (no DDL/DML, no second statement), only canonical
-tables present in the workspace and the query's own CTEs, no table functions (``read_parquet``),
-no wall clock (``now()``: use ``$as_of``), every output column named, ``customer_id`` among them,
-feature names snake_case and unique across every family and view, numeric types only (integers,
-decimals, floats and booleans become float64 features), at most one row per customer, tasks that
-the registry knows. A file that fails is a :class:`Refusal` naming the file and the reason; the
-other views and the families still build. Error texts never repeat data values (quoted literals
-of DuckDB messages are masked), since those may be customer identifiers.
+The SQL is DuckDB's dialect whatever the engine: a Spark build runs the same wrapped statements
+transpiled by sqlglot (``features.spark_engine``), so a view gives the same values on both as far
+as sqlglot translates its functions faithfully; a query that does not translate, or fails on
+Spark, is refused there.
+
+Validation (sqlglot, then the build's engine): one SELECT (no DDL/DML, no second statement),
+only canonical tables present in the workspace and the query's own CTEs, no table functions
+(``read_parquet``), no wall clock (``now()``: use ``$as_of``), every output column named,
+``customer_id`` among them, feature names snake_case and unique across every family and view,
+numeric types only (integers, decimals, floats and booleans become float64 features), at most one
+row per customer, tasks that the registry knows. A file that fails is a :class:`Refusal` naming
+the file and the reason; the other views and the families still build. Error texts never repeat
+data values (quoted literals of engine messages are masked), since those may be customer
+identifiers.
 """
 
 from __future__ import annotations
@@ -34,13 +40,12 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import sqlglot
 from pydantic import BaseModel, ConfigDict
 from sqlglot import exp
@@ -49,6 +54,9 @@ from cxpredict import tasks as registry
 from features.contract import IDENTIFIER_KINDS, TIME_COLUMNS
 from features.families import FamilyContext
 from features.families.base import known_customers_sql
+
+if TYPE_CHECKING:
+    from features.snapshots import SqlEngine
 
 CUSTOM_DIR = "features.d"
 CUSTOM_VERSION = 1
@@ -61,9 +69,6 @@ MAX_TTL_DAYS = 3650
 PARAMETER = "as_of"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _HEADER = re.compile(r"^--\s*(name|tasks|ttl_days|description)\s*:\s*(.*?)\s*$", re.IGNORECASE)
-_NUMERIC = re.compile(
-    r'^(BOOLEAN|U?TINYINT|U?SMALLINT|U?INTEGER|U?BIGINT|U?HUGEINT|FLOAT|DOUBLE|DECIMAL\(\d+,\s*\d+\)|"?NULL"?)$'
-)
 _QUOTED = re.compile(r"'(?:[^']|'')*'")
 _WALL_CLOCK = (exp.CurrentDate, exp.CurrentTimestamp, exp.CurrentTime, exp.CurrentDatetime)
 _WALL_CLOCK_NAMES = frozenset(
@@ -320,41 +325,51 @@ def check_names(
     return kept, refused
 
 
-def stage_sql(con: duckdb.DuckDBPyConnection, tables: Iterable[str]) -> list[str]:
-    """Statements copying each table the views read once into the build's database (``cv_<table>``),
-    without contact identifiers; ``raw_<table>`` views read Parquet and the event log."""
-    statements = []
-    for table in sorted(set(tables)):
-        columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM raw_{table}").fetchall()]
-        hidden = [c for c in columns if c in HIDDEN_COLUMNS]
-        exclude = f" EXCLUDE ({', '.join(hidden)})" if hidden else ""
-        statements.append(f"CREATE OR REPLACE TABLE cv_{table} AS SELECT *{exclude} FROM raw_{table}")
-    return statements
+def staged_columns(engine: SqlEngine, tables: Iterable[str]) -> dict[str, list[str]]:
+    """The columns a query may see of each table (``raw_<table>`` less contact identifiers)."""
+    return {
+        table: [c for c in engine.columns(f"raw_{table}") if c not in HIDDEN_COLUMNS]
+        for table in sorted(set(tables))
+    }
+
+
+def stage_sql(columns: Mapping[str, Sequence[str]]) -> list[str]:
+    """Statements copying each table the views read once into the build (``cv_<table>``), with the
+    columns of :func:`staged_columns` named one by one (portable SQL: no ``* EXCLUDE``)."""
+    return [
+        f"CREATE OR REPLACE TABLE cv_{table} AS SELECT {_select(names)} FROM raw_{table}"
+        for table, names in sorted(columns.items())
+    ]
+
+
+def _select(columns: Sequence[str], replaced: Mapping[str, str] | None = None) -> str:
+    replaced = replaced or {}
+    return ", ".join(f'{replaced[c]} AS "{c}"' if c in replaced else f'"{c}"' for c in columns)
 
 
 def _moment(t_us: int) -> str:
     return f"make_timestamp({t_us}::BIGINT)::TIMESTAMPTZ"
 
 
-def table_as_of(table: str, t_us: int) -> str:
-    """The SELECT a query sees under ``table``'s name at snapshot ``t_us``: facts dated before it."""
+def table_as_of(table: str, t_us: int, columns: Sequence[str]) -> str:
+    """The SELECT a query sees under ``table``'s name at snapshot ``t_us``: facts dated before it
+    (``columns``: the staged table's columns, so every engine reads the same explicit list)."""
     t = _moment(t_us)
     if table == "customers":
+        signup = {"signup_at": f"CASE WHEN signup_at < {t} THEN signup_at END"}
         return (
-            f"SELECT * REPLACE (CASE WHEN signup_at < {t} THEN signup_at END AS signup_at) FROM cv_customers "
+            f"SELECT {_select(columns, signup)} FROM cv_customers "
             f"WHERE customer_id IN (SELECT customer_id FROM customers_known WHERE known_us < {t_us})"
         )
     where = f"WHERE {TABLES[table]} < {t}"
     if table == "support_tickets":
         resolved = f"resolved_at < {t}"
-        return (
-            f"SELECT * REPLACE (CASE WHEN {resolved} THEN resolved_at END AS resolved_at, "
-            f"CASE WHEN {resolved} THEN satisfaction END AS satisfaction) FROM cv_support_tickets {where}"
-        )
-    return f"SELECT * FROM cv_{table} {where}"
+        later = {c: f"CASE WHEN {resolved} THEN {c} END" for c in ("resolved_at", "satisfaction")}
+        return f"SELECT {_select(columns, later)} FROM cv_support_tickets {where}"
+    return f"SELECT {_select(columns)} FROM cv_{table} {where}"
 
 
-def query_sql(view: CustomView, t_us: int) -> str:
+def query_sql(view: CustomView, t_us: int, columns: Mapping[str, Sequence[str]]) -> str:
     """The view's query at snapshot ``t_us``: ``$as_of`` bound, every table bound as of ``t_us``."""
     literal = exp.cast(exp.Literal.string(f"{t_us}"), exp.DataType.build("BIGINT"))
     bound = view.tree.copy().transform(
@@ -364,40 +379,45 @@ def query_sql(view: CustomView, t_us: int) -> str:
             else node
         )
     )
-    tables = ",\n".join(f"{table} AS ({table_as_of(table, t_us)})" for table in view.tables)
+    tables = ",\n".join(f"{table} AS ({table_as_of(table, t_us, columns[table])})" for table in view.tables)
     return f"WITH {tables},\n__query AS (\n{bound.sql('duckdb')}\n)\nSELECT * FROM __query"
 
 
-def snapshot_sql(view: CustomView, t_us: int, created_us: int) -> str:
+def snapshot_sql(view: CustomView, t_us: int, created_us: int, columns: Mapping[str, Sequence[str]]) -> str:
     """One row per customer known at ``t_us``: key, snapshot times, the features as DOUBLE."""
-    columns = ",\n  ".join(f'CAST(q."{name}" AS DOUBLE) AS "{name}"' for name in view.features)
+    features = ",\n  ".join(f'CAST(q."{name}" AS DOUBLE) AS "{name}"' for name in view.features)
     return (
-        f"WITH q AS ({query_sql(view, t_us)}),\n"
+        f"WITH q AS ({query_sql(view, t_us, columns)}),\n"
         f"known AS (SELECT customer_id FROM customers_known WHERE known_us < {t_us})\n"
         f"SELECT known.customer_id, {_moment(t_us)} AS event_timestamp, "
-        f"{_moment(created_us)} AS created_timestamp,\n  {columns}\n"
+        f"{_moment(created_us)} AS created_timestamp,\n  {features}\n"
         "FROM known LEFT JOIN q ON CAST(q.customer_id AS VARCHAR) = known.customer_id"
     )
 
 
-def duckdb_reason(error: duckdb.Error) -> str:
-    """DuckDB's message, first line, with quoted literals masked (they may be data values)."""
+def masked_reason(error: BaseException) -> str:
+    """An engine's message, first line, with quoted literals masked (they may be data values)."""
     first = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return _QUOTED.sub("'…'", first)
 
 
-def check_types(con: duckdb.DuckDBPyConnection, view: CustomView, t_us: int) -> None:
-    """Bind the query in DuckDB at one snapshot and check its columns; raises :class:`ViewRefused`."""
+def _fails(engine: SqlEngine, error: BaseException) -> ViewRefused:
+    return ViewRefused(f"the query fails in {engine.label}: {engine.reason(error)}")
+
+
+def check_types(engine: SqlEngine, view: CustomView, t_us: int, columns: Mapping[str, Sequence[str]]) -> None:
+    """Bind the query in the engine at one snapshot and check its columns; raises :class:`ViewRefused`."""
     try:
-        described = con.execute(f"DESCRIBE {query_sql(view, t_us)}").fetchall()
-    except duckdb.Error as error:
-        raise ViewRefused(f"the query fails in DuckDB: {duckdb_reason(error)}") from None
-    types = {row[0]: str(row[1]) for row in described}
+        types = engine.describe(query_sql(view, t_us, columns))
+    except engine.query_errors as error:
+        raise _fails(engine, error) from None
     expected = ["customer_id", *view.features]
     if sorted(types) != sorted(expected):
-        raise ViewRefused(f"DuckDB gives the columns {sorted(types)}, the SQL names {sorted(expected)}")
+        raise ViewRefused(
+            f"{engine.label} gives the columns {sorted(types)}, the SQL names {sorted(expected)}"
+        )
     for name in view.features:
-        if not _NUMERIC.match(types[name].upper()):
+        if not engine.numeric(types[name]):
             raise ViewRefused(
                 f"the column {name!r} is {types[name]}: features must be numbers or booleans "
                 "(e.g. date_diff('day', <time>, $as_of) for a time, a 0/1 flag for a category)"
@@ -405,21 +425,23 @@ def check_types(con: duckdb.DuckDBPyConnection, view: CustomView, t_us: int) -> 
 
 
 def write_snapshot(
-    con: duckdb.DuckDBPyConnection, view: CustomView, t_us: int, created_us: int, tmp: Path
+    engine: SqlEngine,
+    view: CustomView,
+    t_us: int,
+    created_us: int,
+    tmp: Path,
+    columns: Mapping[str, Sequence[str]],
 ) -> None:
-    """Run the view at one snapshot into ``tmp`` (Parquet); raises :class:`ViewRefused` on a DuckDB
-    failure or when the query gives several rows for one customer."""
+    """Run the view at one snapshot into ``tmp`` (Parquet); raises :class:`ViewRefused` when the
+    engine fails or the query gives several rows for one customer."""
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE cv_out AS {snapshot_sql(view, t_us, created_us)}")
-        extra = con.execute("SELECT count(*) - count(DISTINCT customer_id) FROM cv_out").fetchone()
-        if extra and extra[0]:
-            raise ViewRefused(f"the query gives several rows for one customer ({extra[0]} extra rows)")
-        path = str(tmp).replace("'", "''")
-        con.execute(f"COPY cv_out TO '{path}' (FORMAT parquet, COMPRESSION zstd)")
-    except duckdb.Error as error:
-        raise ViewRefused(f"the query fails in DuckDB: {duckdb_reason(error)}") from None
-    finally:
-        con.execute("DROP TABLE IF EXISTS cv_out")
+        engine.stage([f"CREATE OR REPLACE TABLE cv_out AS {snapshot_sql(view, t_us, created_us, columns)}"])
+        extra = engine.fetchall("SELECT count(*) - count(DISTINCT customer_id) FROM cv_out")
+        if extra and extra[0][0]:
+            raise ViewRefused(f"the query gives several rows for one customer ({extra[0][0]} extra rows)")
+        engine.write_parquet("SELECT * FROM cv_out", tmp)
+    except engine.query_errors as error:
+        raise _fails(engine, error) from None
 
 
 @dataclass(frozen=True)
@@ -448,10 +470,11 @@ class BuiltView:
 
 
 def build_views(
-    con: duckdb.DuckDBPyConnection,
+    engine: SqlEngine,
     views: list[CustomView],
     ctx: FamilyContext,
     *,
+    known_staged: bool,
     snapshots: list[datetime],
     rebuild: set[datetime],
     previous: Mapping[str, Any] | None,
@@ -465,7 +488,8 @@ def build_views(
 
     A view whose fingerprint (data, file text) matches the previous manifest keeps its files and
     writes only the snapshots in ``rebuild`` or missing; any other view is rebuilt from scratch.
-    A view that fails in DuckDB at any snapshot is refused and its folder removed.
+    A view that fails in the engine at any snapshot is refused and its folder removed.
+    ``known_staged``: the build has staged ``customers_known`` already (the families did).
     """
     from features.snapshots import epoch_us, snapshot_path
 
@@ -473,13 +497,10 @@ def build_views(
     refused: list[Refusal] = []
     if not views:
         return built, refused
-    known = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'customers_known'"
-    ).fetchone()
-    if not (known and known[0]):
-        con.execute(known_customers_sql(ctx))
-    for statement in stage_sql(con, {table for view in views for table in view.tables}):
-        con.execute(statement)
+    if not known_staged:
+        engine.stage([known_customers_sql(ctx)])
+    columns = staged_columns(engine, {table for view in views for table in view.tables})
+    engine.stage(stage_sql(columns))
     before = (previous or {}).get("families", {})
     for view in views:
         fingerprint = view.fingerprint(data_fingerprint)
@@ -493,10 +514,10 @@ def build_views(
             if not same or moment in rebuild or not snapshot_path(features_dir, view.name, moment).exists()
         ]
         try:
-            check_types(con, view, epoch_us(snapshots[-1]))
+            check_types(engine, view, epoch_us(snapshots[-1]), columns)
             for moment in todo:
                 tmp = scratch / f"{view.name}-{moment:%Y%m%d}-{uuid.uuid4().hex}.parquet"
-                write_snapshot(con, view, epoch_us(moment), created_us, tmp)
+                write_snapshot(engine, view, epoch_us(moment), created_us, tmp, columns)
                 final = snapshot_path(features_dir, view.name, moment)
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, final)

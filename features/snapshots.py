@@ -24,6 +24,7 @@ import calendar
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -60,9 +61,8 @@ PERFECT_HT_BITS = 22
 EngineName = Literal["duckdb", "spark"]
 ENGINES: tuple[EngineName, ...] = ("duckdb", "spark")
 ENGINE_ENV = "CXPREDICT_ENGINE"
-SPARK_CUSTOM_REFUSAL = (
-    "custom SQL views are DuckDB SQL and are built by the DuckDB engine only: "
-    "build them with `cxpredict features --engine duckdb`"
+_DUCKDB_NUMBER = re.compile(
+    r'^(BOOLEAN|U?TINYINT|U?SMALLINT|U?INTEGER|U?BIGINT|U?HUGEINT|FLOAT|DOUBLE|DECIMAL\(\d+,\s*\d+\)|"?NULL"?)$'
 )
 
 
@@ -197,10 +197,26 @@ class SqlEngine(Protocol):
     definitions' dialect); an engine for another dialect transpiles it."""
 
     name: EngineName
+    label: str
+    """The engine's name as users know it, for messages."""
+    query_errors: tuple[type[BaseException], ...]
+    """What a failing statement raises (a custom view that raises one is refused, not the build)."""
 
     def fetchall(self, sql: str) -> list[tuple[Any, ...]]: ...
 
     def columns(self, view: str) -> list[str]: ...
+
+    def describe(self, select: str) -> dict[str, str]:
+        """The output columns of ``select`` and their types in the engine's names, without running it."""
+        ...
+
+    def numeric(self, type_name: str) -> bool:
+        """Whether a type of :meth:`describe` is a number or a boolean (or the type of NULL)."""
+        ...
+
+    def reason(self, error: BaseException) -> str:
+        """One line about a failure of ``query_errors``, without data values."""
+        ...
 
     def stage(self, statements: list[str]) -> None:
         """Run ``CREATE TABLE ... AS`` statements, in order (a later one may read an earlier table)."""
@@ -282,6 +298,8 @@ class DuckDBEngine:
     ``raw_<source>`` view per canonical source."""
 
     name: EngineName = "duckdb"
+    label = "DuckDB"
+    query_errors = (duckdb.Error,)
 
     def __init__(
         self,
@@ -316,6 +334,15 @@ class DuckDBEngine:
 
     def columns(self, view: str) -> list[str]:
         return [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {view}").fetchall()]
+
+    def describe(self, select: str) -> dict[str, str]:
+        return {row[0]: str(row[1]) for row in self.con.execute(f"DESCRIBE {select}").fetchall()}
+
+    def numeric(self, type_name: str) -> bool:
+        return bool(_DUCKDB_NUMBER.match(type_name.upper()))
+
+    def reason(self, error: BaseException) -> str:
+        return custom.masked_reason(error)
 
     def stage(self, statements: list[str]) -> None:
         """Staging tables keep the order their statements ask for (sorted by key, for zone maps)."""
@@ -503,10 +530,6 @@ def build_features(
     if custom_dir is not None and not Path(custom_dir).is_dir():
         raise FileNotFoundError(f"no custom features folder {custom_dir}")
     views, refused = custom.load_views(Path(custom_dir or custom.default_dir(workspace.root)), sources)
-    if engine_name == "spark":
-        refused += [view.refuse(SPARK_CUSTOM_REFUSAL) for view in views]
-        views = []
-
     features_dir.mkdir(parents=True, exist_ok=True)
     fp = fingerprint(canonical_dir, sources, config)
     previous = _read_previous(features_dir)
@@ -558,9 +581,10 @@ def build_features(
                     step(f"features {moment:%Y-%m-%d} {family.name}")
         snapshots = sorted({*(k for k in kept if k.date() not in todo_dates), *todo})
         built_views, failed = custom.build_views(
-            con.con if isinstance(con, DuckDBEngine) else None,
+            con,
             views,
             ctx,
+            known_staged=bool(todo),
             snapshots=snapshots,
             rebuild=set(todo),
             previous=previous,

@@ -7,7 +7,9 @@ is the DuckDB SQL of ``features.families`` and ``features.snapshots``, transpile
 faithful Spark form (arg-n-max, ``* EXCLUDE``, as-of joins, ``UNION ALL BY NAME``); two DuckDB
 functions that sqlglot leaves as they are get their Spark equivalent here, in :data:`FUNCTIONS`:
 ``epoch_us`` (``unix_micros``) and ``hash`` (``xxhash64``: a 64-bit hash too, only ever compared
-for equality, never written out).
+for equality, never written out). One function sqlglot maps by name but not by meaning is rewritten:
+DuckDB's ``date_diff`` counts unit boundaries, Spark's whole units (:func:`_boundaries`). Custom
+SQL views (``features.custom``) are user-written DuckDB SQL and go through the same translation.
 
 Contract (:class:`SparkEngine`, the ``SqlEngine`` of ``features.snapshots``): canonical sources are
 ``canon_<source>`` / ``raw_<source>`` temporary views; a ``CREATE TABLE x AS q`` statement writes
@@ -24,6 +26,7 @@ setting comes from Spark's own ``spark-defaults.conf`` or ``PYSPARK_SUBMIT_ARGS`
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Mapping
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import sqlglot
 from sqlglot import exp
 
+from features.custom import masked_reason
 from features.snapshots import CanonicalSource, EngineName, logged_fold_sql
 
 if TYPE_CHECKING:
@@ -50,6 +54,8 @@ FUNCTIONS: Mapping[str, Callable[[list[exp.Expression]], exp.Expression]] = {
     "hash": lambda args: exp.Anonymous(this="xxhash64", expressions=args),
 }
 """DuckDB functions sqlglot does not map to Spark, with their Spark form (same meaning)."""
+
+_SPARK_NUMBER = re.compile(r"^(boolean|tinyint|smallint|int|bigint|float|double|decimal\(\d+,\d+\)|void)$")
 
 _session: SparkSession | None = None
 
@@ -97,7 +103,36 @@ def spark_session(master: str | None = None, conf: Mapping[str, str] | None = No
     return _session
 
 
+def query_errors() -> tuple[type[BaseException], ...]:
+    """What a statement that cannot run raises: sqlglot (no Spark form), Spark's analysis and
+    runtime errors, and a Java error that PySpark did not convert."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
+    return (sqlglot.errors.SqlglotError, PySparkException, Py4JJavaError)
+
+
+BOUNDARY_UNITS = frozenset({"YEAR", "QUARTER", "MONTH", "DAY", "HOUR", "MINUTE", "SECOND"})
+"""Units of DuckDB's ``date_diff`` written for Spark as a difference of truncated times."""
+
+
+def _boundaries(node: exp.DateDiff) -> exp.Expression:
+    """DuckDB's ``date_diff(unit, a, b)`` counts unit boundaries crossed (23:00 to 01:00 is one day);
+    Spark's ``datediff(unit, a, b)`` counts whole units elapsed (zero days). Truncating both times
+    to the unit first makes Spark count boundaries too."""
+    unit = node.args.get("unit")
+    if not (node.args.get("date_part_boundary") and unit is not None and unit.name.upper() in BOUNDARY_UNITS):
+        return node
+    return exp.DateDiff(
+        this=exp.TimestampTrunc(this=node.this, unit=unit.copy()),
+        expression=exp.TimestampTrunc(this=node.expression, unit=unit.copy()),
+        unit=unit.copy(),
+    )
+
+
 def _spark_functions(node: exp.Expression) -> exp.Expression:
+    if isinstance(node, exp.DateDiff):
+        return _boundaries(node)
     if isinstance(node, exp.Anonymous):
         make = FUNCTIONS.get(str(node.this).lower())
         if make is not None:
@@ -135,6 +170,7 @@ class SparkEngine:
     """The build's statements on Spark SQL; staging tables and snapshots under ``scratch``."""
 
     name: EngineName = "spark"
+    label = "Spark"
 
     def __init__(
         self,
@@ -144,6 +180,7 @@ class SparkEngine:
         spark: SparkSession | None = None,
     ) -> None:
         self.spark = spark or spark_session()
+        self.query_errors = query_errors()
         self.scratch = scratch / "spark"
         self.scratch.mkdir(parents=True, exist_ok=True)
         self.views: list[str] = []
@@ -166,6 +203,18 @@ class SparkEngine:
 
     def columns(self, view: str) -> list[str]:
         return list(self.spark.table(view).columns)
+
+    def describe(self, select: str) -> dict[str, str]:
+        return {f.name: f.dataType.simpleString() for f in self.spark.sql(to_spark(select)).schema.fields}
+
+    def numeric(self, type_name: str) -> bool:
+        return bool(_SPARK_NUMBER.match(type_name.lower()))
+
+    def reason(self, error: BaseException) -> str:
+        java = getattr(error, "java_exception", None)
+        if java is not None and not hasattr(error, "getErrorClass"):
+            return masked_reason(java.toString())
+        return masked_reason(error)
 
     def stage(self, statements: list[str]) -> None:
         """Each ``CREATE TABLE x AS q`` becomes Parquet under the scratch folder, read back as view ``x``
