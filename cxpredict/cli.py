@@ -636,7 +636,8 @@ def monitor(
     Feature drift: each champion's training reference vs the snapshot at --as-of (Evidently's
     normed Wasserstein / Jensen-Shannon distances, threshold 0.1). Prediction drift: the latest
     kept score output vs the champion's held-out predictions. Realised performance: kept score
-    outputs whose horizon has passed, against the labels matured since. Writes
+    outputs whose horizon has passed, against the labels matured since; for uplift, each action's
+    Qini on the decisions logged since the version's as-of (alarm: below random targeting). Writes
     reports/monitor-<as-of>.html and .json and logs a run to the MLflow experiment cx-monitoring.
     Exit codes: 0 healthy; 3 a threshold crossed (drift or degraded performance); 2 nothing to
     monitor (no champion) or the workspace not ready."""

@@ -404,7 +404,7 @@ def monitored(result) -> Group:
     """Per task: drifted features, score drift, realised performance against what was recorded."""
     table = Table(title=f"Monitor as of {result.as_of.date()}: {result.status.upper()}")
     for name in ("task", "version", "status", "features drifted", "largest distances", "scores drifted",
-                 "realised AUC (recorded)", "realised ECE (recorded)"):  # fmt: skip
+                 "realised AUC (recorded)", "realised ECE (recorded)", "realised Qini (recorded)"):  # fmt: skip
         table.add_column(name)
     for report in result.tasks.values():
         features = report.features
@@ -421,6 +421,7 @@ def monitored(result) -> Group:
             (", ".join(report.predictions.drifted) or "none") if report.predictions else "–",
             f"{_num(perf['auc'])} ({_num(recorded.get('auc'))})" if perf else "–",
             f"{_num(perf['ece'])} ({_num(recorded.get('ece'))})" if perf else "–",
+            f"{_num(perf['qini'])} ({_num(recorded.get('qini'))})" if perf and "qini" in perf else "–",
         )
     lines: list[object] = [table]
     for report in result.tasks.values():

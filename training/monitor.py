@@ -24,6 +24,14 @@ champion, as an HTML and a JSON report in ``reports/`` and a run of the MLflow e
   decay of a version that has since been replaced (say, by ``retrain``) is reported as a note.
   Outputs of more than ``realised_rows`` customers are measured on a seeded sample of them
   (labels are per customer, so a sample's are exact).
+- **Realised uplift.** An uplift champion (a task judged by Qini) is not scored by ``score``: its
+  predictions are the decisions. The decision log's decisions since the version's as-of whose
+  label window has ended by as-of (the task's own label builder: each customer's first decision
+  per month, its arm and whether a purchase followed within the horizon) are scored with the
+  champion on their point-in-time features, and each action's Qini (treated against control) is
+  measured with a bootstrap interval beside the Qini the version recorded on its held-out cutoff.
+  Degraded: an action whose interval lies wholly below zero, i.e. the champion now ranks that
+  action's customers worse than random targeting would.
 
 Status: ``healthy`` (exit code 0) or ``alert`` (exit code 3) when any task drifted or degraded;
 ``NothingToMonitor`` (exit code 2) when no task has a champion. Reports and the MLflow run hold
@@ -267,6 +275,58 @@ def degraded(
         reasons.append(
             f"realised ECE {ece:.3f} exceeds the recorded {ece_then:.3f} by more than {config.ece_rise}"
         )
+    return reasons
+
+
+def realised_uplift(
+    frame: pd.DataFrame, predicted: pd.DataFrame, actions: Sequence[str], seed: int, min_rows: int
+) -> dict[str, object]:
+    """Each action's Qini, with a bootstrap interval, of the champion's uplift on matured logged
+    decisions (``frame``: the uplift labels, with ``purchased`` and ``arm``; ``predicted``: the
+    ``uplift_<action>`` columns for the same rows). Actions with fewer than ``min_rows`` treated or
+    control rows are listed under ``too_few_rows`` instead."""
+    from training.tasks import uplift
+
+    y = frame[uplift.LABEL].to_numpy(dtype=int)
+    arms = frame[uplift.ARM].astype(str).to_numpy()
+    measured, too_few = {}, []
+    for action in actions:
+        column = uplift.output(action)
+        subset = np.isin(arms, [uplift.CONTROL, action])
+        treated = arms[subset] == action
+        if column not in predicted or treated.sum() < min_rows or (~treated).sum() < min_rows:
+            too_few.append(action)
+            continue
+        score = predicted[column].to_numpy(dtype=float)[subset]
+        found = uplift.bootstrap_qini(y[subset], treated, {"model": score}, seed)["model"]
+        bought = y[subset]
+        measured[action] = {
+            "treated_rows": int(treated.sum()),
+            "control_rows": int((~treated).sum()),
+            "observed_uplift": float(bought[treated].mean() - bought[~treated].mean()),
+            **_rounded({"qini": found["value"], "qini_low": found["low"], "qini_high": found["high"]}),
+        }
+    qinis = [row["qini"] for row in measured.values() if row["qini"] is not None]
+    return {
+        "rows": int(len(frame)),
+        "qini": round(float(np.mean(qinis)), 6) if qinis else None,
+        "actions": measured,
+        "too_few_rows": too_few,
+    }
+
+
+def degraded_uplift(realised: Mapping[str, object], recorded: Mapping[str, float | None]) -> list[str]:
+    """Why realised uplift is worse than random targeting ([]: for no action)."""
+    reasons = []
+    for action, row in realised.get("actions", {}).items():
+        high = row.get("qini_high")
+        if high is not None and high < 0:
+            then = recorded.get(action)
+            at_promotion = f"; {then:.4f} at promotion" if then is not None else ""
+            reasons.append(
+                f"realised Qini of {action} {row['qini']:.4f} (95 % interval {row['qini_low']:.4f} to "
+                f"{high:.4f}) is below random targeting{at_promotion}"
+            )
     return reasons
 
 
@@ -575,6 +635,79 @@ def _realised(
     return out
 
 
+def judged_by_qini(task: str) -> bool:
+    """Whether a task's realised performance is its uplift on logged decisions, not kept scores."""
+    return registry.get(task).gate_metric == "qini"
+
+
+def _realised_uplift(
+    ws: Workspace, target, moment: pd.Timestamp, champion: Champion, config: MonitorConfig
+) -> tuple[list[dict], list[str]]:
+    """Realised uplift of a Qini-judged champion on the decisions logged since its as-of whose label
+    window has ended by ``moment``: one performance row, or none and a note saying why."""
+    from training import labels as L
+    from training.data import load_tables, task_features
+    from training.tasks import implementation, uplift
+    from training.tracking import tracking_session
+
+    task = champion.task
+    if not champion.tags.get("as_of"):
+        return [], ["the version records no as_of, so which decisions it has not seen is unknown"]
+    trained = utc_timestamp(champion.tags["as_of"])
+    horizon = int(champion.tags.get("horizon_days") or registry.get(task).horizon_days)
+    starts = pd.date_range(trained, moment, freq="MS")
+    cutoffs = sorted({trained, *(utc_timestamp(t) for t in starts)})
+    bundle = champion.model.unwrap_python_model().bundle
+    actions = list(bundle.spec.get("uplift_actions") or [])
+    try:
+        found = implementation(task).labels(
+            load_tables(ws, moment), cutoffs, horizon, moment, model_spec=bundle.spec
+        )
+    except L.LabelsUnavailable as why:
+        return [], [f"no realised uplift on decisions since {trained.date()}: {why.reason}"]
+    frame = found.frame
+    if len(frame) > config.realised_rows:
+        frame = frame.sample(n=config.realised_rows, random_state=config.seed)
+    frame = frame.reset_index(drop=True)
+    features = task_features(ws, frame[list(KEYS)], [task])[task]
+    predicted = champion.model.predict(features[_model_inputs(champion.model)].reset_index(drop=True))
+    realised = realised_uplift(frame, predicted, actions, config.seed, uplift.MIN_ARM_ROWS)
+    try:
+        with tracking_session(target) as client:
+            logged = (
+                client.get_run(champion.tags["run_id"]).data.metrics if champion.tags.get("run_id") else {}
+            )
+    except Exception:  # noqa: BLE001 - a missing run leaves the recorded figures unknown, not the monitor broken
+        logged = {}
+    recorded = {action: logged.get(f"{action}.model.qini") for action in actions}
+    then = [v for v in recorded.values() if v is not None]
+    row = {
+        "scored_as_of": trained.isoformat(),
+        "decided_since": trained.isoformat(),
+        "version": champion.version,
+        "horizon_days": horizon,
+        "label_window_end": moment.isoformat(),
+        "rows": realised["rows"],
+        "auc": None,
+        "ece": None,
+        "qini": realised["qini"],
+        "actions": realised["actions"],
+        "too_few_rows": realised["too_few_rows"],
+        "at_promotion": {
+            **_rounded({"qini": float(np.mean(then)) if then else None}),
+            "actions": _rounded(recorded),
+        },
+        "degraded": degraded_uplift(realised, recorded),
+    }
+    notes = []
+    if realised["too_few_rows"]:
+        notes.append(
+            f"too few decisions since {trained.date()} to measure the uplift of "
+            f"{', '.join(realised['too_few_rows'])} (fewer than {uplift.MIN_ARM_ROWS} treated or control)"
+        )
+    return [row], notes
+
+
 def monitor_workspace(
     ws: Workspace,
     as_of: datetime | pd.Timestamp | None = None,
@@ -668,7 +801,19 @@ def monitor_workspace(
                     "no kept score output at or before as-of: run `cxpredict score` for prediction drift"
                 )
             reports[task] = report
-        for task, rows in _realised(ws, target, moment, found, config).items():
+        by_scores = {task: c for task, c in found.items() if not judged_by_qini(task)}
+        for task, champion in found.items():
+            if task in by_scores:
+                continue
+            rows, notes = _realised_uplift(ws, target, moment, champion, config)
+            reports[task].performance = rows
+            reports[task].notes += notes
+            reports[task].reasons += [
+                f"decisions since {row['decided_since'][:10]}: {why}"
+                for row in rows
+                for why in row["degraded"]
+            ]
+        for task, rows in _realised(ws, target, moment, by_scores, config).items():
             reports[task].performance = rows
             for row in rows:
                 if row["version"] != found[task].version and row["degraded"]:
@@ -708,16 +853,22 @@ def summary_markdown(result: MonitorResult) -> str:
         f"({result.current_rows} current customers sampled; thresholds: distance {result.config.drift_threshold}, "
         f"drift share {result.config.drift_share}, AUC drop {result.config.auc_drop})",
         "",
-        "| task | version | status | features drifted | scores drifted | realised AUC (recorded) |",
-        "|---|---|---|---|---|---|",
+        "| task | version | status | features drifted | scores drifted | realised AUC (recorded) "
+        "| realised Qini (recorded) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for report in result.tasks.values():
         features = report.features
         drifted = f"{len(features.drifted)} of {len(features.columns)}" if features else "-"
         scores = ", ".join(report.predictions.drifted) or "none" if report.predictions else "-"
         perf = report.performance[-1] if report.performance else None
-        auc = f"{perf['auc']} ({perf['at_promotion'].get('auc')})" if perf else "-"
-        lines.append(f"| {report.task} | {report.version} | {report.status} | {drifted} | {scores} | {auc} |")
+        auc = (
+            f"{perf['auc']} ({perf['at_promotion'].get('auc')})" if perf and perf["auc"] is not None else "-"
+        )
+        qini = f"{perf['qini']} ({perf['at_promotion'].get('qini')})" if perf and "qini" in perf else "-"
+        lines.append(
+            f"| {report.task} | {report.version} | {report.status} | {drifted} | {scores} | {auc} | {qini} |"
+        )
     for report in result.tasks.values():
         for reason in report.reasons:
             lines.append(f"- {report.task}: {reason}")
@@ -804,7 +955,7 @@ def log_run(target, result: MonitorResult) -> str:
                         values[f"{task}.prediction_distance.{column}"] = score
                 if report.performance:
                     latest = report.performance[-1]
-                    for name in ("auc", "ece", "lift_top_decile"):
+                    for name in ("auc", "ece", "lift_top_decile", "qini"):
                         if latest.get(name) is not None:
                             values[f"{task}.realised_{name}"] = float(latest[name])
             mlflow.log_metrics({k: v for k, v in values.items() if np.isfinite(v)})
