@@ -48,7 +48,25 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from cxpredict.workspace import Workspace
-from features.feature_repo.definitions import REALTIME_FEATURES
+
+REALTIME_FEATURES: tuple[str, ...] = (
+    "realtime_sessions",
+    "realtime_events",
+    "realtime_tickets_opened",
+    "realtime_tickets_resolved",
+    "realtime_last_event_ts",
+    "realtime_last_visit_ts",
+    "realtime_last_ticket_ts",
+    "realtime_surveys",
+    "realtime_last_nps",
+    "realtime_last_csat",
+    "realtime_last_survey_ts",
+    "realtime_window_start_ts",
+)
+"""Counters since ``realtime_window_start_ts`` (the features' ``as_of``, epoch seconds), the times
+(epoch seconds) of the last event, last engagement event, last ticket event and last survey answer,
+and the last NPS / CSAT scores answered (null when none): the signals that arrive between two
+snapshots. The pushed view ``realtime`` of the Feast repo serves these names."""
 
 LOG_URL_ENV = "CXPREDICT_EVENT_LOG_URL"
 SESSION_EVENTS = frozenset({"session_start"})

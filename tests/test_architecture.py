@@ -7,6 +7,8 @@
   nothing of ``serving``; nothing below the command line imports it or its renderer.
 - One home per task: no product module but the registry and the task's own implementation module
   names a task (a task is added by one module plus one registry entry, nothing else).
+- Cheap to import where it counts: the API's service module is imported by BentoML's supervisor and
+  again by every worker before it can serve, and neither needs Feast or matplotlib at import time.
 """
 
 from __future__ import annotations
@@ -133,3 +135,17 @@ def test_given_the_product_code_then_only_one_module_reaches_into_feast_internal
     }
     # then only the fence does (Feast's private names move between releases)
     assert {path for path, names in reaching.items() if names} == {"features/feast_internals.py"}
+
+
+def test_given_the_service_module_when_imported_then_neither_feast_nor_matplotlib_is_loaded():
+    import subprocess
+    import sys
+
+    # given a fresh interpreter, when it imports what BentoML's supervisor imports to start the API
+    probe = "import sys, serving.service; print(sorted({'feast', 'matplotlib'} & set(sys.modules)))"
+    found = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+
+    # then the feature store and the plotting library wait until a worker or a training run needs them
+    assert found.stdout.strip() == "[]"

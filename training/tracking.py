@@ -62,7 +62,7 @@ from mlflow.types import ColSpec, Schema
 
 from cxpredict import tasks as registry
 from cxpredict.workspace import Workspace
-from training import explain, model_card, plots
+from training import explain, model_card
 from training.config import TrainConfig
 from training.cutoffs import utc_timestamp
 from training.datasets import TaskDataset
@@ -242,7 +242,10 @@ def optional_inputs(signature: ModelSignature) -> ModelSignature:
 
 
 def figures(fitted: FittedTask, dataset: TaskDataset, config: TrainConfig) -> dict[str, object]:
-    """The run's plots by file name."""
+    """The run's plots by file name (matplotlib is imported here, not with the module: serving and
+    the command line import this module and never draw)."""
+    from training import plots
+
     head = fitted.primary if fitted.evaluations else fitted.bundle.spec["heads"][0]["name"]
     booster = fitted.bundle.boosters.get(head)
     rows = np.random.default_rng(config.seed).permutation(len(dataset.test))[: config.shap_sample]

@@ -39,6 +39,7 @@ from pydantic import BaseModel, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cxpredict import tasks
+from features.event_log import REALTIME_FEATURES
 
 MANIFEST_FILE = "manifest.json"
 SNAPSHOT_GLOB = "snapshot_date=*/data.parquet"
@@ -53,25 +54,6 @@ REQUEST_TIME = "request_time"
 DERIVED_TAG = "cxpredict.derived"
 SNAPSHOTS_TAG = "cxpredict.snapshots"
 _SNAKE_CASE = re.compile(r"^[a-z][a-z0-9_]*$")
-
-REALTIME_FEATURES: tuple[str, ...] = (
-    "realtime_sessions",
-    "realtime_events",
-    "realtime_tickets_opened",
-    "realtime_tickets_resolved",
-    "realtime_last_event_ts",
-    "realtime_last_visit_ts",
-    "realtime_last_ticket_ts",
-    "realtime_surveys",
-    "realtime_last_nps",
-    "realtime_last_csat",
-    "realtime_last_survey_ts",
-    "realtime_window_start_ts",
-)
-"""Counters since ``realtime_window_start_ts`` (the features' ``as_of``, epoch seconds), the times
-(epoch seconds) of the last event, last engagement event, last ticket event and last survey answer,
-and the last NPS / CSAT scores answered (null when none): the signals that arrive between two
-snapshots."""
 
 OFFER_FEATURES: tuple[str, ...] = (
     "offers_received_30d",
