@@ -24,14 +24,15 @@ champion, as an HTML and a JSON report in ``reports/`` and a run of the MLflow e
   decay of a version that has since been replaced (say, by ``retrain``) is reported as a note.
   Outputs of more than ``realised_rows`` customers are measured on a seeded sample of them
   (labels are per customer, so a sample's are exact).
-- **Realised uplift.** An uplift champion (a task judged by Qini) is not scored by ``score``: its
-  predictions are the decisions. The decision log's decisions since the version's as-of whose
-  label window has ended by as-of (the task's own label builder: each customer's first decision
-  per month, its arm and whether a purchase followed within the horizon) are scored with the
-  champion on their point-in-time features, and each action's Qini (treated against control) is
-  measured with a bootstrap interval beside the Qini the version recorded on its held-out cutoff.
-  Degraded: an action whose interval lies wholly below zero, i.e. the champion now ranks that
-  action's customers worse than random targeting would.
+- **Realised uplift.** An uplift champion (a task judged by Qini) is judged on decisions, not kept
+  scores: an estimate of uplift is only ever tested by a decision and what followed it. The log's
+  decisions since the version's as-of whose label window has ended by as-of (the task's own label
+  builder: each customer's first decision per month, its arm and whether a purchase followed
+  within the horizon) are scored with the champion on their point-in-time features, and each
+  action's Qini (treated against control) is measured with a bootstrap interval beside the Qini
+  the version recorded on its held-out cutoff. Degraded: an action whose interval lies wholly
+  below zero, i.e. the champion now ranks that action's customers worse than random targeting
+  would.
 
 Status: ``healthy`` (exit code 0) or ``alert`` (exit code 3) when any task drifted or degraded;
 ``NothingToMonitor`` (exit code 2) when no task has a champion. Reports and the MLflow run hold
@@ -279,26 +280,28 @@ def degraded(
 
 
 def realised_uplift(
-    frame: pd.DataFrame, predicted: pd.DataFrame, actions: Sequence[str], seed: int, min_rows: int
+    task: str, frame: pd.DataFrame, predicted: pd.DataFrame, actions: Sequence[str], seed: int
 ) -> dict[str, object]:
-    """Each action's Qini, with a bootstrap interval, of the champion's uplift on matured logged
-    decisions (``frame``: the uplift labels, with ``purchased`` and ``arm``; ``predicted``: the
-    ``uplift_<action>`` columns for the same rows). Actions with fewer than ``min_rows`` treated or
-    control rows are listed under ``too_few_rows`` instead."""
-    from training.tasks import uplift
+    """Each action's Qini, with a bootstrap interval, of a Qini-judged champion on matured logged
+    decisions (``frame``: the task's labels, with its label and arm columns; ``predicted``: its
+    per-action outputs for the same rows). Actions with fewer treated or control rows than the task
+    learns from are listed under ``too_few_rows`` instead."""
+    from training.tasks import implementation
 
-    y = frame[uplift.LABEL].to_numpy(dtype=int)
-    arms = frame[uplift.ARM].astype(str).to_numpy()
+    impl = implementation(task)
+    min_rows = impl.MIN_ARM_ROWS
+    y = frame[impl.LABEL].to_numpy(dtype=int)
+    arms = frame[impl.ARM].astype(str).to_numpy()
     measured, too_few = {}, []
     for action in actions:
-        column = uplift.output(action)
-        subset = np.isin(arms, [uplift.CONTROL, action])
+        column = impl.output(action)
+        subset = np.isin(arms, [impl.CONTROL, action])
         treated = arms[subset] == action
         if column not in predicted or treated.sum() < min_rows or (~treated).sum() < min_rows:
             too_few.append(action)
             continue
         score = predicted[column].to_numpy(dtype=float)[subset]
-        found = uplift.bootstrap_qini(y[subset], treated, {"model": score}, seed)["model"]
+        found = impl.bootstrap_qini(y[subset], treated, {"model": score}, seed)["model"]
         bought = y[subset]
         measured[action] = {
             "treated_rows": int(treated.sum()),
@@ -647,7 +650,7 @@ def _realised_uplift(
     window has ended by ``moment``: one performance row, or none and a note saying why."""
     from training import labels as L
     from training.data import load_tables, task_features
-    from training.tasks import implementation, uplift
+    from training.tasks import implementation
     from training.tracking import tracking_session
 
     task = champion.task
@@ -671,7 +674,7 @@ def _realised_uplift(
     frame = frame.reset_index(drop=True)
     features = task_features(ws, frame[list(KEYS)], [task])[task]
     predicted = champion.model.predict(features[_model_inputs(champion.model)].reset_index(drop=True))
-    realised = realised_uplift(frame, predicted, actions, config.seed, uplift.MIN_ARM_ROWS)
+    realised = realised_uplift(task, frame, predicted, actions, config.seed)
     try:
         with tracking_session(target) as client:
             logged = (
@@ -703,7 +706,8 @@ def _realised_uplift(
     if realised["too_few_rows"]:
         notes.append(
             f"too few decisions since {trained.date()} to measure the uplift of "
-            f"{', '.join(realised['too_few_rows'])} (fewer than {uplift.MIN_ARM_ROWS} treated or control)"
+            f"{', '.join(realised['too_few_rows'])} (fewer than {implementation(task).MIN_ARM_ROWS} "
+            "treated or control)"
         )
     return [row], notes
 

@@ -1,6 +1,7 @@
 """``monitor`` on an uplift champion: its realised Qini per action on the decisions logged since its
-as-of (not on kept scores, which hold no uplift), beside what it recorded at promotion; a champion
-that now ranks an action's customers backwards raises the alarm (tests/conftest.py: campaign_world)."""
+as-of (an uplift estimate is tested only by a decision and what followed it), beside what it
+recorded at promotion; a champion that now ranks an action's customers backwards raises the alarm
+(tests/conftest.py: campaign_world)."""
 
 from __future__ import annotations
 
