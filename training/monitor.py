@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from datetime import UTC, datetime
@@ -374,7 +374,8 @@ class Champion:
 
 
 def _recorded_metrics(client, tags: Mapping[str, str]) -> dict[str, float | None]:
-    """AUC, ECE and lift the version recorded at training (held-out cutoff)."""
+    """AUC, ECE and lift the version recorded at training (held-out cutoff), and each target's Qini
+    (``qini.<target>``) for a version judged by Qini."""
     metrics = {}
     try:
         metrics = client.get_run(tags["run_id"]).data.metrics if tags.get("run_id") else {}
@@ -393,6 +394,11 @@ def _recorded_metrics(client, tags: Mapping[str, str]) -> dict[str, float | None
         "auc": number(tags.get("auc_model", metrics.get("auc"))),
         "ece": number(tags.get("ece_model")),
         "lift_top_decile": float(np.mean(lifts)) if lifts else None,
+        **{
+            f"qini.{key.removesuffix('.model.qini')}": number(value)
+            for key, value in metrics.items()
+            if key.endswith(".model.qini")
+        },
     }
 
 
@@ -561,12 +567,13 @@ def _realised(
     moment: pd.Timestamp,
     found: Mapping[str, Champion],
     config: MonitorConfig,
+    canonical: Callable[[], dict[str, pd.DataFrame]],
 ) -> dict[str, list[dict]]:
     """Realised performance of every kept score output whose horizon has passed, per task (the
-    version that scored it gives the horizon, the label columns and the recorded metrics)."""
+    version that scored it gives the horizon, the label columns and the recorded metrics;
+    ``canonical`` gives the canonical tables known at ``moment``, read once per monitor run)."""
     from mlflow.exceptions import MlflowException
 
-    from training.data import load_tables
     from training.tasks import implementation
     from training.tracking import tracking_session
 
@@ -574,7 +581,6 @@ def _realised(
     kept = kept_scores(ws, moment)
     if not kept:
         return out
-    tables = None
     subsets: dict[Path, tuple[pd.DataFrame, dict[str, pd.DataFrame]]] = {}
     models: dict[tuple[str, str], tuple[object, dict, dict]] = {
         (task, c.version): (c.model.unwrap_python_model().bundle.spec, c.tags, c.recorded)
@@ -604,7 +610,7 @@ def _realised(
                     models[key] = (model.unwrap_python_model().bundle.spec, tags, recorded)
                 spec = models[key][0]
                 if scores.path not in subsets:
-                    tables = tables if tables is not None else load_tables(ws, moment)
+                    tables = canonical()
                     frame = pd.read_parquet(scores.path)
                     if len(frame) > config.realised_rows:
                         frame = frame.sample(n=config.realised_rows, random_state=config.seed)
@@ -644,14 +650,17 @@ def judged_by_qini(task: str) -> bool:
 
 
 def _realised_uplift(
-    ws: Workspace, target, moment: pd.Timestamp, champion: Champion, config: MonitorConfig
+    ws: Workspace,
+    moment: pd.Timestamp,
+    champion: Champion,
+    config: MonitorConfig,
+    canonical: Callable[[], dict[str, pd.DataFrame]],
 ) -> tuple[list[dict], list[str]]:
     """Realised uplift of a Qini-judged champion on the decisions logged since its as-of whose label
     window has ended by ``moment``: one performance row, or none and a note saying why."""
     from training import labels as L
-    from training.data import load_tables, task_features
+    from training.data import task_features
     from training.tasks import implementation
-    from training.tracking import tracking_session
 
     task = champion.task
     if not champion.tags.get("as_of"):
@@ -663,9 +672,7 @@ def _realised_uplift(
     bundle = champion.model.unwrap_python_model().bundle
     actions = list(bundle.spec.get("uplift_actions") or [])
     try:
-        found = implementation(task).labels(
-            load_tables(ws, moment), cutoffs, horizon, moment, model_spec=bundle.spec
-        )
+        found = implementation(task).labels(canonical(), cutoffs, horizon, moment, model_spec=bundle.spec)
     except L.LabelsUnavailable as why:
         return [], [f"no realised uplift on decisions since {trained.date()}: {why.reason}"]
     frame = found.frame
@@ -675,17 +682,9 @@ def _realised_uplift(
     features = task_features(ws, frame[list(KEYS)], [task])[task]
     predicted = champion.model.predict(features[_model_inputs(champion.model)].reset_index(drop=True))
     realised = realised_uplift(task, frame, predicted, actions, config.seed)
-    try:
-        with tracking_session(target) as client:
-            logged = (
-                client.get_run(champion.tags["run_id"]).data.metrics if champion.tags.get("run_id") else {}
-            )
-    except Exception:  # noqa: BLE001 - a missing run leaves the recorded figures unknown, not the monitor broken
-        logged = {}
-    recorded = {action: logged.get(f"{action}.model.qini") for action in actions}
+    recorded = {action: champion.recorded.get(f"qini.{action}") for action in actions}
     then = [v for v in recorded.values() if v is not None]
     row = {
-        "scored_as_of": trained.isoformat(),
         "decided_since": trained.isoformat(),
         "version": champion.version,
         "horizon_days": horizon,
@@ -723,7 +722,7 @@ def monitor_workspace(
     """Monitor every champion (or ``tasks``) as of ``as_of`` (default: the features' as-of), write
     ``reports/monitor-<as-of>.html`` and ``.json`` and (``log``) a run of ``cx-monitoring``.
     Raises ``NothingToMonitor`` when no task has a champion."""
-    from training.data import default_as_of, known_customers, prepare_store, task_features
+    from training.data import default_as_of, known_customers, load_tables, prepare_store, task_features
     from training.project import project_run
     from training.tracking import predict_params, resolve_tracking
 
@@ -805,11 +804,12 @@ def monitor_workspace(
                     "no kept score output at or before as-of: run `cxpredict score` for prediction drift"
                 )
             reports[task] = report
+        canonical = cache(lambda: load_tables(ws, moment))
         by_scores = {task: c for task, c in found.items() if not judged_by_qini(task)}
         for task, champion in found.items():
             if task in by_scores:
                 continue
-            rows, notes = _realised_uplift(ws, target, moment, champion, config)
+            rows, notes = _realised_uplift(ws, moment, champion, config, canonical)
             reports[task].performance = rows
             reports[task].notes += notes
             reports[task].reasons += [
@@ -817,7 +817,7 @@ def monitor_workspace(
                 for row in rows
                 for why in row["degraded"]
             ]
-        for task, rows in _realised(ws, target, moment, by_scores, config).items():
+        for task, rows in _realised(ws, target, moment, by_scores, config, canonical).items():
             reports[task].performance = rows
             for row in rows:
                 if row["version"] != found[task].version and row["degraded"]:
